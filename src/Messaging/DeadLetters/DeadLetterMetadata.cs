@@ -1,0 +1,84 @@
+using System.Globalization;
+
+namespace Messaging.DeadLetters;
+
+/// <summary>The uniform metadata every transport stores with a dead-lettered event.</summary>
+public sealed record DeadLetterMetadata
+{
+    public required DeadLetterReason Reason { get; init; }
+
+    /// <summary>A human-readable explanation.</summary>
+    public string? Description { get; init; }
+
+    /// <summary>The full name of the exception type that caused the last failure, if any.</summary>
+    public string? ExceptionType { get; init; }
+
+    /// <summary>The message of that exception.</summary>
+    public string? ExceptionMessage { get; init; }
+
+    /// <summary>How many delivery attempts were made.</summary>
+    public required int AttemptCount { get; init; }
+
+    /// <summary>The subscription the event was dead-lettered from.</summary>
+    public required string SourceSubscription { get; init; }
+
+    /// <summary>When it was dead-lettered.</summary>
+    public required DateTimeOffset Time { get; init; }
+
+    /// <summary>Wire names of the metadata properties, identical on every broker.</summary>
+    public static class PropertyNames
+    {
+        public const string Reason = "deadletter-reason";
+        public const string Description = "deadletter-description";
+        public const string ExceptionType = "deadletter-exception-type";
+        public const string ExceptionMessage = "deadletter-exception-message";
+        public const string AttemptCount = "deadletter-attempts";
+        public const string SourceSubscription = "deadletter-subscription";
+        public const string Time = "deadletter-time";
+    }
+
+    /// <summary>Longest exception message or description stored, so metadata stays within broker header limits.</summary>
+    public const int MaxTextLength = 1024;
+
+    /// <summary>The metadata as string properties, for transports that store it as headers or attributes.</summary>
+    public IEnumerable<KeyValuePair<string, string>> ToProperties()
+    {
+        yield return new(PropertyNames.Reason, Reason.ToString());
+        if (Description is not null)
+        {
+            yield return new(PropertyNames.Description, Clip(Description));
+        }
+        if (ExceptionType is not null)
+        {
+            yield return new(PropertyNames.ExceptionType, ExceptionType);
+        }
+        if (ExceptionMessage is not null)
+        {
+            yield return new(PropertyNames.ExceptionMessage, Clip(ExceptionMessage));
+        }
+        yield return new(PropertyNames.AttemptCount, AttemptCount.ToString(CultureInfo.InvariantCulture));
+        yield return new(PropertyNames.SourceSubscription, SourceSubscription);
+        yield return new(PropertyNames.Time, Time.ToUniversalTime().ToString("O", CultureInfo.InvariantCulture));
+    }
+
+    /// <summary>Reads metadata back from properties; missing values fall back to what the caller knows.</summary>
+    public static DeadLetterMetadata FromProperties(Func<string, string?> lookup, string subscription, int fallbackAttempts, DeadLetterReason fallbackReason)
+    {
+        ArgumentNullException.ThrowIfNull(lookup);
+        var reason = Enum.TryParse<DeadLetterReason>(lookup(PropertyNames.Reason), out var r) ? r : fallbackReason;
+        var attempts = int.TryParse(lookup(PropertyNames.AttemptCount), NumberStyles.Integer, CultureInfo.InvariantCulture, out var a) ? a : fallbackAttempts;
+        var time = DateTimeOffset.TryParse(lookup(PropertyNames.Time), CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var t) ? t : DateTimeOffset.MinValue;
+        return new DeadLetterMetadata
+        {
+            Reason = reason,
+            Description = lookup(PropertyNames.Description),
+            ExceptionType = lookup(PropertyNames.ExceptionType),
+            ExceptionMessage = lookup(PropertyNames.ExceptionMessage),
+            AttemptCount = attempts,
+            SourceSubscription = lookup(PropertyNames.SourceSubscription) ?? subscription,
+            Time = time,
+        };
+    }
+
+    private static string Clip(string text) => text.Length <= MaxTextLength ? text : text[..MaxTextLength];
+}

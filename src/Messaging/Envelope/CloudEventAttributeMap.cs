@@ -1,0 +1,137 @@
+using System.Globalization;
+using System.Text;
+using CloudNative.CloudEvents;
+
+namespace Messaging.Envelope;
+
+/// <summary>
+/// Maps a CloudEvent to and from a flat set of named string attributes, the shape every binary-mode
+/// protocol binding uses (AMQP application properties, RabbitMQ headers, Pub/Sub attributes, ...).
+/// Transports add their own name prefix; values use the CloudEvents canonical string encoding.
+/// </summary>
+public static class CloudEventAttributeMap
+{
+    /// <summary>Lists every populated attribute except <c>datacontenttype</c>, which bindings carry as a content type.</summary>
+    public static IEnumerable<KeyValuePair<string, string>> ToAttributes(CloudEvent cloudEvent)
+    {
+        ArgumentNullException.ThrowIfNull(cloudEvent);
+        yield return new("specversion", cloudEvent.SpecVersion.VersionId);
+        foreach (var (attribute, value) in cloudEvent.GetPopulatedAttributes())
+        {
+            if (attribute.Name == CloudEventsSpecVersion.SpecVersionAttribute.Name
+                || attribute == cloudEvent.SpecVersion.DataContentTypeAttribute)
+            {
+                continue;
+            }
+            yield return new(attribute.Name, attribute.Format(value));
+        }
+    }
+
+    /// <summary>
+    /// Builds a CloudEvent from attributes read off the wire. Throws <see cref="InvalidCloudEventException"/>
+    /// with a precise description when the attributes do not form a valid CloudEvent.
+    /// </summary>
+    public static CloudEvent FromAttributes(
+        IEnumerable<KeyValuePair<string, string>> attributes,
+        string? dataContentType,
+        ReadOnlyMemory<byte> data,
+        bool hasData,
+        IEnumerable<CloudEventAttribute>? extensionAttributes)
+    {
+        ArgumentNullException.ThrowIfNull(attributes);
+        var list = attributes as IReadOnlyCollection<KeyValuePair<string, string>> ?? attributes.ToList();
+        string? specVersionId = null;
+        foreach (var (name, value) in list)
+        {
+            if (name == "specversion")
+            {
+                specVersionId = value;
+            }
+        }
+        if (specVersionId is null)
+        {
+            throw new InvalidCloudEventException("The message has no 'specversion' attribute, so it is not a CloudEvent.");
+        }
+        var specVersion = CloudEventsSpecVersion.FromVersionId(specVersionId)
+            ?? throw new InvalidCloudEventException($"Unsupported CloudEvents specversion '{specVersionId}'.");
+
+        var cloudEvent = new CloudEvent(specVersion, extensionAttributes);
+        foreach (var (name, value) in list)
+        {
+            if (name == "specversion")
+            {
+                continue;
+            }
+            if (!IsValidAttributeName(name))
+            {
+                // Foreign headers that merely share a prefix are not CloudEvent attributes; ignore them.
+                continue;
+            }
+            try
+            {
+                cloudEvent.SetAttributeFromString(name, value);
+            }
+            catch (ArgumentException ex)
+            {
+                throw new InvalidCloudEventException($"Attribute '{name}' has an invalid value '{Truncate(value)}': {ex.Message}", ex);
+            }
+        }
+        if (dataContentType is not null)
+        {
+            cloudEvent.DataContentType = dataContentType;
+        }
+        if (hasData)
+        {
+            cloudEvent.Data = data.ToArray();
+        }
+        EnsureValid(cloudEvent);
+        return cloudEvent;
+    }
+
+    /// <summary>Throws <see cref="InvalidCloudEventException"/> naming the missing required attributes.</summary>
+    public static void EnsureValid(CloudEvent cloudEvent)
+    {
+        ArgumentNullException.ThrowIfNull(cloudEvent);
+        if (cloudEvent.IsValid)
+        {
+            return;
+        }
+        var missing = cloudEvent.SpecVersion.RequiredAttributes
+            .Where(a => cloudEvent[a] is null)
+            .Select(a => a.Name);
+        throw new InvalidCloudEventException($"The CloudEvent is missing required attribute(s): {string.Join(", ", missing)}.");
+    }
+
+    /// <summary>CloudEvents attribute names are lower-case ASCII letters and digits.</summary>
+    public static bool IsValidAttributeName(string name)
+    {
+        if (string.IsNullOrEmpty(name))
+        {
+            return false;
+        }
+        foreach (var c in name)
+        {
+            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')))
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>Decodes a header value written by any AMQP-style client into its string form.</summary>
+    public static string? HeaderValueToString(object? value) => value switch
+    {
+        null => null,
+        string s => s,
+        byte[] bytes => Encoding.UTF8.GetString(bytes),
+        ReadOnlyMemory<byte> memory => Encoding.UTF8.GetString(memory.Span),
+        bool b => b ? "true" : "false",
+        DateTimeOffset dto => CloudEventAttributeType.Timestamp.Format(dto),
+        DateTime dt => CloudEventAttributeType.Timestamp.Format(new DateTimeOffset(DateTime.SpecifyKind(dt, DateTimeKind.Utc))),
+        IFormattable formattable => formattable.ToString(null, CultureInfo.InvariantCulture),
+        _ => value.ToString(),
+    };
+
+    private static string Truncate(string value) => value.Length <= 64 ? value : value[..64] + "...";
+}

@@ -1,0 +1,26 @@
+namespace Messaging.InMemory;
+
+/// <summary>A message as the in-memory broker stores it: string properties plus a body, like a real broker's wire format.</summary>
+public sealed class InMemoryMessage
+{
+    public InMemoryMessage(IReadOnlyDictionary<string, string> properties, ReadOnlyMemory<byte> body, string? contentType)
+    {
+        Properties = properties;
+        Body = body;
+        ContentType = contentType;
+    }
+
+    /// <summary>Unique per stored copy; the dead-letter id.</summary>
+    public string MessageId { get; } = Guid.NewGuid().ToString("N");
+
+    public IReadOnlyDictionary<string, string> Properties { get; }
+
+    public ReadOnlyMemory<byte> Body { get; }
+
+    public string? ContentType { get; }
+
+    /// <summary>Deliveries so far; kept by the broker, so it survives consumers that die.</summary>
+    internal int DeliveryCount;
+
+    internal InMemoryMessage CopyWith(IReadOnlyDictionary<string, string> properties) => new(properties, Body, ContentType);
+}

@@ -1,0 +1,185 @@
+using System.Collections.Concurrent;
+using CloudNative.CloudEvents;
+using Messaging.DeadLetters;
+using Messaging.Envelope;
+using Messaging.Topology;
+using Messaging.Transport;
+
+namespace Messaging.InMemory;
+
+/// <summary>
+/// The embedded transport: a broker in process memory with the same semantics as the real ones
+/// (fan-out, competing consumers, attempts counted per message, backoff, dead-letter). Events are
+/// encoded to properties and bytes on publish, so handlers never share an object with the publisher.
+/// </summary>
+public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
+{
+    /// <summary>The name that selects this transport in configuration.</summary>
+    public const string TransportName = "InMemory";
+
+    private readonly InMemoryBroker _broker;
+    private readonly IReadOnlyList<CloudEventAttribute> _extensions;
+    private readonly TimeProvider _time;
+    private readonly ConcurrentDictionary<InMemoryConsumer, byte> _consumers = new();
+    private readonly CancellationTokenSource _disposed = new();
+
+    public InMemoryTransport(InMemoryBroker broker, IReadOnlyList<CloudEventAttribute> extensionAttributes, TimeProvider? time = null)
+    {
+        _broker = broker ?? throw new ArgumentNullException(nameof(broker));
+        _extensions = extensionAttributes;
+        _time = time ?? TimeProvider.System;
+        Capabilities = new TransportCapabilities { MaxEventSizeBytes = broker.Options.MaxEventSizeBytes };
+    }
+
+    public string Name => TransportName;
+
+    public TransportCapabilities Capabilities { get; }
+
+    public IDeadLetterStore DeadLetters => this;
+
+    public Task ProvisionAsync(MessagingTopology topology, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(topology);
+        foreach (var topic in topology.Topics)
+        {
+            _broker.DeclareTopic(topic);
+        }
+        foreach (var subscription in topology.Subscriptions)
+        {
+            _broker.DeclareSubscription(subscription.Topic, subscription.Name);
+        }
+        return Task.CompletedTask;
+    }
+
+    public async Task PublishAsync(string topic, IReadOnlyList<CloudEvent> events, CancellationToken cancellationToken)
+    {
+        ObjectDisposedException.ThrowIf(_disposed.IsCancellationRequested, this);
+        var encoded = new List<(IReadOnlyDictionary<string, string> Properties, byte[] Body, string? ContentType)>(events.Count);
+        foreach (var cloudEvent in events)
+        {
+            var properties = new Dictionary<string, string>(StringComparer.Ordinal);
+            long size = 0;
+            foreach (var (name, value) in CloudEventAttributeMap.ToAttributes(cloudEvent))
+            {
+                properties[name] = value;
+                size += name.Length + value.Length;
+            }
+            var body = CloudEventData.GetBytes(cloudEvent) ?? [];
+            size += body.Length;
+            if (size > Capabilities.MaxEventSizeBytes)
+            {
+                throw new EventTooLargeException(cloudEvent.Id ?? "?", size, Capabilities.MaxEventSizeBytes, Name);
+            }
+            if (cloudEvent.Data is null)
+            {
+                properties[NoDataProperty] = "true";
+            }
+            encoded.Add((properties, body, cloudEvent.DataContentType));
+        }
+        foreach (var (properties, body, contentType) in encoded)
+        {
+            await _broker.PublishRawAsync(topic, properties, body, contentType, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    public Task<ITransportConsumer> StartConsumerAsync(SubscriptionDefinition subscription, DeliveryCallback onDelivery, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(subscription);
+        var queue = _broker.GetQueue(subscription.Name);
+        var consumer = new InMemoryConsumer(this, queue, subscription, onDelivery);
+        _consumers.TryAdd(consumer, 0);
+        consumer.Start();
+        return Task.FromResult<ITransportConsumer>(consumer);
+    }
+
+    public Task<IReadOnlyList<DeadLetteredEvent>> PeekAsync(string subscription, int maxCount, CancellationToken cancellationToken)
+    {
+        var queue = _broker.GetQueue(subscription);
+        List<InMemoryMessage> snapshot;
+        lock (queue.DeadLetterLock)
+        {
+            snapshot = queue.DeadLetters.Take(maxCount).ToList();
+        }
+        return Task.FromResult<IReadOnlyList<DeadLetteredEvent>>(snapshot.Select(m => ToDeadLettered(m, subscription)).ToList());
+    }
+
+    public async Task<int> ReplayAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(select);
+        var queue = _broker.GetQueue(subscription);
+        var chosen = new List<InMemoryMessage>();
+        lock (queue.DeadLetterLock)
+        {
+            foreach (var message in queue.DeadLetters)
+            {
+                if (select(ToDeadLettered(message, subscription)))
+                {
+                    chosen.Add(message);
+                }
+            }
+            queue.DeadLetters.RemoveAll(chosen.Contains);
+        }
+        foreach (var message in chosen)
+        {
+            var properties = message.Properties
+                .Where(p => !p.Key.StartsWith("deadletter-", StringComparison.Ordinal))
+                .ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal);
+            await queue.Ready.Writer.WriteAsync(message.CopyWith(properties), cancellationToken).ConfigureAwait(false);
+        }
+        return chosen.Count;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_disposed.IsCancellationRequested)
+        {
+            return;
+        }
+        await _disposed.CancelAsync().ConfigureAwait(false);
+        // Like a dropped connection: consumers stop at once and unsettled messages return to their queues.
+        foreach (var consumer in _consumers.Keys)
+        {
+            await consumer.AbortAsync().ConfigureAwait(false);
+        }
+        _disposed.Dispose();
+    }
+
+    internal const string NoDataProperty = "x-inmemory-nodata";
+
+    internal CloudEvent Decode(InMemoryMessage message)
+    {
+        if (StructuredJson.IsStructured(message.ContentType))
+        {
+            return StructuredJson.Decode(message.Body, message.ContentType, _extensions);
+        }
+        var hasData = !message.Properties.ContainsKey(NoDataProperty);
+        var attributes = message.Properties.Where(p => p.Key != NoDataProperty && !p.Key.StartsWith("deadletter-", StringComparison.Ordinal));
+        return CloudEventAttributeMap.FromAttributes(attributes, message.ContentType, message.Body, hasData, _extensions);
+    }
+
+    internal void Remove(InMemoryConsumer consumer) => _consumers.TryRemove(consumer, out _);
+
+    internal TimeProvider Time => _time;
+
+    internal CancellationToken DisposedToken => _disposed.Token;
+
+    private DeadLetteredEvent ToDeadLettered(InMemoryMessage message, string subscription)
+    {
+        CloudEvent? cloudEvent = null;
+        try
+        {
+            cloudEvent = Decode(message);
+        }
+        catch (InvalidCloudEventException)
+        {
+            // Invalid messages are dead-lettered as they came; the raw body is still available.
+        }
+        return new DeadLetteredEvent
+        {
+            DeadLetterId = message.MessageId,
+            Event = cloudEvent,
+            Body = message.Body,
+            Metadata = DeadLetterMetadata.FromProperties(k => message.Properties.GetValueOrDefault(k), subscription, message.DeliveryCount, DeadLetterReason.Unknown),
+        };
+    }
+}

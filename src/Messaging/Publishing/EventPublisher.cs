@@ -1,0 +1,94 @@
+using System.Diagnostics;
+using System.Text.Json;
+using CloudNative.CloudEvents;
+using Messaging.Diagnostics;
+using Messaging.Envelope;
+using Messaging.Hosting;
+using Messaging.Transport;
+using Microsoft.Extensions.Options;
+
+namespace Messaging.Publishing;
+
+internal sealed class EventPublisher : IEventPublisher
+{
+    private readonly IMessageTransport _transport;
+    private readonly MessagingModel _model;
+    private readonly Uri _source;
+    private readonly TimeProvider _time;
+
+    public EventPublisher(IMessageTransport transport, MessagingModel model, IOptions<MessagingOptions> options, TimeProvider time)
+    {
+        _transport = transport;
+        _model = model;
+        _time = time;
+        _source = new Uri(options.Value.Source ?? MessagingOptions.DefaultSource, UriKind.RelativeOrAbsolute);
+    }
+
+    public CloudEvent CreateEvent<T>(T data, Action<CloudEvent>? configure = null)
+        where T : notnull
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        var mapping = _model.GetEventMapping(typeof(T));
+        var cloudEvent = new CloudEvent(CloudEventsSpecVersion.V1_0, _model.ExtensionAttributes)
+        {
+            Id = Guid.CreateVersion7().ToString(),
+            Source = _source,
+            Type = mapping.EventType,
+            Time = _time.GetUtcNow(),
+            DataContentType = "application/json",
+            Data = JsonSerializer.SerializeToUtf8Bytes(data, _model.JsonOptions),
+        };
+        configure?.Invoke(cloudEvent);
+        return cloudEvent;
+    }
+
+    public async Task<CloudEvent> PublishAsync<T>(T data, Action<CloudEvent>? configure = null, CancellationToken cancellationToken = default)
+        where T : notnull
+    {
+        var cloudEvent = CreateEvent(data, configure);
+        await PublishCoreAsync(_model.GetEventMapping(typeof(T)).Topic, [cloudEvent], cancellationToken).ConfigureAwait(false);
+        return cloudEvent;
+    }
+
+    public Task PublishAsync(string topic, CloudEvent cloudEvent, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(cloudEvent);
+        return PublishCoreAsync(topic, [cloudEvent], cancellationToken);
+    }
+
+    public Task PublishBatchAsync(string topic, IEnumerable<CloudEvent> cloudEvents, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(cloudEvents);
+        var batch = cloudEvents as IReadOnlyList<CloudEvent> ?? cloudEvents.ToList();
+        return batch.Count == 0 ? Task.CompletedTask : PublishCoreAsync(topic, batch, cancellationToken);
+    }
+
+    private async Task PublishCoreAsync(string topic, IReadOnlyList<CloudEvent> events, CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(topic);
+        using var activity = MessagingDiagnostics.StartPublish(_transport.Name, topic, events.Count);
+        foreach (var cloudEvent in events)
+        {
+            CloudEventAttributeMap.EnsureValid(cloudEvent);
+            CloudEventData.Normalize(cloudEvent, _model.JsonOptions);
+            MessagingDiagnostics.Inject(cloudEvent, activity ?? Activity.Current);
+        }
+        if (events.Count == 1)
+        {
+            activity?.SetTag("messaging.message.id", events[0].Id);
+        }
+        try
+        {
+            await _transport.PublishAsync(topic, events, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            activity?.SetStatus(ActivityStatusCode.Error, ex.Message);
+            activity?.SetTag("error.type", ex.GetType().FullName);
+            throw;
+        }
+        MessagingDiagnostics.SentMessages.Add(events.Count,
+            new KeyValuePair<string, object?>("messaging.system", _transport.Name),
+            new KeyValuePair<string, object?>("messaging.destination.name", topic));
+    }
+}

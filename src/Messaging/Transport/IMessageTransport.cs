@@ -1,0 +1,50 @@
+using CloudNative.CloudEvents;
+using Messaging.DeadLetters;
+using Messaging.Topology;
+
+namespace Messaging.Transport;
+
+/// <summary>
+/// The narrow contract a broker adapter implements. Everything else (typed publish, handler dispatch,
+/// retry and dead-letter decisions, tracing, hosting) lives in the contract layer and is the same for
+/// every broker. A transport moves bytes and settles deliveries; it never decides policy.
+/// </summary>
+public interface IMessageTransport : IAsyncDisposable
+{
+    /// <summary>The name used in configuration (<c>Messaging:Transport</c>).</summary>
+    string Name { get; }
+
+    /// <summary>What the broker can do; the contract layer refuses what is not declared here.</summary>
+    TransportCapabilities Capabilities { get; }
+
+    /// <summary>Creates topics, subscriptions and dead-letter destinations; must be idempotent.</summary>
+    Task ProvisionAsync(MessagingTopology topology, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Publishes events (their data already normalised to bytes) to a topic. Completes only once the broker
+    /// has durably accepted every event; throws if any was refused.
+    /// </summary>
+    Task PublishAsync(string topic, IReadOnlyList<CloudEvent> events, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Starts consuming a subscription. <paramref name="onDelivery"/> is invoked at most
+    /// <see cref="SubscriptionDefinition.Concurrency"/> times at once and must settle each delivery exactly once.
+    /// </summary>
+    Task<ITransportConsumer> StartConsumerAsync(SubscriptionDefinition subscription, DeliveryCallback onDelivery, CancellationToken cancellationToken);
+
+    /// <summary>Reads and replays a subscription's dead-letter destination.</summary>
+    IDeadLetterStore DeadLetters { get; }
+}
+
+/// <summary>Invoked by a transport for every message it receives.</summary>
+public delegate Task DeliveryCallback(ITransportDelivery delivery, CancellationToken cancellationToken);
+
+/// <summary>A running consumer of one subscription.</summary>
+public interface ITransportConsumer : IAsyncDisposable
+{
+    /// <summary>
+    /// Stops receiving new messages and waits for in-flight deliveries to be settled. If
+    /// <paramref name="cancellationToken"/> fires first, unsettled deliveries are returned to the broker.
+    /// </summary>
+    Task StopAsync(CancellationToken cancellationToken);
+}
