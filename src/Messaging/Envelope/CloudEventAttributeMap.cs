@@ -28,14 +28,13 @@ public static class CloudEventAttributeMap
     }
 
     /// <summary>
-    /// Builds a CloudEvent from attributes read off the wire. Throws <see cref="InvalidCloudEventException"/>
+    /// Builds a CloudEvent from attributes read off the wire (names without the binding's prefix). Throws <see cref="InvalidCloudEventException"/>
     /// with a precise description when the attributes do not form a valid CloudEvent.
     /// </summary>
     public static CloudEvent FromAttributes(
         IEnumerable<KeyValuePair<string, string>> attributes,
         string? dataContentType,
         ReadOnlyMemory<byte> data,
-        bool hasData,
         IEnumerable<CloudEventAttribute>? extensionAttributes)
     {
         ArgumentNullException.ThrowIfNull(attributes);
@@ -80,7 +79,9 @@ public static class CloudEventAttributeMap
         {
             cloudEvent.DataContentType = dataContentType;
         }
-        if (hasData)
+        // Binary mode cannot tell "no data" from "empty data"; the rule on every transport: an empty body is
+        // empty data when a content type is given, and no data otherwise.
+        if (data.Length > 0 || dataContentType is not null)
         {
             cloudEvent.Data = data.ToArray();
         }

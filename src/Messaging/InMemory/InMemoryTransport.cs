@@ -70,10 +70,6 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
             {
                 throw new EventTooLargeException(cloudEvent.Id ?? "?", size, Capabilities.MaxEventSizeBytes, Name);
             }
-            if (cloudEvent.Data is null)
-            {
-                properties[NoDataProperty] = "true";
-            }
             encoded.Add((properties, body, cloudEvent.DataContentType));
         }
         foreach (var (properties, body, contentType) in encoded)
@@ -144,17 +140,14 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         _disposed.Dispose();
     }
 
-    internal const string NoDataProperty = "x-inmemory-nodata";
-
     internal CloudEvent Decode(InMemoryMessage message)
     {
         if (StructuredJson.IsStructured(message.ContentType))
         {
             return StructuredJson.Decode(message.Body, message.ContentType, _extensions);
         }
-        var hasData = !message.Properties.ContainsKey(NoDataProperty);
-        var attributes = message.Properties.Where(p => p.Key != NoDataProperty && !p.Key.StartsWith("deadletter-", StringComparison.Ordinal));
-        return CloudEventAttributeMap.FromAttributes(attributes, message.ContentType, message.Body, hasData, _extensions);
+        var attributes = message.Properties.Where(p => !p.Key.StartsWith("deadletter-", StringComparison.Ordinal));
+        return CloudEventAttributeMap.FromAttributes(attributes, message.ContentType, message.Body, _extensions);
     }
 
     internal void Remove(InMemoryConsumer consumer) => _consumers.TryRemove(consumer, out _);

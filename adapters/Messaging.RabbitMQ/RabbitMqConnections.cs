@@ -1,0 +1,134 @@
+using Microsoft.Extensions.Logging;
+using RabbitMQ.Client;
+
+namespace Messaging.RabbitMQ;
+
+/// <summary>
+/// Two automatically recovering connections, one for publishing and one for consuming, so that flow control
+/// on a busy publisher never stalls acknowledgements.
+/// </summary>
+internal sealed partial class RabbitMqConnections : IAsyncDisposable
+{
+    private readonly ConnectionFactory _factory;
+    private readonly ILogger _logger;
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private IConnection? _publishing;
+    private IConnection? _consuming;
+
+    public RabbitMqConnections(RabbitMqTransportOptions options, ILogger logger)
+    {
+        _logger = logger;
+        _factory = new ConnectionFactory
+        {
+            AutomaticRecoveryEnabled = true,
+            TopologyRecoveryEnabled = true,
+            NetworkRecoveryInterval = options.NetworkRecoveryInterval,
+            ClientProvidedName = options.ClientName ?? AppDomain.CurrentDomain.FriendlyName,
+            MaxInboundMessageBodySize = (uint)Math.Min(int.MaxValue, (long)options.MaxEventSizeBytes * 2),
+        };
+        if (!string.IsNullOrWhiteSpace(options.Uri))
+        {
+            _factory.Uri = new Uri(options.Uri);
+        }
+        else
+        {
+            _factory.HostName = options.Host;
+            _factory.Port = options.Port;
+            _factory.UserName = options.UserName;
+            _factory.Password = options.Password;
+            _factory.VirtualHost = options.VirtualHost;
+            if (options.UseTls)
+            {
+                _factory.Ssl = new SslOption(options.TlsServerName ?? options.Host, enabled: true);
+            }
+        }
+        Endpoint = $"{_factory.HostName}:{_factory.Port}{_factory.VirtualHost}";
+    }
+
+    public string Endpoint { get; }
+
+    public Task<IConnection> PublishingAsync(CancellationToken cancellationToken) => GetAsync(publishing: true, cancellationToken);
+
+    public Task<IConnection> ConsumingAsync(CancellationToken cancellationToken) => GetAsync(publishing: false, cancellationToken);
+
+    private async Task<IConnection> GetAsync(bool publishing, CancellationToken cancellationToken)
+    {
+        var existing = publishing ? _publishing : _consuming;
+        if (existing is not null)
+        {
+            return existing;
+        }
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            existing = publishing ? _publishing : _consuming;
+            if (existing is not null)
+            {
+                return existing;
+            }
+            var name = $"{_factory.ClientProvidedName} ({(publishing ? "publish" : "consume")})";
+            IConnection connection;
+            try
+            {
+                connection = await _factory.CreateConnectionAsync(name, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is global::RabbitMQ.Client.Exceptions.BrokerUnreachableException)
+            {
+                throw new InvalidOperationException(
+                    $"Cannot connect to RabbitMQ at {Endpoint}: {ex.InnerException?.Message ?? ex.Message}. Check Messaging:RabbitMQ:Uri (or Host/Port/UserName/Password/VirtualHost).", ex);
+            }
+            connection.ConnectionShutdownAsync += (_, args) =>
+            {
+                LogConnectionLost(name, args.ReplyText);
+                return Task.CompletedTask;
+            };
+            connection.RecoverySucceededAsync += (_, _) =>
+            {
+                LogConnectionRecovered(name);
+                return Task.CompletedTask;
+            };
+            if (publishing)
+            {
+                _publishing = connection;
+            }
+            else
+            {
+                _consuming = connection;
+            }
+            return connection;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var connection in new[] { _publishing, _consuming })
+        {
+            if (connection is null)
+            {
+                continue;
+            }
+            try
+            {
+                await connection.CloseAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is global::RabbitMQ.Client.Exceptions.AlreadyClosedException or IOException or OperationCanceledException)
+            {
+                // Already gone; nothing to release on the broker.
+            }
+            await connection.DisposeAsync().ConfigureAwait(false);
+        }
+        _publishing = null;
+        _consuming = null;
+        _gate.Dispose();
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "RabbitMQ connection {Connection} lost: {Reason}; recovering automatically")]
+    private partial void LogConnectionLost(string connection, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "RabbitMQ connection {Connection} recovered")]
+    private partial void LogConnectionRecovered(string connection);
+}

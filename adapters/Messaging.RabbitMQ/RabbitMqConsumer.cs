@@ -1,0 +1,294 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using CloudNative.CloudEvents;
+using Messaging.DeadLetters;
+using Messaging.Envelope;
+using Messaging.Topology;
+using Messaging.Transport;
+using Microsoft.Extensions.Logging;
+using RabbitMQ.Client;
+using RabbitMQ.Client.Events;
+
+namespace Messaging.RabbitMQ;
+
+internal sealed partial class RabbitMqConsumer : ITransportConsumer
+{
+    private readonly RabbitMqTransport _transport;
+    private readonly SubscriptionDefinition _subscription;
+    private readonly DeliveryCallback _onDelivery;
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _abort = new();
+    private readonly ConcurrentDictionary<TimeSpan, Task> _retryQueues = new();
+    private readonly string _queue;
+    private IChannel? _channel;
+    private string? _consumerTag;
+    private int _inFlight;
+    private volatile bool _stopping;
+
+    public RabbitMqConsumer(RabbitMqTransport transport, SubscriptionDefinition subscription, DeliveryCallback onDelivery, ILogger logger)
+    {
+        _transport = transport;
+        _subscription = subscription;
+        _onDelivery = onDelivery;
+        _logger = logger;
+        _queue = RabbitMqNames.Queue(subscription.Name);
+    }
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        var connection = await _transport.Connections.ConsumingAsync(cancellationToken).ConfigureAwait(false);
+        _channel = await connection.CreateChannelAsync(new CreateChannelOptions(
+            publisherConfirmationsEnabled: false,
+            publisherConfirmationTrackingEnabled: false,
+            consumerDispatchConcurrency: (ushort)Math.Clamp(_subscription.Concurrency, 1, ushort.MaxValue)), cancellationToken).ConfigureAwait(false);
+        await _channel.BasicQosAsync(0, (ushort)Math.Clamp(Math.Max(_subscription.Prefetch, _subscription.Concurrency), 1, ushort.MaxValue), global: false, cancellationToken).ConfigureAwait(false);
+        var consumer = new AsyncEventingBasicConsumer(_channel);
+        consumer.ReceivedAsync += OnReceivedAsync;
+        try
+        {
+            _consumerTag = await _channel.BasicConsumeAsync(_queue, autoAck: false, consumer, cancellationToken).ConfigureAwait(false);
+        }
+        catch (global::RabbitMQ.Client.Exceptions.OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == 404)
+        {
+            throw new InvalidOperationException($"RabbitMQ queue '{_queue}' for subscription '{_subscription.Name}' does not exist. Enable Messaging:Provisioning or create it.", ex);
+        }
+    }
+
+    private async Task OnReceivedAsync(object sender, BasicDeliverEventArgs args)
+    {
+        if (_stopping)
+        {
+            // Arrived after the stop began: hand it back untouched for another consumer.
+            await SafeAsync(() => _channel!.BasicNackAsync(args.DeliveryTag, multiple: false, requeue: true, CancellationToken.None).AsTask()).ConfigureAwait(false);
+            return;
+        }
+        Interlocked.Increment(ref _inFlight);
+        try
+        {
+            var body = args.Body.ToArray(); // the client's buffer is only valid during this callback
+            var properties = args.BasicProperties;
+            var attempt = AttemptOf(properties, args.Redelivered);
+            CloudEvent? cloudEvent = null;
+            string? error = null;
+            try
+            {
+                cloudEvent = _transport.Codec.Decode(properties, body);
+            }
+            catch (InvalidCloudEventException ex)
+            {
+                error = ex.Message;
+            }
+            var delivery = new Delivery(this, args.DeliveryTag, properties, body, cloudEvent, error, attempt);
+            try
+            {
+                await _onDelivery(delivery, _abort.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (!_abort.IsCancellationRequested)
+            {
+                LogSettleFailed(ex, _subscription.Name, properties.MessageId);
+                if (!delivery.Settled)
+                {
+                    await SafeAsync(() => _channel!.BasicNackAsync(args.DeliveryTag, multiple: false, requeue: true, CancellationToken.None).AsTask()).ConfigureAwait(false);
+                }
+            }
+            catch (Exception)
+            {
+                // Forced stop: leave it unacknowledged; closing the channel returns it to the queue.
+            }
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _inFlight);
+        }
+    }
+
+    /// <summary>Attempts before this copy (carried by retry copies) + returns of this copy counted by the quorum queue + this one.</summary>
+    private static int AttemptOf(IReadOnlyBasicProperties properties, bool redelivered)
+    {
+        var prior = 0;
+        long? deliveryCount = null;
+        if (properties.Headers is { } headers)
+        {
+            if (headers.TryGetValue(RabbitMqNames.PriorAttemptsHeader, out var p))
+            {
+                prior = ToInt(p) ?? 0;
+            }
+            if (headers.TryGetValue(RabbitMqNames.DeliveryCountHeader, out var d))
+            {
+                deliveryCount = ToInt(d);
+            }
+        }
+        return prior + (int)(deliveryCount ?? (redelivered ? 1 : 0)) + 1;
+    }
+
+    internal static int? ToInt(object? value) => value switch
+    {
+        int i => i,
+        long l => (int)l,
+        short s => s,
+        byte b => b,
+        uint u => (int)u,
+        ulong ul => (int)ul,
+        byte[] bytes when int.TryParse(System.Text.Encoding.UTF8.GetString(bytes), NumberStyles.Integer, CultureInfo.InvariantCulture, out var parsed) => parsed,
+        string s when int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var parsed) => parsed,
+        _ => null,
+    };
+
+    /// <summary>Headers of a copy: the original's, minus what the broker added, plus <paramref name="extra"/>.</summary>
+    internal static Dictionary<string, object?> CopyHeaders(IReadOnlyBasicProperties properties, IEnumerable<KeyValuePair<string, object?>> extra)
+    {
+        var headers = new Dictionary<string, object?>(StringComparer.Ordinal);
+        if (properties.Headers is { } original)
+        {
+            foreach (var (key, value) in original)
+            {
+                if (key.StartsWith("x-", StringComparison.Ordinal))
+                {
+                    continue; // x-death, x-delivery-count, x-first-death-*: broker bookkeeping of the old copy
+                }
+                headers[key] = value;
+            }
+        }
+        foreach (var (key, value) in extra)
+        {
+            headers[key] = value;
+        }
+        return headers;
+    }
+
+    internal static BasicProperties CopyProperties(IReadOnlyBasicProperties source, Dictionary<string, object?> headers) => new()
+    {
+        Persistent = true,
+        ContentType = source.ContentType,
+        ContentEncoding = source.ContentEncoding,
+        MessageId = source.MessageId,
+        CorrelationId = source.CorrelationId,
+        Type = source.Type,
+        AppId = source.AppId,
+        Timestamp = source.Timestamp,
+        Headers = headers,
+    };
+
+    private Task EnsureRetryQueueAsync(TimeSpan delay, CancellationToken cancellationToken) =>
+        _retryQueues.GetOrAdd(delay, d => DeclareRetryQueueAsync(d, cancellationToken));
+
+    private async Task DeclareRetryQueueAsync(TimeSpan delay, CancellationToken cancellationToken)
+    {
+        var connection = await _transport.Connections.PublishingAsync(cancellationToken).ConfigureAwait(false);
+        await using var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        await RabbitMqTransport.DeclareRetryQueueAsync(channel, _subscription.Name, delay, cancellationToken).ConfigureAwait(false);
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        _stopping = true;
+        if (_channel is { IsOpen: true } && _consumerTag is not null)
+        {
+            await SafeAsync(() => _channel.BasicCancelAsync(_consumerTag, noWait: false, cancellationToken)).ConfigureAwait(false);
+        }
+        try
+        {
+            while (Volatile.Read(ref _inFlight) > 0)
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(20), cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            await _abort.CancelAsync().ConfigureAwait(false);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _stopping = true;
+        await _abort.CancelAsync().ConfigureAwait(false);
+        if (_channel is not null)
+        {
+            await SafeAsync(() => _channel.CloseAsync()).ConfigureAwait(false);
+            await _channel.DisposeAsync().ConfigureAwait(false);
+        }
+        _abort.Dispose();
+    }
+
+    private async Task SafeAsync(Func<Task> action)
+    {
+        try
+        {
+            await action().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is global::RabbitMQ.Client.Exceptions.AlreadyClosedException or global::RabbitMQ.Client.Exceptions.OperationInterruptedException or ObjectDisposedException or IOException or OperationCanceledException)
+        {
+            LogChannelGone(_subscription.Name, ex.Message);
+        }
+    }
+
+    private sealed class Delivery(
+        RabbitMqConsumer owner,
+        ulong deliveryTag,
+        IReadOnlyBasicProperties properties,
+        byte[] body,
+        CloudEvent? cloudEvent,
+        string? error,
+        int attempt) : ITransportDelivery
+    {
+        private int _settled;
+
+        public bool Settled => Volatile.Read(ref _settled) == 1;
+
+        public CloudEvent? Event => cloudEvent;
+
+        public string? DecodeError => error;
+
+        public int Attempt => attempt;
+
+        public string Subscription => owner._subscription.Name;
+
+        public string? MessageId => properties.MessageId;
+
+        public Task CompleteAsync(CancellationToken cancellationToken) => AckAsync();
+
+        public async Task RetryAsync(TimeSpan delay, CancellationToken cancellationToken)
+        {
+            var target = RabbitMqNames.Queue(owner._subscription.Name);
+            if (delay > TimeSpan.Zero)
+            {
+                await owner.EnsureRetryQueueAsync(delay, cancellationToken).ConfigureAwait(false);
+                target = RabbitMqNames.RetryQueue(owner._subscription.Name, delay);
+            }
+            var headers = CopyHeaders(properties, [new(RabbitMqNames.PriorAttemptsHeader, attempt)]);
+            // Publish the copy (confirmed) before acknowledging the original: a crash in between duplicates, never loses.
+            await owner._transport.Publisher.PublishAsync(
+                [new OutgoingMessage(string.Empty, target, Mandatory: true, CopyProperties(properties, headers), body)], cancellationToken).ConfigureAwait(false);
+            await AckAsync().ConfigureAwait(false);
+        }
+
+        public async Task DeadLetterAsync(DeadLetterMetadata metadata, CancellationToken cancellationToken)
+        {
+            var extra = metadata.ToProperties().Select(p => new KeyValuePair<string, object?>(p.Key, p.Value)).ToList();
+            extra.Add(new(RabbitMqNames.DeadLetterIdHeader, Guid.NewGuid().ToString("N")));
+            extra.Add(new(RabbitMqNames.PriorAttemptsHeader, attempt));
+            var headers = CopyHeaders(properties, extra);
+            await owner._transport.Publisher.PublishAsync(
+                [new OutgoingMessage(string.Empty, RabbitMqNames.DeadLetterQueue(owner._subscription.Name), Mandatory: true, CopyProperties(properties, headers), body)],
+                cancellationToken).ConfigureAwait(false);
+            await AckAsync().ConfigureAwait(false);
+        }
+
+        private async Task AckAsync()
+        {
+            if (Interlocked.Exchange(ref _settled, 1) == 1)
+            {
+                return;
+            }
+            // If the channel was recovered meanwhile, the tag is stale: the client drops the ack and the broker redelivers.
+            await owner.SafeAsync(() => owner._channel!.BasicAckAsync(deliveryTag, multiple: false, CancellationToken.None).AsTask()).ConfigureAwait(false);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Could not settle message {MessageId} on subscription {Subscription}; it was returned to the queue")]
+    private partial void LogSettleFailed(Exception exception, string subscription, string? messageId);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Channel of subscription {Subscription} is closed: {Reason}")]
+    private partial void LogChannelGone(string subscription, string reason);
+}

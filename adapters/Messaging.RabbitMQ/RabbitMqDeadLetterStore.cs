@@ -1,0 +1,112 @@
+using CloudNative.CloudEvents;
+using Messaging.DeadLetters;
+using Messaging.Envelope;
+using RabbitMQ.Client;
+
+namespace Messaging.RabbitMQ;
+
+/// <summary>
+/// Reads a dead-letter queue with unacknowledged basic.get (closing the channel puts every message back) and
+/// replays by publishing a clean copy to the subscription's queue, confirmed, before acknowledging the dead letter.
+/// </summary>
+internal sealed class RabbitMqDeadLetterStore(RabbitMqTransport transport) : IDeadLetterStore
+{
+    public async Task<IReadOnlyList<DeadLetteredEvent>> PeekAsync(string subscription, int maxCount, CancellationToken cancellationToken)
+    {
+        var result = new List<DeadLetteredEvent>();
+        var connection = await transport.Connections.ConsumingAsync(cancellationToken).ConfigureAwait(false);
+        var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        await using (channel.ConfigureAwait(false))
+        {
+            while (result.Count < maxCount)
+            {
+                var message = await channel.BasicGetAsync(RabbitMqNames.DeadLetterQueue(subscription), autoAck: false, cancellationToken).ConfigureAwait(false);
+                if (message is null)
+                {
+                    break;
+                }
+                result.Add(ToDeadLettered(message, subscription));
+            }
+            await channel.CloseAsync(cancellationToken).ConfigureAwait(false);
+        }
+        return result;
+    }
+
+    public async Task<int> ReplayAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(select);
+        var replayed = 0;
+        var connection = await transport.Connections.ConsumingAsync(cancellationToken).ConfigureAwait(false);
+        var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        await using (channel.ConfigureAwait(false))
+        {
+            while (true)
+            {
+                var message = await channel.BasicGetAsync(RabbitMqNames.DeadLetterQueue(subscription), autoAck: false, cancellationToken).ConfigureAwait(false);
+                if (message is null)
+                {
+                    break;
+                }
+                if (!select(ToDeadLettered(message, subscription)))
+                {
+                    continue; // stays unacknowledged; returned to the dead-letter queue when the channel closes
+                }
+                var headers = RabbitMqConsumer.CopyHeaders(message.BasicProperties, []);
+                foreach (var key in headers.Keys.Where(k => k.StartsWith("deadletter-", StringComparison.Ordinal) || k.StartsWith("messaging-", StringComparison.Ordinal)).ToList())
+                {
+                    headers.Remove(key);
+                }
+                await transport.Publisher.PublishAsync(
+                    [new OutgoingMessage(string.Empty, RabbitMqNames.Queue(subscription), Mandatory: true, RabbitMqConsumer.CopyProperties(message.BasicProperties, headers), message.Body.ToArray())],
+                    cancellationToken).ConfigureAwait(false);
+                await channel.BasicAckAsync(message.DeliveryTag, multiple: false, cancellationToken).ConfigureAwait(false);
+                replayed++;
+            }
+            await channel.CloseAsync(cancellationToken).ConfigureAwait(false);
+        }
+        return replayed;
+    }
+
+    private DeadLetteredEvent ToDeadLettered(BasicGetResult message, string subscription)
+    {
+        var properties = message.BasicProperties;
+        var body = message.Body.ToArray();
+        CloudEvent? cloudEvent = null;
+        try
+        {
+            cloudEvent = transport.Codec.Decode(properties, body);
+        }
+        catch (InvalidCloudEventException)
+        {
+            // Dead-lettered because it is not a CloudEvent; the raw body is still returned.
+        }
+        var headers = properties.Headers;
+        string? Lookup(string key) => headers is not null && headers.TryGetValue(key, out var v) ? RabbitMqCloudEventCodec.HeaderValue(v) : null;
+
+        // Messages moved by the broker's delivery limit carry no metadata of ours; x-death says why.
+        var brokerReason = FirstDeathReason(headers);
+        var fallbackReason = brokerReason == "delivery_limit" ? DeadLetterReason.DeliveryLimitExceeded : DeadLetterReason.Unknown;
+        var metadata = DeadLetterMetadata.FromProperties(Lookup, subscription,
+            RabbitMqConsumer.ToInt(headers is not null && headers.TryGetValue(RabbitMqNames.PriorAttemptsHeader, out var prior) ? prior : null) ?? 0, fallbackReason);
+        return new DeadLetteredEvent
+        {
+            DeadLetterId = Lookup(RabbitMqNames.DeadLetterIdHeader) ?? properties.MessageId ?? Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(body)),
+            Event = cloudEvent,
+            Body = body,
+            Metadata = metadata,
+        };
+    }
+
+    private static string? FirstDeathReason(IDictionary<string, object?>? headers)
+    {
+        if (headers is null)
+        {
+            return null;
+        }
+        if (headers.TryGetValue("x-first-death-reason", out var reason))
+        {
+            return RabbitMqCloudEventCodec.HeaderValue(reason);
+        }
+        return null;
+    }
+}

@@ -1,0 +1,111 @@
+using Messaging.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+
+namespace Messaging.RabbitMQ;
+
+public static class RabbitMqMessagingBuilderExtensions
+{
+    /// <summary>
+    /// Registers the RabbitMQ transport, selected by <c>"Messaging": { "Transport": "RabbitMQ" }</c> and configured from
+    /// <c>Messaging:RabbitMQ</c> (and <paramref name="configure"/>). Settings are validated at start-up when it is selected.
+    /// </summary>
+    public static MessagingBuilder AddRabbitMq(this MessagingBuilder builder, Action<RabbitMqTransportOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        var options = builder.Services.AddOptions<RabbitMqTransportOptions>();
+        if (builder.Configuration is not null)
+        {
+            options.Bind(builder.Configuration.GetSection(RabbitMqTransport.TransportName));
+        }
+        if (configure is not null)
+        {
+            options.Configure(configure);
+        }
+        builder.Services.AddSingleton<IValidateOptions<RabbitMqTransportOptions>, RabbitMqOptionsValidator>();
+        builder.Services.AddOptions<MessagingOptions>().ValidateOnStart();
+        builder.Services.AddSingleton<IValidateOptions<MessagingOptions>>(sp => new SelectedTransportValidator(sp));
+        return builder.AddTransport(RabbitMqTransport.TransportName, (sp, context) =>
+            new RabbitMqTransport(sp.GetRequiredService<IOptions<RabbitMqTransportOptions>>().Value, context.ExtensionAttributes, context.LoggerFactory));
+    }
+
+    /// <summary>Validates the RabbitMQ settings at start-up, but only when RabbitMQ is the selected transport.</summary>
+    private sealed class SelectedTransportValidator(IServiceProvider services) : IValidateOptions<MessagingOptions>
+    {
+        public ValidateOptionsResult Validate(string? name, MessagingOptions options)
+        {
+            if (!string.Equals(options.Transport, RabbitMqTransport.TransportName, StringComparison.OrdinalIgnoreCase))
+            {
+                return ValidateOptionsResult.Skip;
+            }
+            try
+            {
+                _ = services.GetRequiredService<IOptions<RabbitMqTransportOptions>>().Value;
+                return ValidateOptionsResult.Success;
+            }
+            catch (OptionsValidationException ex)
+            {
+                return ValidateOptionsResult.Fail(ex.Failures);
+            }
+        }
+    }
+}
+
+internal sealed class RabbitMqOptionsValidator : IValidateOptions<RabbitMqTransportOptions>
+{
+    private const string Prefix = "Messaging:RabbitMQ";
+
+    public ValidateOptionsResult Validate(string? name, RabbitMqTransportOptions o)
+    {
+        var errors = new List<string>();
+        if (!string.IsNullOrWhiteSpace(o.Uri))
+        {
+            if (!System.Uri.TryCreate(o.Uri, UriKind.Absolute, out var uri) || uri.Scheme is not ("amqp" or "amqps"))
+            {
+                errors.Add($"{Prefix}:Uri '{Redact(o.Uri)}' is not an amqp:// or amqps:// URI.");
+            }
+        }
+        else
+        {
+            if (string.IsNullOrWhiteSpace(o.Host))
+            {
+                errors.Add($"{Prefix}:Host is empty; set Host or Uri.");
+            }
+            if (o.Port is < 1 or > 65535)
+            {
+                errors.Add($"{Prefix}:Port must be between 1 and 65535 (was {o.Port}).");
+            }
+            if (string.IsNullOrEmpty(o.UserName))
+            {
+                errors.Add($"{Prefix}:UserName is empty.");
+            }
+        }
+        if (o.PublisherChannels is < 1 or > 64)
+        {
+            errors.Add($"{Prefix}:PublisherChannels must be between 1 and 64 (was {o.PublisherChannels}).");
+        }
+        if (o.MaxOutstandingConfirms is < 1 or > 65535)
+        {
+            errors.Add($"{Prefix}:MaxOutstandingConfirms must be between 1 and 65535 (was {o.MaxOutstandingConfirms}).");
+        }
+        if (o.PublishTimeout <= TimeSpan.Zero)
+        {
+            errors.Add($"{Prefix}:PublishTimeout must be positive (was {o.PublishTimeout}).");
+        }
+        if (o.NetworkRecoveryInterval <= TimeSpan.Zero)
+        {
+            errors.Add($"{Prefix}:NetworkRecoveryInterval must be positive (was {o.NetworkRecoveryInterval}).");
+        }
+        if (o.MaxEventSizeBytes is < 1024 or > 128 * 1024 * 1024)
+        {
+            errors.Add($"{Prefix}:MaxEventSizeBytes must be between 1024 and 134217728, RabbitMQ's ceiling (was {o.MaxEventSizeBytes}).");
+        }
+        if (o.CrashDeliveryLimit < 1)
+        {
+            errors.Add($"{Prefix}:CrashDeliveryLimit must be at least 1 (was {o.CrashDeliveryLimit}).");
+        }
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    private static string Redact(string uri) => System.Text.RegularExpressions.Regex.Replace(uri, "//[^@/]*@", "//***@");
+}

@@ -1,0 +1,129 @@
+using CloudNative.CloudEvents;
+using Messaging.DeadLetters;
+using Messaging.Topology;
+using Messaging.Transport;
+using Microsoft.Extensions.Logging;
+using RabbitMQ.Client;
+
+namespace Messaging.RabbitMQ;
+
+/// <summary>
+/// RabbitMQ transport. Topology: topic = durable topic exchange; subscription = durable quorum queue bound with
+/// <c>#</c>; per subscription a dead-letter quorum queue and one TTL retry queue per backoff delay that dead-letters
+/// back into the subscription. Attempts are counted on the broker: the quorum queue's <c>x-delivery-count</c>
+/// (deliveries returned unacknowledged, e.g. by a crashed consumer) plus a header carried by retry copies.
+/// </summary>
+public sealed class RabbitMqTransport : IMessageTransport
+{
+    /// <summary>The name that selects this transport in configuration.</summary>
+    public const string TransportName = "RabbitMQ";
+
+    private readonly RabbitMqConnections _connections;
+    private readonly RabbitMqDeadLetterStore _deadLetters;
+    private readonly ILogger _logger;
+
+    public RabbitMqTransport(RabbitMqTransportOptions options, IReadOnlyList<CloudEventAttribute> extensionAttributes, ILoggerFactory loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        Options = options;
+        _logger = loggerFactory.CreateLogger<RabbitMqTransport>();
+        _connections = new RabbitMqConnections(options, _logger);
+        Publisher = new RabbitMqPublisher(_connections, options);
+        Codec = new RabbitMqCloudEventCodec(options.ContentMode, extensionAttributes, options.MaxEventSizeBytes);
+        Capabilities = new TransportCapabilities { MaxEventSizeBytes = options.MaxEventSizeBytes };
+        _deadLetters = new RabbitMqDeadLetterStore(this);
+    }
+
+    public string Name => TransportName;
+
+    public TransportCapabilities Capabilities { get; }
+
+    public IDeadLetterStore DeadLetters => _deadLetters;
+
+    internal RabbitMqTransportOptions Options { get; }
+
+    internal RabbitMqPublisher Publisher { get; }
+
+    internal RabbitMqCloudEventCodec Codec { get; }
+
+    internal RabbitMqConnections Connections => _connections;
+
+    public async Task ProvisionAsync(MessagingTopology topology, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(topology);
+        var connection = await _connections.PublishingAsync(cancellationToken).ConfigureAwait(false);
+        await using var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        foreach (var topic in topology.Topics)
+        {
+            await channel.ExchangeDeclareAsync(RabbitMqNames.Exchange(topic), ExchangeType.Topic, durable: true, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+        foreach (var subscription in topology.Subscriptions)
+        {
+            await DeclareSubscriptionAsync(channel, subscription, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private async Task DeclareSubscriptionAsync(IChannel channel, SubscriptionDefinition subscription, CancellationToken cancellationToken)
+    {
+        var queue = RabbitMqNames.Queue(subscription.Name);
+        var deadLetterQueue = RabbitMqNames.DeadLetterQueue(subscription.Name);
+        await channel.QueueDeclareAsync(deadLetterQueue, durable: true, exclusive: false, autoDelete: false,
+            arguments: new Dictionary<string, object?> { ["x-queue-type"] = "quorum" }, cancellationToken: cancellationToken).ConfigureAwait(false);
+        await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, arguments: new Dictionary<string, object?>
+        {
+            ["x-queue-type"] = "quorum",
+            // Safety net for consumers that crash before settling: after this many unacknowledged returns the
+            // broker itself moves the message to the dead-letter queue (reason delivery_limit).
+            // It is fixed rather than derived from MaxAttempts so that changing the retry policy never makes the queue's
+            // arguments inequivalent (which RabbitMQ refuses on redeclaration).
+            ["x-delivery-limit"] = Options.CrashDeliveryLimit,
+            ["x-dead-letter-exchange"] = string.Empty,
+            ["x-dead-letter-routing-key"] = deadLetterQueue,
+        }, cancellationToken: cancellationToken).ConfigureAwait(false);
+        await channel.ExchangeDeclareAsync(RabbitMqNames.Exchange(subscription.Topic), ExchangeType.Topic, durable: true, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+        await channel.QueueBindAsync(queue, RabbitMqNames.Exchange(subscription.Topic), "#", cancellationToken: cancellationToken).ConfigureAwait(false);
+        foreach (var delay in subscription.Retry.DistinctDelays().Where(d => d > TimeSpan.Zero))
+        {
+            await DeclareRetryQueueAsync(channel, subscription.Name, delay, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    internal static Task DeclareRetryQueueAsync(IChannel channel, string subscription, TimeSpan delay, CancellationToken cancellationToken) =>
+        channel.QueueDeclareAsync(RabbitMqNames.RetryQueue(subscription, delay), durable: true, exclusive: false, autoDelete: false, arguments: new Dictionary<string, object?>
+        {
+            ["x-queue-type"] = "quorum",
+            ["x-message-ttl"] = (long)delay.TotalMilliseconds,
+            ["x-dead-letter-exchange"] = string.Empty,
+            ["x-dead-letter-routing-key"] = RabbitMqNames.Queue(subscription),
+            // At-least-once dead-lettering (quorum queues, RabbitMQ 3.10+): a retry is never lost in transit.
+            ["x-dead-letter-strategy"] = "at-least-once",
+            ["x-overflow"] = "reject-publish",
+        }, cancellationToken: cancellationToken);
+
+    public async Task PublishAsync(string topic, IReadOnlyList<CloudEvent> events, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(events);
+        var exchange = RabbitMqNames.Exchange(topic);
+        var messages = new OutgoingMessage[events.Count];
+        for (var i = 0; i < events.Count; i++)
+        {
+            var (properties, body, routingKey) = Codec.Encode(events[i]);
+            messages[i] = new OutgoingMessage(exchange, routingKey, Mandatory: false, properties, body);
+        }
+        await Publisher.PublishAsync(messages, cancellationToken).ConfigureAwait(false);
+    }
+
+    public async Task<ITransportConsumer> StartConsumerAsync(SubscriptionDefinition subscription, DeliveryCallback onDelivery, CancellationToken cancellationToken)
+    {
+        var consumer = new RabbitMqConsumer(this, subscription, onDelivery, _logger);
+        await consumer.StartAsync(cancellationToken).ConfigureAwait(false);
+        return consumer;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Publisher.DisposeAsync().ConfigureAwait(false);
+        await _connections.DisposeAsync().ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,61 @@
+namespace Messaging.RabbitMQ;
+
+/// <summary>How CloudEvents are laid out in AMQP 0-9-1 messages.</summary>
+public enum RabbitMqContentMode
+{
+    /// <summary>Attributes as <c>cloudEvents_*</c> headers, <c>datacontenttype</c> as the content-type property, data as the body.</summary>
+    Binary,
+
+    /// <summary>The whole event as one <c>application/cloudevents+json</c> body.</summary>
+    Structured,
+}
+
+/// <summary>Settings of the RabbitMQ transport (<c>Messaging:RabbitMQ</c>).</summary>
+public sealed class RabbitMqTransportOptions
+{
+    /// <summary>An AMQP URI (<c>amqp://user:pass@host:5672/vhost</c> or <c>amqps://...</c>); when set it wins over the separate settings.</summary>
+    public string? Uri { get; set; }
+
+    public string Host { get; set; } = "localhost";
+
+    public int Port { get; set; } = 5672;
+
+    public string UserName { get; set; } = "guest";
+
+    public string Password { get; set; } = "guest";
+
+    public string VirtualHost { get; set; } = "/";
+
+    /// <summary>Connect with TLS (port 5671 by convention).</summary>
+    public bool UseTls { get; set; }
+
+    /// <summary>Server name expected in the broker's certificate; defaults to <see cref="Host"/>.</summary>
+    public string? TlsServerName { get; set; }
+
+    /// <summary>Name shown for this application's connections in the management UI.</summary>
+    public string? ClientName { get; set; }
+
+    public RabbitMqContentMode ContentMode { get; set; } = RabbitMqContentMode.Binary;
+
+    /// <summary>Channels used for publishing with confirms; batches are pipelined on each.</summary>
+    public int PublisherChannels { get; set; } = 4;
+
+    /// <summary>Most unconfirmed publishes in flight per channel.</summary>
+    public int MaxOutstandingConfirms { get; set; } = 256;
+
+    /// <summary>How long a publish keeps trying while the connection recovers, before it fails.</summary>
+    public TimeSpan PublishTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Delay between reconnection attempts after the broker goes away.</summary>
+    public TimeSpan NetworkRecoveryInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Returns of one message copy without acknowledgement (consumer crashes, dropped connections) after which the broker
+    /// dead-letters it by itself. A safety net for poison messages that kill the process; ordinary failures follow the
+    /// subscription's retry policy.
+    /// </summary>
+    public int CrashDeliveryLimit { get; set; } = 10;
+
+    /// <summary>The largest event accepted, body plus headers. RabbitMQ's own ceiling is 128 MiB; large messages hurt the broker.</summary>
+    public int MaxEventSizeBytes { get; set; } = 8 * 1024 * 1024;
+}
