@@ -41,7 +41,7 @@ public sealed class InMemoryBroker
     {
         if (!_topics.TryGetValue(topic, out var subscriptions))
         {
-            return;
+            throw new InvalidOperationException($"Topic '{topic}' does not exist on the in-memory broker. Declare it (AddTopic, MapEvent or a subscription) and keep Messaging:Provisioning on.");
         }
         foreach (var queue in subscriptions.Values)
         {

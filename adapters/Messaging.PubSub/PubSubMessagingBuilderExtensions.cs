@@ -1,0 +1,38 @@
+using Messaging.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Messaging.PubSub;
+
+public static class PubSubMessagingBuilderExtensions
+{
+    /// <summary>
+    /// Registers the Google Cloud Pub/Sub transport under the name <c>PubSub</c>, configured from <c>Messaging:PubSub</c>.
+    /// Select it with <c>Messaging:Transport = PubSub</c>. Settings are validated when the transport is created.
+    /// </summary>
+    public static MessagingBuilder AddPubSub(this MessagingBuilder builder)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        var options = builder.Services.AddOptions<PubSubTransportOptions>();
+        if (builder.Configuration is not null)
+        {
+            options.Bind(builder.Configuration.GetSection(PubSubTransport.TransportName));
+        }
+        builder.Services.AddSingleton<IValidateOptions<PubSubTransportOptions>, PubSubOptionsValidator>();
+        return builder.AddTransport(PubSubTransport.TransportName, (sp, context) => new PubSubTransport(
+            sp.GetRequiredService<IOptions<PubSubTransportOptions>>().Value,
+            context.ExtensionAttributes,
+            context.LoggerFactory.CreateLogger<PubSubTransport>(),
+            context.TimeProvider));
+    }
+
+    private sealed class PubSubOptionsValidator : IValidateOptions<PubSubTransportOptions>
+    {
+        public ValidateOptionsResult Validate(string? name, PubSubTransportOptions options)
+        {
+            var problems = options.Validate();
+            return problems.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(problems);
+        }
+    }
+}

@@ -1,0 +1,455 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Text;
+using CloudNative.CloudEvents;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Messaging.DeadLetters;
+using Messaging.Envelope;
+using Messaging.PubSub.Grpc;
+using Messaging.Topology;
+using Messaging.Transport;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Messaging.PubSub;
+
+/// <summary>
+/// The Google Cloud Pub/Sub transport. Topics map to topics and subscriptions to subscriptions (fan-out and competing
+/// consumers are native). Each subscription gets a dead-letter topic with one subscription (<c>{name}.dead-letter</c>)
+/// that holds its dead letters, and a replay topic with one subscription (<c>{name}.replay</c>) that the consumer also
+/// reads, so a replayed dead letter reaches only its own subscription (publishing it to the original topic would fan
+/// it out to every other subscription too). Delivery attempts come from Pub/Sub's <c>delivery_attempt</c>, which the
+/// broker only counts on subscriptions with a dead-letter policy; every subscription is therefore created with one,
+/// set to <c>max(5, MaxAttempts)</c> (Pub/Sub's minimum is 5) as a safety net for consumers that crash, while the
+/// contract layer dead-letters explicitly, with metadata, at the configured maximum.
+/// </summary>
+public sealed class PubSubTransport : IMessageTransport, IDeadLetterStore
+{
+    /// <summary>The name that selects this transport in configuration.</summary>
+    public const string TransportName = "PubSub";
+
+    /// <summary>Attributes Pub/Sub itself adds when its dead-letter policy forwards a message.</summary>
+    private const string BrokerDeadLetterPrefix = "CloudPubSubDeadLetter";
+    private const string BrokerDeliveryCountAttribute = "CloudPubSubDeadLetterSourceDeliveryCount";
+    private const int MaxAttributeValueBytes = 1024;
+    private static readonly TimeSpan DeadLetterRetention = TimeSpan.FromDays(7);
+    private static readonly TimeSpan DeadLetterAckDeadline = TimeSpan.FromSeconds(60);
+
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly ConcurrentDictionary<string, TopicPublisher> _publishers = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<PubSubConsumer, byte> _consumers = new();
+    private int _disposed;
+
+    public PubSubTransport(PubSubTransportOptions options, IReadOnlyList<CloudEventAttribute> extensionAttributes, ILogger<PubSubTransport>? logger = null, TimeProvider? time = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var problems = options.Validate();
+        if (problems.Count > 0)
+        {
+            throw new ArgumentException(string.Join(" ", problems), nameof(options));
+        }
+        Options = options;
+        _logger = (ILogger?)logger ?? NullLogger.Instance;
+        _time = time ?? TimeProvider.System;
+        Names = new PubSubNames(options.ProjectId!);
+        Codec = new PubSubCodec(options.ContentMode, options.MaxEventSizeBytes, extensionAttributes ?? []);
+        Connection = new PubSubConnection(options);
+        Capabilities = new TransportCapabilities
+        {
+            MaxEventSizeBytes = options.MaxEventSizeBytes,
+            OrderingKeys = true,
+            SurvivesConsumerCrash = true,
+        };
+    }
+
+    public string Name => TransportName;
+
+    public TransportCapabilities Capabilities { get; }
+
+    public IDeadLetterStore DeadLetters => this;
+
+    internal PubSubTransportOptions Options { get; }
+
+    internal PubSubNames Names { get; }
+
+    internal PubSubCodec Codec { get; }
+
+    internal PubSubConnection Connection { get; }
+
+    // ---- provisioning --------------------------------------------------------------------------
+
+    public async Task ProvisionAsync(MessagingTopology topology, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(topology);
+        ThrowIfDisposed();
+        var topics = topology.Topics.Concat(topology.Subscriptions.Select(s => s.Topic)).Distinct(StringComparer.Ordinal);
+        foreach (var topic in topics)
+        {
+            await CreateTopicAsync(Names.Topic(topic), cancellationToken).ConfigureAwait(false);
+        }
+        foreach (var subscription in topology.Subscriptions)
+        {
+            var deadLetter = PubSubNames.DeadLetter(subscription.Name);
+            var replay = PubSubNames.Replay(subscription.Name);
+            await CreateTopicAsync(Names.Topic(deadLetter), cancellationToken).ConfigureAwait(false);
+            await CreateTopicAsync(Names.Topic(replay), cancellationToken).ConfigureAwait(false);
+            await CreateSubscriptionAsync(new Grpc.Subscription
+            {
+                Name = Names.Subscription(deadLetter),
+                Topic = Names.Topic(deadLetter),
+                AckDeadlineSeconds = (int)DeadLetterAckDeadline.TotalSeconds,
+                MessageRetentionDuration = Duration.FromTimeSpan(DeadLetterRetention),
+                ExpirationPolicy = new ExpirationPolicy(), // never expires, although nothing consumes it
+            }, cancellationToken).ConfigureAwait(false);
+            foreach (var (name, topic) in new[] { (subscription.Name, subscription.Topic), (replay, replay) })
+            {
+                await CreateSubscriptionAsync(new Grpc.Subscription
+                {
+                    Name = Names.Subscription(name),
+                    Topic = Names.Topic(topic),
+                    AckDeadlineSeconds = (int)Math.Ceiling(Options.AckDeadline.TotalSeconds),
+                    EnableMessageOrdering = subscription.Ordered,
+                    ExpirationPolicy = new ExpirationPolicy(),
+                    DeadLetterPolicy = new DeadLetterPolicy
+                    {
+                        DeadLetterTopic = Names.Topic(deadLetter),
+                        MaxDeliveryAttempts = Math.Clamp(subscription.Retry.MaxAttempts, 5, 100),
+                    },
+                }, cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async Task CreateTopicAsync(string resource, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await PubSubConnection.WithRetryAsync(
+                o => Connection.Publisher.CreateTopicAsync(new Topic { Name = resource }, o).ResponseAsync, cancellationToken).ConfigureAwait(false);
+        }
+        catch (RpcException ex) when (ex.StatusCode == StatusCode.AlreadyExists)
+        {
+            // Idempotent.
+        }
+    }
+
+    private async Task CreateSubscriptionAsync(Grpc.Subscription wanted, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await PubSubConnection.WithRetryAsync(
+                o => Connection.Subscriber.CreateSubscriptionAsync(wanted, o).ResponseAsync, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        catch (RpcException ex) when (ex.StatusCode == StatusCode.AlreadyExists)
+        {
+            // Exists: check what cannot be changed after creation.
+        }
+        var existing = await PubSubConnection.WithRetryAsync(
+            o => Connection.Subscriber.GetSubscriptionAsync(new GetSubscriptionRequest { Subscription = wanted.Name }, o).ResponseAsync,
+            cancellationToken).ConfigureAwait(false);
+        if (!string.Equals(existing.Topic, wanted.Topic, StringComparison.Ordinal))
+        {
+            throw new InvalidOperationException(
+                $"Pub/Sub subscription '{wanted.Name}' already exists on topic '{existing.Topic}', not '{wanted.Topic}'. Delete it or choose another subscription name.");
+        }
+        if (existing.EnableMessageOrdering != wanted.EnableMessageOrdering)
+        {
+            throw new InvalidOperationException(
+                $"Pub/Sub subscription '{wanted.Name}' already exists with message ordering {(existing.EnableMessageOrdering ? "enabled" : "disabled")}; " +
+                "Pub/Sub cannot change that on an existing subscription. Delete it (its backlog is lost) or keep the old setting.");
+        }
+        if (wanted.DeadLetterPolicy is not null
+            && (existing.DeadLetterPolicy is null || existing.DeadLetterPolicy.DeadLetterTopic != wanted.DeadLetterPolicy.DeadLetterTopic))
+        {
+            _logger.LogWarning(
+                "Pub/Sub subscription {Subscription} already exists without the expected dead-letter policy (topic {DeadLetterTopic}); delivery attempts will not be counted by the broker.",
+                wanted.Name, wanted.DeadLetterPolicy.DeadLetterTopic);
+        }
+    }
+
+    // ---- publishing ----------------------------------------------------------------------------
+
+    public async Task PublishAsync(string topic, IReadOnlyList<CloudEvent> events, CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(topic);
+        ArgumentNullException.ThrowIfNull(events);
+        ThrowIfDisposed();
+        // Encode everything first, so a too-large or invalid event publishes nothing of the list.
+        var messages = new List<PubsubMessage>(events.Count);
+        foreach (var cloudEvent in events)
+        {
+            messages.Add(Codec.Encode(cloudEvent));
+        }
+        await PublishMessagesAsync(Names.Topic(topic), messages, cancellationToken).ConfigureAwait(false);
+    }
+
+    internal async Task PublishMessagesAsync(string topicResource, IReadOnlyList<PubsubMessage> messages, CancellationToken cancellationToken)
+    {
+        var publisher = _publishers.GetOrAdd(topicResource, t => new TopicPublisher(Connection, t, Options, _time));
+        // Queued in order, so messages of one ordering key keep their order.
+        var pending = messages.Select(m => publisher.PublishAsync(m, cancellationToken)).ToList();
+        await Task.WhenAll(pending).ConfigureAwait(false);
+    }
+
+    // ---- consuming -----------------------------------------------------------------------------
+
+    public async Task<ITransportConsumer> StartConsumerAsync(SubscriptionDefinition subscription, DeliveryCallback onDelivery, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(subscription);
+        ArgumentNullException.ThrowIfNull(onDelivery);
+        ThrowIfDisposed();
+        var consumer = new PubSubConsumer(this, subscription, onDelivery, _logger, _time);
+        await consumer.StartAsync(cancellationToken).ConfigureAwait(false);
+        _consumers.TryAdd(consumer, 0);
+        return consumer;
+    }
+
+    internal void Remove(PubSubConsumer consumer) => _consumers.TryRemove(consumer, out _);
+
+    // ---- dead letters --------------------------------------------------------------------------
+
+    /// <summary>
+    /// Pulls up to <paramref name="maxCount"/> messages from the dead-letter subscription and releases them again
+    /// (deadline 0). While a peek runs (at most the dead-letter ack deadline, 60 s) another reader does not see them.
+    /// </summary>
+    public async Task<IReadOnlyList<DeadLetteredEvent>> PeekAsync(string subscription, int maxCount, CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(subscription);
+        ThrowIfDisposed();
+        var resource = Names.Subscription(PubSubNames.DeadLetter(subscription));
+        var result = new List<DeadLetteredEvent>();
+        var held = new List<string>();
+        try
+        {
+            if (maxCount <= 0)
+            {
+                return result;
+            }
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            await foreach (var received in PullAllAsync(resource, maxCount, cancellationToken).ConfigureAwait(false))
+            {
+                held.Add(received.AckId);
+                if (seen.Add(received.Message.MessageId))
+                {
+                    result.Add(ToDeadLettered(received, subscription));
+                }
+                if (result.Count >= maxCount)
+                {
+                    break;
+                }
+            }
+            return result;
+        }
+        finally
+        {
+            await ReleaseAsync(resource, held).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Reads the whole dead-letter subscription; each selected event is published to the subscription's own replay
+    /// topic (a new message, so its delivery attempts restart at 1, reaching no other subscription) with the
+    /// dead-letter metadata removed, then acknowledged; the others are released unchanged.
+    /// </summary>
+    public async Task<int> ReplayAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(subscription);
+        ArgumentNullException.ThrowIfNull(select);
+        ThrowIfDisposed();
+        var resource = Names.Subscription(PubSubNames.DeadLetter(subscription));
+        var replayTopic = Names.Topic(PubSubNames.Replay(subscription));
+        var kept = new List<string>();
+        var replayed = 0;
+        try
+        {
+            var decisions = new Dictionary<string, bool>(StringComparer.Ordinal);
+            var chosen = new List<ReceivedMessage>();
+            var duplicates = new List<string>();
+            await foreach (var received in PullAllAsync(resource, int.MaxValue, cancellationToken).ConfigureAwait(false))
+            {
+                if (decisions.TryGetValue(received.Message.MessageId, out var wasChosen))
+                {
+                    (wasChosen ? duplicates : kept).Add(received.AckId);
+                    continue;
+                }
+                var take = select(ToDeadLettered(received, subscription));
+                decisions[received.Message.MessageId] = take;
+                if (take)
+                {
+                    chosen.Add(received);
+                }
+                else
+                {
+                    kept.Add(received.AckId);
+                }
+            }
+            foreach (var received in chosen)
+            {
+                var message = new PubsubMessage { Data = received.Message.Data, OrderingKey = received.Message.OrderingKey };
+                foreach (var (key, value) in received.Message.Attributes)
+                {
+                    if (!IsDeadLetterAttribute(key))
+                    {
+                        message.Attributes[key] = value;
+                    }
+                }
+                await PublishMessagesAsync(replayTopic, [message], cancellationToken).ConfigureAwait(false);
+                await AcknowledgeAsync(resource, [received.AckId], cancellationToken).ConfigureAwait(false);
+                replayed++;
+            }
+            if (duplicates.Count > 0)
+            {
+                await AcknowledgeAsync(resource, duplicates, cancellationToken).ConfigureAwait(false);
+            }
+            // Anything chosen but not replayed (an error above) goes back with the kept ones.
+            kept.AddRange(chosen.Skip(replayed).Select(r => r.AckId));
+            return replayed;
+        }
+        finally
+        {
+            await ReleaseAsync(resource, kept).ConfigureAwait(false);
+        }
+    }
+
+    private async IAsyncEnumerable<ReceivedMessage> PullAllAsync(string resource, int maxCount, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var returned = 0;
+        var emptyInARow = 0;
+        while (returned < maxCount && emptyInARow < 2)
+        {
+            // return_immediately may answer "empty" while messages exist, so an empty answer is confirmed by one
+            // short waiting pull before we conclude the subscription is drained.
+            var immediate = emptyInARow == 0;
+            var request = new PullRequest { Subscription = resource, MaxMessages = Math.Min(1000, maxCount - returned), ReturnImmediately = immediate };
+            PullResponse response;
+            try
+            {
+                response = await Connection.Subscriber.PullAsync(request, PubSubConnection.Call(cancellationToken, immediate ? null : TimeSpan.FromSeconds(2))).ResponseAsync.ConfigureAwait(false);
+            }
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.DeadlineExceeded && !immediate)
+            {
+                response = new PullResponse();
+            }
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.NotFound)
+            {
+                throw new InvalidOperationException($"Pub/Sub dead-letter subscription '{resource}' does not exist. Provision the subscription first.", ex);
+            }
+            if (response.ReceivedMessages.Count == 0)
+            {
+                emptyInARow++;
+                continue;
+            }
+            emptyInARow = 0;
+            foreach (var received in response.ReceivedMessages)
+            {
+                returned++;
+                yield return received;
+            }
+        }
+    }
+
+    private Task AcknowledgeAsync(string resource, IEnumerable<string> ackIds, CancellationToken cancellationToken)
+    {
+        var request = new AcknowledgeRequest { Subscription = resource };
+        request.AckIds.AddRange(ackIds);
+        return PubSubConnection.WithRetryAsync(o => Connection.Subscriber.AcknowledgeAsync(request, o).ResponseAsync, cancellationToken);
+    }
+
+    private async Task ReleaseAsync(string resource, List<string> ackIds)
+    {
+        foreach (var chunk in ackIds.Chunk(1000))
+        {
+            var request = new ModifyAckDeadlineRequest { Subscription = resource, AckDeadlineSeconds = 0 };
+            request.AckIds.AddRange(chunk);
+            try
+            {
+                using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30), _time);
+                await PubSubConnection.WithRetryAsync(o => Connection.Subscriber.ModifyAckDeadlineAsync(request, o).ResponseAsync, timeout.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is RpcException or OperationCanceledException)
+            {
+                _logger.LogWarning(ex, "Releasing {Count} dead letter(s) on {Subscription} failed; they become visible again within {Deadline}.", chunk.Length, resource, DeadLetterAckDeadline);
+            }
+        }
+    }
+
+    private DeadLetteredEvent ToDeadLettered(ReceivedMessage received, string subscription)
+    {
+        var message = received.Message;
+        CloudEvent? cloudEvent = null;
+        try
+        {
+            cloudEvent = Codec.Decode(message);
+        }
+        catch (InvalidCloudEventException)
+        {
+            // Dead-lettered because it is not a valid CloudEvent; the raw body is still there.
+        }
+        var movedByBroker = message.Attributes.ContainsKey(BrokerDeliveryCountAttribute);
+        var brokerAttempts = message.Attributes.TryGetValue(BrokerDeliveryCountAttribute, out var count)
+            && int.TryParse(count, NumberStyles.Integer, CultureInfo.InvariantCulture, out var parsed) ? parsed : 0;
+        var metadata = DeadLetterMetadata.FromProperties(
+            key => message.Attributes.TryGetValue(key, out var value) ? value : null,
+            subscription,
+            brokerAttempts,
+            movedByBroker ? DeadLetterReason.DeliveryLimitExceeded : DeadLetterReason.Unknown);
+        if (metadata.Time == DateTimeOffset.MinValue && message.PublishTime is not null)
+        {
+            metadata = metadata with { Time = message.PublishTime.ToDateTimeOffset() };
+        }
+        return new DeadLetteredEvent
+        {
+            DeadLetterId = message.MessageId,
+            Event = cloudEvent,
+            Body = message.Data.Memory,
+            Metadata = metadata,
+        };
+    }
+
+    internal static bool IsDeadLetterAttribute(string key) =>
+        key.StartsWith("deadletter-", StringComparison.Ordinal) || key.StartsWith(BrokerDeadLetterPrefix, StringComparison.Ordinal);
+
+    /// <summary>Pub/Sub attribute values are limited to 1024 bytes; cut longer text on a character boundary.</summary>
+    internal static string ClipAttributeValue(string value)
+    {
+        if (Encoding.UTF8.GetByteCount(value) <= MaxAttributeValueBytes)
+        {
+            return value;
+        }
+        var length = Math.Min(value.Length, MaxAttributeValueBytes);
+        while (length > 0 && Encoding.UTF8.GetByteCount(value.AsSpan(0, length)) > MaxAttributeValueBytes)
+        {
+            length--;
+        }
+        if (length > 0 && char.IsHighSurrogate(value[length - 1]))
+        {
+            length--;
+        }
+        return value[..length];
+    }
+
+    // ---- lifetime ------------------------------------------------------------------------------
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) == 1, this);
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+        // Like a dropped connection: consumers stop at once and unsettled messages go back to Pub/Sub.
+        foreach (var consumer in _consumers.Keys)
+        {
+            await consumer.AbortAsync().ConfigureAwait(false);
+        }
+        foreach (var publisher in _publishers.Values)
+        {
+            await publisher.DisposeAsync().ConfigureAwait(false);
+        }
+        Connection.Dispose();
+    }
+}

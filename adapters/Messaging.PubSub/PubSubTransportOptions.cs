@@ -1,0 +1,136 @@
+namespace Messaging.PubSub;
+
+/// <summary>How a CloudEvent is laid out in a Pub/Sub message.</summary>
+public enum PubSubContentMode
+{
+    /// <summary>
+    /// Google's CloudEvents binding: every attribute as a <c>ce-{name}</c> message attribute, <c>datacontenttype</c>
+    /// as the <c>content-type</c> attribute and the data as the message data. Readable by Eventarc and Google's SDKs.
+    /// </summary>
+    Binary,
+
+    /// <summary>The whole event as one <c>application/cloudevents+json</c> document in the message data.</summary>
+    Structured,
+}
+
+/// <summary>Settings of the Google Cloud Pub/Sub transport (<c>Messaging:PubSub</c>).</summary>
+public sealed class PubSubTransportOptions
+{
+    /// <summary>The configuration section these options are bound from.</summary>
+    public const string SectionName = "Messaging:PubSub";
+
+    /// <summary>The largest message Pub/Sub accepts (data plus attributes plus ordering key), in bytes.</summary>
+    public const int BrokerMaxMessageBytes = 10_000_000;
+
+    /// <summary>The Google Cloud project that owns the topics and subscriptions. Required.</summary>
+    public string? ProjectId { get; set; }
+
+    /// <summary>
+    /// <c>host:port</c> of a Pub/Sub emulator (plaintext, no credentials). When empty, the <c>PUBSUB_EMULATOR_HOST</c>
+    /// environment variable is used, as Google's own clients do; when both are empty, <see cref="Endpoint"/> is used.
+    /// </summary>
+    public string? EmulatorHost { get; set; }
+
+    /// <summary>
+    /// The service endpoint when no emulator is configured; defaults to <c>https://pubsub.googleapis.com</c>.
+    /// Use a regional endpoint (for example <c>https://europe-west1-pubsub.googleapis.com</c>) to keep ordered
+    /// publishing in one region. Calls are authenticated with Application Default Credentials.
+    /// </summary>
+    public string? Endpoint { get; set; }
+
+    /// <summary>Binary (the default, Google's <c>ce-</c> attribute convention) or structured JSON.</summary>
+    public PubSubContentMode ContentMode { get; set; } = PubSubContentMode.Binary;
+
+    /// <summary>Most messages in one publish request (Pub/Sub allows 1000).</summary>
+    public int MaxBatchCount { get; set; } = 100;
+
+    /// <summary>Most bytes in one publish request; a single larger event is still sent, alone.</summary>
+    public int MaxBatchBytes { get; set; } = 1_000_000;
+
+    /// <summary>
+    /// How long a publish may wait for other events to share its request. Zero (the default) sends at once; events
+    /// published while a request is in flight are still grouped into the next one.
+    /// </summary>
+    public TimeSpan MaxBatchDelay { get; set; } = TimeSpan.Zero;
+
+    /// <summary>
+    /// Most messages the broker may hand one consumer before it settles some (server-side flow control).
+    /// Zero derives it from the subscription: <c>Concurrency + Prefetch</c>.
+    /// </summary>
+    public int MaxOutstandingMessages { get; set; }
+
+    /// <summary>Most bytes of messages the broker may hand one consumer before it settles some.</summary>
+    public long MaxOutstandingBytes { get; set; } = 100L * 1024 * 1024;
+
+    /// <summary>
+    /// The ack deadline of the subscriptions and of every lease; extended automatically while a handler runs.
+    /// Between 10 seconds and 10 minutes.
+    /// </summary>
+    public TimeSpan AckDeadline { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>
+    /// The largest event accepted, in bytes as encoded on the wire (data plus attributes plus ordering key).
+    /// Pub/Sub's own limit is 10 MB per message and per request; the default leaves room for the request envelope.
+    /// </summary>
+    public int MaxEventSizeBytes { get; set; } = BrokerMaxMessageBytes - (64 * 1024);
+
+    /// <summary>The emulator host in effect: <see cref="EmulatorHost"/>, else <c>PUBSUB_EMULATOR_HOST</c>, else <c>null</c>.</summary>
+    public string? ResolveEmulatorHost()
+    {
+        if (!string.IsNullOrWhiteSpace(EmulatorHost))
+        {
+            return EmulatorHost.Trim();
+        }
+        var fromEnvironment = Environment.GetEnvironmentVariable("PUBSUB_EMULATOR_HOST");
+        return string.IsNullOrWhiteSpace(fromEnvironment) ? null : fromEnvironment.Trim();
+    }
+
+    /// <summary>Every problem with these settings, each naming the setting; empty when they are valid.</summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var problems = new List<string>();
+        if (string.IsNullOrWhiteSpace(ProjectId))
+        {
+            problems.Add($"{SectionName}:ProjectId is required.");
+        }
+        var emulator = ResolveEmulatorHost();
+        if (emulator is not null && !Uri.TryCreate("http://" + emulator, UriKind.Absolute, out _))
+        {
+            problems.Add($"{SectionName}:EmulatorHost (or PUBSUB_EMULATOR_HOST) must be host:port, not '{emulator}'.");
+        }
+        if (!string.IsNullOrWhiteSpace(Endpoint)
+            && (!Uri.TryCreate(Endpoint, UriKind.Absolute, out var endpoint) || (endpoint.Scheme != Uri.UriSchemeHttps && endpoint.Scheme != Uri.UriSchemeHttp)))
+        {
+            problems.Add($"{SectionName}:Endpoint must be an absolute https:// URI (http:// only for a local emulator), not '{Endpoint}'.");
+        }
+        if (MaxBatchCount is < 1 or > 1000)
+        {
+            problems.Add($"{SectionName}:MaxBatchCount must be between 1 and 1000.");
+        }
+        if (MaxBatchBytes is < 1024 or > BrokerMaxMessageBytes)
+        {
+            problems.Add($"{SectionName}:MaxBatchBytes must be between 1024 and {BrokerMaxMessageBytes}.");
+        }
+        if (MaxBatchDelay < TimeSpan.Zero || MaxBatchDelay > TimeSpan.FromSeconds(10))
+        {
+            problems.Add($"{SectionName}:MaxBatchDelay must be between 0 and 10 seconds.");
+        }
+        if (MaxOutstandingMessages < 0)
+        {
+            problems.Add($"{SectionName}:MaxOutstandingMessages must be 0 (derived from the subscription) or more.");
+        }
+        if (MaxOutstandingBytes < 0)
+        {
+            problems.Add($"{SectionName}:MaxOutstandingBytes must be 0 (no limit) or more.");
+        }
+        if (AckDeadline < TimeSpan.FromSeconds(10) || AckDeadline > TimeSpan.FromSeconds(600))
+        {
+            problems.Add($"{SectionName}:AckDeadline must be between 10 seconds and 10 minutes.");
+        }
+        if (MaxEventSizeBytes is < 1024 or > BrokerMaxMessageBytes)
+        {
+            problems.Add($"{SectionName}:MaxEventSizeBytes must be between 1024 and {BrokerMaxMessageBytes}.");
+        }
+        return problems;
+    }
+}

@@ -1,0 +1,160 @@
+using System.Threading.Channels;
+using Grpc.Core;
+using Messaging.PubSub.Grpc;
+
+namespace Messaging.PubSub;
+
+/// <summary>
+/// Batches publishes to one topic. One request is in flight per topic at a time; whatever is published meanwhile
+/// (up to the count and byte thresholds, optionally waiting <see cref="PubSubTransportOptions.MaxBatchDelay"/>
+/// for more) goes in the next request. Messages are grouped by ordering key, since Pub/Sub requires one key per
+/// request; groups go out in parallel, and within a key publish order is kept because batches are sequential.
+/// Each caller's task completes only when Pub/Sub has accepted (durably stored) its message.
+/// </summary>
+internal sealed class TopicPublisher : IAsyncDisposable
+{
+    private readonly PubSubConnection _connection;
+    private readonly PubSubTransportOptions _options;
+    private readonly TimeProvider _time;
+    private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _loop;
+
+    public TopicPublisher(PubSubConnection connection, string topicResource, PubSubTransportOptions options, TimeProvider time)
+    {
+        _connection = connection;
+        TopicResource = topicResource;
+        _options = options;
+        _time = time;
+        _loop = Task.Run(LoopAsync);
+    }
+
+    public string TopicResource { get; }
+
+    /// <summary>Queues a message; the task gives its message id once Pub/Sub has accepted it.</summary>
+    public Task<string> PublishAsync(PubsubMessage message, CancellationToken cancellationToken)
+    {
+        var pending = new Pending(message, PubSubCodec.SizeOf(message) + 64);
+        if (!_queue.Writer.TryWrite(pending))
+        {
+            throw new ObjectDisposedException(nameof(PubSubTransport));
+        }
+        // The caller may stop waiting; the message may still be published (at-least-once, never half a message).
+        return pending.Done.Task.WaitAsync(cancellationToken);
+    }
+
+    private async Task LoopAsync()
+    {
+        var reader = _queue.Reader;
+        while (await reader.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false))
+        {
+            var batch = new Batch();
+            Fill(reader, batch);
+            if (_options.MaxBatchDelay > TimeSpan.Zero && !batch.IsFull(_options))
+            {
+                using var delay = new CancellationTokenSource(_options.MaxBatchDelay, _time);
+                try
+                {
+                    while (!batch.IsFull(_options) && await reader.WaitToReadAsync(delay.Token).ConfigureAwait(false))
+                    {
+                        Fill(reader, batch);
+                    }
+                }
+                catch (OperationCanceledException) when (delay.IsCancellationRequested)
+                {
+                    // The delay is up: send what we have.
+                }
+            }
+            if (batch.Items.Count > 0)
+            {
+                await SendAsync(batch.Items).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private void Fill(ChannelReader<Pending> reader, Batch batch)
+    {
+        while (!batch.IsFull(_options) && reader.TryPeek(out var next))
+        {
+            if (batch.Items.Count > 0 && batch.Bytes + next.Size > _options.MaxBatchBytes)
+            {
+                batch.Closed = true;
+                return;
+            }
+            reader.TryRead(out _);
+            batch.Items.Add(next);
+            batch.Bytes += next.Size;
+        }
+    }
+
+    private async Task SendAsync(List<Pending> items)
+    {
+        var groups = new Dictionary<string, List<Pending>>(StringComparer.Ordinal);
+        foreach (var item in items)
+        {
+            if (!groups.TryGetValue(item.Message.OrderingKey, out var group))
+            {
+                groups[item.Message.OrderingKey] = group = [];
+            }
+            group.Add(item);
+        }
+        await Task.WhenAll(groups.Values.Select(SendGroupAsync)).ConfigureAwait(false);
+    }
+
+    private async Task SendGroupAsync(List<Pending> group)
+    {
+        try
+        {
+            var request = new PublishRequest { Topic = TopicResource };
+            request.Messages.AddRange(group.Select(p => p.Message));
+            var response = await PubSubConnection.WithRetryAsync(
+                o => _connection.Publisher.PublishAsync(request, o).ResponseAsync, _stop.Token).ConfigureAwait(false);
+            for (var i = 0; i < group.Count; i++)
+            {
+                group[i].Done.TrySetResult(i < response.MessageIds.Count ? response.MessageIds[i] : string.Empty);
+            }
+        }
+        catch (Exception ex)
+        {
+            var error = ex is RpcException { StatusCode: StatusCode.NotFound }
+                ? new InvalidOperationException($"Pub/Sub topic '{TopicResource}' does not exist. Provision it first (Messaging:Provisioning).", ex)
+                : ex;
+            foreach (var item in group)
+            {
+                item.Done.TrySetException(error);
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _queue.Writer.TryComplete();
+        await _stop.CancelAsync().ConfigureAwait(false);
+        await _loop.ConfigureAwait(false);
+        while (_queue.Reader.TryRead(out var left))
+        {
+            left.Done.TrySetException(new ObjectDisposedException(nameof(PubSubTransport)));
+        }
+        _stop.Dispose();
+    }
+
+    private sealed class Pending(PubsubMessage message, long size)
+    {
+        public PubsubMessage Message { get; } = message;
+
+        public long Size { get; } = size;
+
+        public TaskCompletionSource<string> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    private sealed class Batch
+    {
+        public List<Pending> Items { get; } = [];
+
+        public long Bytes { get; set; }
+
+        public bool Closed { get; set; }
+
+        public bool IsFull(PubSubTransportOptions options) => Closed || Items.Count >= options.MaxBatchCount || Bytes >= options.MaxBatchBytes;
+    }
+}

@@ -1,0 +1,79 @@
+using Messaging.ConformanceTests.Infrastructure;
+
+namespace Messaging.ConformanceTests.Cases;
+
+public abstract partial class ConformanceSuite<TFixture>
+{
+    [Fact(Timeout = 60_000)]
+    public Task Capability_ordering_keys_in_publish_order_or_refused() => Case(async () =>
+    {
+        var (topic, sub) = Names();
+        var probe = new Probe();
+        var configure = Subscribe(topic, sub, s => s.Ordered().WithConcurrency(4));
+        var host = ConformanceHost.Build(Fixture, probe, configure);
+        try
+        {
+            var transport = (Transport.IMessageTransport)host.Services.GetService(typeof(Transport.IMessageTransport))!;
+            if (!transport.Capabilities.OrderingKeys)
+            {
+                var error = await Assert.ThrowsAsync<NotSupportedException>(() => host.StartAsync(Ct));
+                Assert.Contains("ordering", error.Message, StringComparison.OrdinalIgnoreCase);
+                DeclaredUnsupported();
+                return;
+            }
+            await host.StartAsync(Ct);
+            var publisher = (Publishing.IEventPublisher)host.Services.GetService(typeof(Publishing.IEventPublisher))!;
+            var events = Enumerable.Range(0, 60).Select(i =>
+            {
+                var e = NewEvent();
+                e["partitionkey"] = $"key-{i % 3}";
+                return e;
+            }).ToList();
+            foreach (var e in events)
+            {
+                await publisher.PublishAsync(topic, e, Ct);
+            }
+            await Wait.UntilAsync(() => probe.Handled.Count == 60, "all ordered events are handled");
+            foreach (var key in events.GroupBy(e => (string)e["partitionkey"]!))
+            {
+                Assert.Equal(key.Select(e => e.Id), probe.Handled.Where(h => (string?)h.Event["partitionkey"] == key.Key).Select(h => h.Event.Id));
+            }
+            await host.StopAsync(Ct);
+        }
+        finally
+        {
+            host.Dispose();
+        }
+    });
+
+    [Fact(Timeout = 180_000)]
+    public Task Lifecycle_broker_restart_mid_stream_loses_nothing_and_consumption_resumes() => Case(async () =>
+    {
+        if (!Fixture.CanRestartBroker)
+        {
+            await Assert.ThrowsAsync<NotSupportedException>(() => Fixture.RestartBrokerAsync(Ct));
+            DeclaredUnsupported();
+            return;
+        }
+        var (topic, sub) = Names();
+        var probe = new Probe();
+        await using var host = await StartAsync(probe, Subscribe(topic, sub, s => s.WithConcurrency(4)));
+        var published = new System.Collections.Concurrent.ConcurrentBag<string>();
+        using var stop = new CancellationTokenSource();
+        var publishing = Task.Run(async () =>
+        {
+            for (var i = 0; i < 400 && !stop.IsCancellationRequested; i++)
+            {
+                var e = NewEvent();
+                await host.Publisher.PublishAsync(topic, e, Ct);
+                published.Add(e.Id!);
+                await Task.Delay(10, Ct);
+            }
+        }, Ct);
+        await Wait.UntilAsync(() => probe.Handled.Count >= 50, "consumption is under way");
+        await Fixture.RestartBrokerAsync(Ct);
+        await publishing.WaitAsync(TimeSpan.FromSeconds(120), Ct);
+        Assert.Equal(400, published.Count);
+        await Wait.UntilAsync(() => published.All(id => probe.Handled.Any(h => h.Event.Id == id)), "every published event is handled after the restart", TimeSpan.FromSeconds(90));
+    });
+}

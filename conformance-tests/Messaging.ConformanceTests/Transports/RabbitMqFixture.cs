@@ -1,0 +1,114 @@
+using System.Diagnostics;
+using System.Text;
+using Messaging.ConformanceTests.Infrastructure;
+using Messaging.Hosting;
+using Messaging.RabbitMQ;
+using Microsoft.Extensions.DependencyInjection;
+using RabbitMQ.Client;
+
+namespace Messaging.ConformanceTests.Transports;
+
+/// <summary>
+/// A RabbitMQ broker given by <c>MESSAGING_RABBITMQ_URI</c> (default amqp://guest:guest@127.0.0.1:5672/). The restart
+/// case runs <c>MESSAGING_RABBITMQ_CTL</c> (default <c>rabbitmqctl</c>, when the broker is local and the tool exists).
+/// </summary>
+public sealed class RabbitMqFixture : ITransportFixture, IAsyncLifetime
+{
+    private readonly string _uri = Environment.GetEnvironmentVariable("MESSAGING_RABBITMQ_URI") ?? "amqp://guest:guest@127.0.0.1:5672/";
+    private readonly string? _ctl;
+    private IConnection? _connection;
+
+    public RabbitMqFixture()
+    {
+        var ctl = Environment.GetEnvironmentVariable("MESSAGING_RABBITMQ_CTL");
+        if (ctl is null && (_uri.Contains("127.0.0.1", StringComparison.Ordinal) || _uri.Contains("localhost", StringComparison.Ordinal)))
+        {
+            ctl = new[] { "/usr/sbin/rabbitmqctl", "/usr/lib/rabbitmq/bin/rabbitmqctl", "/usr/local/sbin/rabbitmqctl" }.FirstOrDefault(File.Exists);
+        }
+        _ctl = string.IsNullOrEmpty(ctl) ? null : ctl;
+    }
+
+    public string TransportName => RabbitMqTransport.TransportName;
+
+    public string? UnavailableReason { get; private set; }
+
+    public bool CanRestartBroker => _ctl is not null;
+
+    public async ValueTask InitializeAsync()
+    {
+        try
+        {
+            _connection = await new ConnectionFactory { Uri = new Uri(_uri), AutomaticRecoveryEnabled = true, NetworkRecoveryInterval = TimeSpan.FromSeconds(1) }
+                .CreateConnectionAsync("conformance-fixture");
+        }
+        catch (Exception ex)
+        {
+            UnavailableReason = $"RabbitMQ is not reachable at {_uri}: {ex.Message}";
+        }
+    }
+
+    public void Configure(IServiceCollection services, MessagingBuilder messaging)
+    {
+        messaging.AddRabbitMq(o => o.Uri = _uri).UseTransport(RabbitMqTransport.TransportName);
+    }
+
+    public string BinaryAttributeName(string attribute) => RabbitMqNames.AttributePrefix + attribute;
+
+    public async Task PublishRawAsync(string topic, IReadOnlyDictionary<string, string> headers, byte[] body, string? contentType, CancellationToken cancellationToken)
+    {
+        await using var channel = await _connection!.CreateChannelAsync(new CreateChannelOptions(true, true), cancellationToken);
+        var properties = new BasicProperties
+        {
+            Persistent = true,
+            ContentType = contentType,
+            Headers = headers.ToDictionary(h => h.Key, h => (object?)Encoding.UTF8.GetBytes(h.Value)),
+        };
+        await channel.BasicPublishAsync(topic, "raw", mandatory: false, properties, body, cancellationToken);
+    }
+
+    public async Task RestartBrokerAsync(CancellationToken cancellationToken)
+    {
+        await RunCtlAsync("stop_app", cancellationToken);
+        await RunCtlAsync("start_app", cancellationToken);
+        await RunCtlAsync("await_startup", cancellationToken);
+    }
+
+    private async Task RunCtlAsync(string command, CancellationToken cancellationToken)
+    {
+        using var process = Process.Start(new ProcessStartInfo(_ctl!, command) { RedirectStandardOutput = true, RedirectStandardError = true })!;
+        var stderr = process.StandardError.ReadToEndAsync(cancellationToken);
+        await process.StandardOutput.ReadToEndAsync(cancellationToken);
+        await process.WaitForExitAsync(cancellationToken);
+        if (process.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"{_ctl} {command} failed ({process.ExitCode}): {await stderr}");
+        }
+    }
+
+    public async Task DeleteSubscriptionAsync(string topic, string subscription)
+    {
+        if (_connection is null)
+        {
+            return;
+        }
+        try
+        {
+            await using var channel = await _connection.CreateChannelAsync();
+            await channel.QueueDeleteAsync(RabbitMqNames.Queue(subscription), ifUnused: false, ifEmpty: false);
+            await channel.QueueDeleteAsync(RabbitMqNames.DeadLetterQueue(subscription), ifUnused: false, ifEmpty: false);
+            await channel.ExchangeDeleteAsync(RabbitMqNames.Exchange(topic), ifUnused: false);
+        }
+        catch (Exception ex) when (ex is global::RabbitMQ.Client.Exceptions.OperationInterruptedException or global::RabbitMQ.Client.Exceptions.AlreadyClosedException)
+        {
+            // Cleanup is best effort.
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_connection is not null)
+        {
+            await _connection.DisposeAsync();
+        }
+    }
+}
