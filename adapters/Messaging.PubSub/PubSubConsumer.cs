@@ -34,10 +34,12 @@ internal sealed class PubSubConsumer : ITransportConsumer
     private readonly TimeProvider _time;
     private readonly int _ackDeadlineSeconds;
     private readonly int _maxOutstanding;
+    private static readonly TimeSpan StreamDrainTimeout = TimeSpan.FromSeconds(5);
     private readonly string _clientId = Guid.NewGuid().ToString("N");
     private readonly CancellationTokenSource _stopPulling = new();
     private readonly CancellationTokenSource _abortHandlers = new();
     private readonly CancellationTokenSource _stopLeasing = new();
+    private readonly CancellationTokenSource _killStreams = new();
     private readonly SemaphoreSlim _handlerSlots;
     private readonly ConcurrentDictionary<string, Delivery> _unsettled = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<Task, byte> _running = new();
@@ -114,7 +116,8 @@ internal sealed class PubSubConsumer : ITransportConsumer
         {
             try
             {
-                using var call = _transport.Connection.Subscriber.StreamingPull(cancellationToken: token);
+                // The call lives until the broker closes it after our half-close (graceful stop), or until it is killed.
+                using var call = _transport.Connection.Subscriber.StreamingPull(cancellationToken: _killStreams.Token);
                 await call.RequestStream.WriteAsync(new StreamingPullRequest
                 {
                     Subscription = resource,
@@ -123,7 +126,11 @@ internal sealed class PubSubConsumer : ITransportConsumer
                     MaxOutstandingMessages = _maxOutstanding,
                     MaxOutstandingBytes = _transport.Options.MaxOutstandingBytes,
                 }, token).ConfigureAwait(false);
-                while (await call.ResponseStream.MoveNext(token).ConfigureAwait(false))
+                // Stopping half-closes the stream instead of cutting it: the broker then stops sending and ends it, and
+                // whatever it had already sent is still read and handled rather than left to expire (which would
+                // cost each such message a delivery attempt).
+                using var halfClose = token.Register(() => _ = HalfCloseAsync(call.RequestStream));
+                while (await call.ResponseStream.MoveNext(_killStreams.Token).ConfigureAwait(false))
                 {
                     backoff = TimeSpan.FromMilliseconds(200);
                     foreach (var received in call.ResponseStream.Current.ReceivedMessages)
@@ -133,8 +140,12 @@ internal sealed class PubSubConsumer : ITransportConsumer
                     // Client-side flow control: stop reading (HTTP/2 then holds the broker back) while enough is unsettled.
                     while (_unsettled.Count >= _maxOutstanding)
                     {
-                        await Task.Delay(TimeSpan.FromMilliseconds(20), _time, token).ConfigureAwait(false);
+                        await Task.Delay(TimeSpan.FromMilliseconds(20), _time, _killStreams.Token).ConfigureAwait(false);
                     }
+                }
+                if (token.IsCancellationRequested)
+                {
+                    return;
                 }
                 // The broker closed the stream (it does so to rebalance): open a new one.
             }
@@ -160,6 +171,18 @@ internal sealed class PubSubConsumer : ITransportConsumer
                 return;
             }
             backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(10).Ticks));
+        }
+    }
+
+    private static async Task HalfCloseAsync(IClientStreamWriter<StreamingPullRequest> requests)
+    {
+        try
+        {
+            await requests.CompleteAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is RpcException or InvalidOperationException or OperationCanceledException)
+        {
+            // The stream is already gone.
         }
     }
 
@@ -317,7 +340,16 @@ internal sealed class PubSubConsumer : ITransportConsumer
         await _stopPulling.CancelAsync().ConfigureAwait(false);
         try
         {
-            await Task.WhenAll(_pullLoops).WaitAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await Task.WhenAll(_pullLoops).WaitAsync(StreamDrainTimeout, _time, cancellationToken).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                // The broker did not end the stream after our half-close: cut it.
+                await _killStreams.CancelAsync().ConfigureAwait(false);
+                await Task.WhenAll(_pullLoops).WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
             // Every message already received runs to settlement (see the class remarks for why).
             while (!_running.IsEmpty)
             {
@@ -341,6 +373,7 @@ internal sealed class PubSubConsumer : ITransportConsumer
             return;
         }
         await _stopPulling.CancelAsync().ConfigureAwait(false);
+        await _killStreams.CancelAsync().ConfigureAwait(false);
         await _abortHandlers.CancelAsync().ConfigureAwait(false);
         await _stopLeasing.CancelAsync().ConfigureAwait(false);
         foreach (var group in _unsettled.Values.Where(d => d.TrySettle()).GroupBy(d => d.Resource))

@@ -24,6 +24,7 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
     private string? _consumerTag;
     private int _inFlight;
     private volatile bool _stopping;
+    private int _disposed;
 
     public RabbitMqConsumer(RabbitMqTransport transport, SubscriptionDefinition subscription, DeliveryCallback onDelivery, ILogger logger)
     {
@@ -199,16 +200,28 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
         }
     }
 
-    public async ValueTask DisposeAsync()
+    internal async Task AbortAsync()
     {
         _stopping = true;
-        await _abort.CancelAsync().ConfigureAwait(false);
+        if (!_abort.IsCancellationRequested)
+        {
+            await _abort.CancelAsync().ConfigureAwait(false);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+        _transport.Forget(this);
+        await AbortAsync().ConfigureAwait(false);
         if (_channel is not null)
         {
             await SafeAsync(() => _channel.CloseAsync()).ConfigureAwait(false);
             await _channel.DisposeAsync().ConfigureAwait(false);
         }
-        _abort.Dispose();
     }
 
     private async Task SafeAsync(Func<Task> action)

@@ -21,6 +21,8 @@ public sealed class RabbitMqTransport : IMessageTransport
     private readonly RabbitMqConnections _connections;
     private readonly RabbitMqDeadLetterStore _deadLetters;
     private readonly ILogger _logger;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<RabbitMqConsumer, byte> _consumers = new();
+    private int _disposed;
 
     public RabbitMqTransport(RabbitMqTransportOptions options, IReadOnlyList<CloudEventAttribute> extensionAttributes, ILoggerFactory loggerFactory)
     {
@@ -118,11 +120,24 @@ public sealed class RabbitMqTransport : IMessageTransport
     {
         var consumer = new RabbitMqConsumer(this, subscription, onDelivery, _logger);
         await consumer.StartAsync(cancellationToken).ConfigureAwait(false);
+        _consumers.TryAdd(consumer, 0);
         return consumer;
     }
 
+    internal void Forget(RabbitMqConsumer consumer) => _consumers.TryRemove(consumer, out _);
+
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+        // Handlers still running are abandoned, not awaited: their messages stay unacknowledged and the broker
+        // returns them when the connection closes (and counts the return as a delivery).
+        foreach (var consumer in _consumers.Keys)
+        {
+            await consumer.AbortAsync().ConfigureAwait(false);
+        }
         await Publisher.DisposeAsync().ConfigureAwait(false);
         await _connections.DisposeAsync().ConfigureAwait(false);
     }
