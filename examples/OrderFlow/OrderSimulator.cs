@@ -1,0 +1,62 @@
+using Messaging.DeadLetters;
+using Messaging.Publishing;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace OrderFlow;
+
+/// <summary>Places a few orders, waits until every order is shipped or dead-lettered, shows the dead letters, then stops the app.</summary>
+public sealed partial class OrderSimulator(
+    IEventPublisher publisher,
+    IDeadLetterStore deadLetters,
+    FlowTracker tracker,
+    IHostApplicationLifetime lifetime,
+    ILogger<OrderSimulator> logger) : BackgroundService
+{
+    private static readonly OrderPlaced[] Orders =
+    [
+        new("order-1", "alice", 25.00m),
+        new("order-2", "bob", 42.50m),
+        new("order-3", "mallory", 999.99m),
+        new("order-4", "carol", 13.37m),
+    ];
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        foreach (var order in Orders)
+        {
+            var sent = await publisher.PublishAsync(order, cancellationToken: stoppingToken);
+            LogPlaced(order.OrderId, sent.Id, sent.Type);
+        }
+
+        var expectedShipped = Orders.Count(o => o.Customer != "mallory");
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        IReadOnlyList<DeadLetteredEvent> dead = [];
+        while (DateTime.UtcNow < deadline && !stoppingToken.IsCancellationRequested)
+        {
+            dead = await deadLetters.PeekAsync("payments", 10, stoppingToken);
+            if (tracker.ShippedCount >= expectedShipped && dead.Count >= 1)
+            {
+                break;
+            }
+            await Task.Delay(100, stoppingToken);
+        }
+
+        LogSummary(tracker.ShippedCount, Orders.Length, dead.Count);
+        foreach (var letter in dead)
+        {
+            LogDeadLetter(letter.Event?.Id, letter.Metadata.Reason, letter.Metadata.AttemptCount, letter.Metadata.ExceptionType, letter.Metadata.ExceptionMessage);
+        }
+        Environment.ExitCode = tracker.ShippedCount == expectedShipped && dead.Count == 1 ? 0 : 1;
+        lifetime.StopApplication();
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "placed {OrderId} as CloudEvent {EventId} ({Type})")]
+    private partial void LogPlaced(string orderId, string? eventId, string? type);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "done: {Shipped} of {Orders} orders shipped, {DeadLettered} dead-lettered")]
+    private partial void LogSummary(int shipped, int orders, int deadLettered);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "dead letter: event {EventId}, reason {Reason}, after {Attempts} attempts, {ExceptionType}: {ExceptionMessage}")]
+    private partial void LogDeadLetter(string? eventId, DeadLetterReason reason, int attempts, string? exceptionType, string? exceptionMessage);
+}
