@@ -18,6 +18,7 @@ public sealed class ConfigurationTests
         var messaging = builder.Services.AddMessaging(builder.Configuration).AddRabbitMq();
         (configure ?? (m => m.AddSubscription("payments", "orders", s => s.HandleCloudEvents<Infrastructure.ProbeHandler>().WithMaxAttempts(7))))(messaging);
         builder.Services.AddSingleton(new Infrastructure.Probe());
+        builder.Services.AddSingleton(new Infrastructure.HostIdentity("config"));
         return builder.Build();
     }
 

@@ -32,6 +32,7 @@ public sealed class ConformanceHost : IAsyncDisposable
         builder.Configuration.AddInMemoryCollection(settings ?? new Dictionary<string, string?>());
         builder.Logging.AddFilter(level => level >= LogLevel.Warning);
         builder.Services.AddSingleton(probe);
+        builder.Services.AddSingleton(new HostIdentity(Guid.NewGuid().ToString("N")));
         services?.Invoke(builder.Services);
         var messaging = builder.Services.AddMessaging(builder.Configuration);
         fixture.Configure(builder.Services, messaging);

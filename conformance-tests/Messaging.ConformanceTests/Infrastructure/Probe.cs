@@ -6,7 +6,10 @@ using Messaging.Handling;
 namespace Messaging.ConformanceTests.Infrastructure;
 
 /// <summary>One handled (or attempted) delivery as a handler saw it.</summary>
-public sealed record Seen(CloudEvent Event, int Attempt, string Subscription, TimeSpan At, string? TraceParentOfActivity);
+public sealed record Seen(CloudEvent Event, int Attempt, string Subscription, TimeSpan At, string? TraceParentOfActivity, string Host);
+
+/// <summary>Identifies one host (one "process") of a test.</summary>
+public sealed record HostIdentity(string Name);
 
 /// <summary>Shared by every host of a test: records what handlers saw and lets the test script their behaviour.</summary>
 public sealed class Probe
@@ -28,14 +31,14 @@ public sealed class Probe
 
     public IEnumerable<Seen> AttemptsOf(string eventId) => Attempts.Where(s => s.Event.Id == eventId);
 
-    internal async Task RunAsync(EventContext context, CancellationToken cancellationToken)
+    internal async Task RunAsync(EventContext context, string host, CancellationToken cancellationToken)
     {
         var running = Interlocked.Increment(ref _running);
         int seenMax;
         while (running > (seenMax = Volatile.Read(ref _maxRunning)) && Interlocked.CompareExchange(ref _maxRunning, running, seenMax) != seenMax)
         {
         }
-        var seen = new Seen(context.Event, context.Attempt, context.Subscription, _clock.Elapsed, Activity.Current?.ParentId);
+        var seen = new Seen(context.Event, context.Attempt, context.Subscription, _clock.Elapsed, Activity.Current?.ParentId, host);
         Attempts.Enqueue(seen);
         try
         {
@@ -53,7 +56,7 @@ public sealed class Probe
 }
 
 /// <summary>The raw handler every conformance subscription uses; delegates to the test's <see cref="Probe"/>.</summary>
-public sealed class ProbeHandler(Probe probe) : ICloudEventHandler
+public sealed class ProbeHandler(Probe probe, HostIdentity host) : ICloudEventHandler
 {
-    public Task HandleAsync(EventContext context, CancellationToken cancellationToken) => probe.RunAsync(context, cancellationToken);
+    public Task HandleAsync(EventContext context, CancellationToken cancellationToken) => probe.RunAsync(context, host.Name, cancellationToken);
 }
