@@ -9,16 +9,12 @@ public static class PubSubMessagingBuilderExtensions
 {
     /// <summary>
     /// Registers the Google Cloud Pub/Sub transport under the name <c>PubSub</c>, configured from <c>Messaging:PubSub</c>.
-    /// Select it with <c>Messaging:Transport = PubSub</c>. Settings are validated when the transport is created.
+    /// Select it with <c>Messaging:Transport = PubSub</c>. Settings are validated at start-up when it is selected.
     /// </summary>
     public static MessagingBuilder AddPubSub(this MessagingBuilder builder)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        var options = builder.Services.AddOptions<PubSubTransportOptions>();
-        if (builder.Configuration is not null)
-        {
-            options.Bind(builder.Configuration.GetSection(PubSubTransport.TransportName));
-        }
+        builder.AddTransportOptions<PubSubTransportOptions>(PubSubTransport.TransportName);
         builder.Services.AddSingleton<IValidateOptions<PubSubTransportOptions>, PubSubOptionsValidator>();
         return builder.AddTransport(PubSubTransport.TransportName, (sp, context) => new PubSubTransport(
             sp.GetRequiredService<IOptions<PubSubTransportOptions>>().Value,

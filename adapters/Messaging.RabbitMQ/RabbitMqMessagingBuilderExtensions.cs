@@ -13,41 +13,14 @@ public static class RabbitMqMessagingBuilderExtensions
     public static MessagingBuilder AddRabbitMq(this MessagingBuilder builder, Action<RabbitMqTransportOptions>? configure = null)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        var options = builder.Services.AddOptions<RabbitMqTransportOptions>();
-        if (builder.Configuration is not null)
-        {
-            options.Bind(builder.Configuration.GetSection(RabbitMqTransport.TransportName));
-        }
+        var options = builder.AddTransportOptions<RabbitMqTransportOptions>(RabbitMqTransport.TransportName);
         if (configure is not null)
         {
             options.Configure(configure);
         }
         builder.Services.AddSingleton<IValidateOptions<RabbitMqTransportOptions>, RabbitMqOptionsValidator>();
-        builder.Services.AddOptions<MessagingOptions>().ValidateOnStart();
-        builder.Services.AddSingleton<IValidateOptions<MessagingOptions>>(sp => new SelectedTransportValidator(sp));
         return builder.AddTransport(RabbitMqTransport.TransportName, (sp, context) =>
             new RabbitMqTransport(sp.GetRequiredService<IOptions<RabbitMqTransportOptions>>().Value, context.ExtensionAttributes, context.LoggerFactory));
-    }
-
-    /// <summary>Validates the RabbitMQ settings at start-up, but only when RabbitMQ is the selected transport.</summary>
-    private sealed class SelectedTransportValidator(IServiceProvider services) : IValidateOptions<MessagingOptions>
-    {
-        public ValidateOptionsResult Validate(string? name, MessagingOptions options)
-        {
-            if (!string.Equals(options.Transport, RabbitMqTransport.TransportName, StringComparison.OrdinalIgnoreCase))
-            {
-                return ValidateOptionsResult.Skip;
-            }
-            try
-            {
-                _ = services.GetRequiredService<IOptions<RabbitMqTransportOptions>>().Value;
-                return ValidateOptionsResult.Success;
-            }
-            catch (OptionsValidationException ex)
-            {
-                return ValidateOptionsResult.Fail(ex.Failures);
-            }
-        }
     }
 }
 

@@ -8,6 +8,7 @@ using RabbitMQ.Client;
 namespace Messaging.ConformanceTests.RabbitMq;
 
 /// <summary>The documented AMQP 0-9-1 wire mapping, checked on the wire with the plain client.</summary>
+[Collection(RabbitMqCollection.Name)]
 public sealed class RabbitMqMappingTests(RabbitMqFixture fixture) : IClassFixture<RabbitMqFixture>
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

@@ -7,4 +7,14 @@ namespace Messaging.ConformanceTests.Transports;
 
 public sealed class InMemoryConformance(InMemoryFixture fixture) : ConformanceSuite<InMemoryFixture>(fixture);
 
+/// <summary>Everything that talks to the shared RabbitMQ runs in one collection, so the broker-restart case never overlaps another test.</summary>
+[CollectionDefinition(Name)]
+public sealed class RabbitMqCollection
+{
+    public const string Name = "RabbitMQ broker";
+}
+
+[Collection(RabbitMqCollection.Name)]
 public sealed class RabbitMqConformance(RabbitMqFixture fixture) : ConformanceSuite<RabbitMqFixture>(fixture);
+
+public sealed class PubSubConformance(PubSubFixture fixture) : ConformanceSuite<PubSubFixture>(fixture);

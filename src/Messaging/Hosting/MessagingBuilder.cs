@@ -2,6 +2,7 @@ using CloudNative.CloudEvents;
 using Messaging.Transport;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
 
 namespace Messaging.Hosting;
 
@@ -73,6 +74,23 @@ public sealed class MessagingBuilder
         ArgumentNullException.ThrowIfNull(factory);
         Model.Transports[name] = factory;
         return this;
+    }
+
+    /// <summary>
+    /// Binds a transport's options from <c>Messaging:{transportName}</c> and validates them at start-up whenever that
+    /// transport is selected. Adapters call this from their <c>Add...</c> method.
+    /// </summary>
+    public OptionsBuilder<TOptions> AddTransportOptions<TOptions>(string transportName)
+        where TOptions : class
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(transportName);
+        var options = Services.AddOptions<TOptions>();
+        if (Configuration is not null)
+        {
+            options.Bind(Configuration.GetSection(transportName));
+        }
+        Services.AddSingleton<IValidateOptions<MessagingOptions>>(sp => new SelectedTransportOptionsValidator<TOptions>(transportName, sp));
+        return options;
     }
 
     /// <summary>Forces a transport regardless of configuration (useful in tests).</summary>

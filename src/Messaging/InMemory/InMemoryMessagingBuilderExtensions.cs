@@ -14,12 +14,8 @@ public static class InMemoryMessagingBuilderExtensions
     public static MessagingBuilder AddInMemoryTransport(this MessagingBuilder builder)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        var options = builder.Services.AddOptions<InMemoryTransportOptions>();
-        if (builder.Configuration is not null)
-        {
-            options.Bind(builder.Configuration.GetSection(InMemoryTransport.TransportName));
-        }
-        options.Validate(o => o.QueueCapacity >= 1, "Messaging:InMemory:QueueCapacity must be at least 1.")
+        builder.AddTransportOptions<InMemoryTransportOptions>(InMemoryTransport.TransportName)
+               .Validate(o => o.QueueCapacity >= 1, "Messaging:InMemory:QueueCapacity must be at least 1.")
                .Validate(o => o.MaxEventSizeBytes >= 1024, "Messaging:InMemory:MaxEventSizeBytes must be at least 1024.");
         builder.Services.TryAddSingleton(sp => new InMemoryBroker(sp.GetRequiredService<IOptions<InMemoryTransportOptions>>().Value));
         return builder.AddTransport(InMemoryTransport.TransportName,

@@ -1,0 +1,90 @@
+using System.Net.Http.Json;
+using Messaging.ConformanceTests.Infrastructure;
+using Messaging.Hosting;
+using Messaging.PubSub;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Messaging.ConformanceTests.Transports;
+
+/// <summary>
+/// Google Pub/Sub: the emulator at <c>PUBSUB_EMULATOR_HOST</c> (default 127.0.0.1:8085) in project
+/// <c>MESSAGING_PUBSUB_PROJECT</c> (default conformance-project). Raw messages are published over the emulator's REST API.
+/// </summary>
+public sealed class PubSubFixture : ITransportFixture, IAsyncLifetime
+{
+    private readonly string _host = Environment.GetEnvironmentVariable("PUBSUB_EMULATOR_HOST") ?? "127.0.0.1:8085";
+    private readonly string _project = Environment.GetEnvironmentVariable("MESSAGING_PUBSUB_PROJECT") ?? "conformance-project";
+    private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(30) };
+
+    public string TransportName => PubSubTransport.TransportName;
+
+    public string? UnavailableReason { get; private set; }
+
+    /// <summary>The emulator keeps everything in memory: restarting it loses topics and messages, so the restart case cannot apply.</summary>
+    public bool CanRestartBroker => false;
+
+    public async ValueTask InitializeAsync()
+    {
+        try
+        {
+            using var response = await _http.GetAsync(new Uri($"http://{_host}/v1/projects/{_project}/topics"));
+            response.EnsureSuccessStatusCode();
+        }
+        catch (Exception ex)
+        {
+            UnavailableReason = $"The Pub/Sub emulator is not reachable at {_host}: {ex.Message}";
+        }
+    }
+
+    public void Configure(IServiceCollection services, MessagingBuilder messaging)
+    {
+        messaging.AddPubSub().UseTransport(PubSubTransport.TransportName);
+        services.Configure<PubSubTransportOptions>(o =>
+        {
+            o.ProjectId = _project;
+            o.EmulatorHost = _host;
+        });
+    }
+
+    public string BinaryAttributeName(string attribute) => "ce-" + attribute;
+
+    public async Task PublishRawAsync(string topic, IReadOnlyDictionary<string, string> headers, byte[] body, string? contentType, CancellationToken cancellationToken)
+    {
+        var attributes = new Dictionary<string, string>(headers);
+        if (contentType is not null)
+        {
+            attributes["content-type"] = contentType;
+        }
+        var request = new { messages = new[] { new { data = Convert.ToBase64String(body), attributes } } };
+        using var response = await _http.PostAsJsonAsync(new Uri($"http://{_host}/v1/projects/{_project}/topics/{topic}:publish"), request, cancellationToken);
+        response.EnsureSuccessStatusCode();
+    }
+
+    public Task RestartBrokerAsync(CancellationToken cancellationToken) =>
+        throw new NotSupportedException("The Pub/Sub emulator keeps its state in memory; a restart would lose every topic and message.");
+
+    public async Task DeleteSubscriptionAsync(string topic, string subscription)
+    {
+        foreach (var path in new[]
+        {
+            $"subscriptions/{subscription}", $"subscriptions/{PubSubNames.DeadLetter(subscription)}", $"subscriptions/{PubSubNames.Replay(subscription)}",
+            $"topics/{PubSubNames.DeadLetter(subscription)}", $"topics/{PubSubNames.Replay(subscription)}", $"topics/{topic}",
+        })
+        {
+            try
+            {
+                using var _ = await _http.DeleteAsync(new Uri($"http://{_host}/v1/projects/{_project}/{path}"));
+            }
+            catch (HttpRequestException)
+            {
+                // Cleanup is best effort.
+            }
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        _http.Dispose();
+        return ValueTask.CompletedTask;
+    }
+}
