@@ -1,0 +1,171 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+
+namespace Messaging.Benchmarks.Harness;
+
+internal sealed record HarnessSettings(int Rounds, IReadOnlyList<int> Sizes, Func<int, int> EventCount, TimeSpan LatencyDuration, double LatencyFraction);
+
+/// <summary>
+/// Runs the same scenarios through every target of one transport, alternating the targets within each round, and
+/// prints the median of the rounds with the ratios of this library to the others.
+/// </summary>
+internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget> targets, HarnessSettings settings)
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromMinutes(3);
+
+    public async Task<string> RunAsync(CancellationToken cancellationToken)
+    {
+        var table = new StringBuilder();
+        table.AppendLine(CultureInfo.InvariantCulture, $"### {transport}");
+        table.AppendLine();
+        table.Append("| scenario | size |");
+        foreach (var t in targets)
+        {
+            table.Append(CultureInfo.InvariantCulture, $" {t.Name} |");
+        }
+        var ours = targets.ToList().FindIndex(t => t.Name == "this library");
+        var others = Enumerable.Range(0, targets.Count).Where(i => i != ours).ToList();
+        foreach (var i in others)
+        {
+            table.Append(CultureInfo.InvariantCulture, $" ours / {targets[i].Name} |");
+        }
+        table.AppendLine();
+        table.AppendLine("|---|---|" + string.Concat(Enumerable.Repeat("---|", targets.Count + others.Count)));
+
+        foreach (var size in settings.Sizes)
+        {
+            var count = settings.EventCount(size);
+            var publish = new List<double>[targets.Count];
+            var endToEnd = new List<double>[targets.Count];
+            for (var i = 0; i < targets.Count; i++)
+            {
+                publish[i] = [];
+                endToEnd[i] = [];
+            }
+            for (var round = 0; round < settings.Rounds; round++)
+            {
+                foreach (var i in Rotation(round))
+                {
+                    publish[i].Add(await PublishOnlyAsync(targets[i], count, size, cancellationToken));
+                    endToEnd[i].Add(await EndToEndAsync(targets[i], count, size, cancellationToken));
+                    Console.Error.WriteLine($"  {transport} {Size(size)} round {round + 1} {targets[i].Name}: publish {publish[i][^1]:N0}/s, end-to-end {endToEnd[i][^1]:N0}/s");
+                }
+            }
+            Row(table, "publish-only (events/s)", size, publish.Select(Median).ToArray(), ours, others, higherIsBetter: true);
+            Row(table, "end-to-end (events/s)", size, endToEnd.Select(Median).ToArray(), ours, others, higherIsBetter: true);
+
+            // Latency at a fixed rate: a fraction of the slowest target's maximum, the same rate for every target.
+            var rate = Math.Max(10, endToEnd.Select(Median).Min() * settings.LatencyFraction);
+            var p50 = new List<double>[targets.Count];
+            var p99 = new List<double>[targets.Count];
+            var p95 = new List<double>[targets.Count];
+            for (var i = 0; i < targets.Count; i++)
+            {
+                p50[i] = [];
+                p95[i] = [];
+                p99[i] = [];
+            }
+            for (var round = 0; round < settings.Rounds; round++)
+            {
+                foreach (var i in Rotation(round))
+                {
+                    var (a, b, c) = await LatencyAsync(targets[i], rate, size, cancellationToken);
+                    p50[i].Add(a);
+                    p95[i].Add(b);
+                    p99[i].Add(c);
+                    Console.Error.WriteLine($"  {transport} {Size(size)} round {round + 1} {targets[i].Name}: latency at {rate:N0}/s p50 {a:0.00} p95 {b:0.00} p99 {c:0.00} ms");
+                }
+            }
+            Row(table, $"latency p50 at {rate:N0}/s (ms)", size, p50.Select(Median).ToArray(), ours, others, higherIsBetter: false);
+            Row(table, $"latency p95 at {rate:N0}/s (ms)", size, p95.Select(Median).ToArray(), ours, others, higherIsBetter: false);
+            Row(table, $"latency p99 at {rate:N0}/s (ms)", size, p99.Select(Median).ToArray(), ours, others, higherIsBetter: false);
+        }
+        return table.ToString();
+    }
+
+    private IEnumerable<int> Rotation(int round) => Enumerable.Range(0, targets.Count).Select(i => (i + round) % targets.Count);
+
+    private static void Row(StringBuilder table, string scenario, int size, double[] values, int ours, List<int> others, bool higherIsBetter)
+    {
+        table.Append(CultureInfo.InvariantCulture, $"| {scenario} | {Size(size)} |");
+        foreach (var v in values)
+        {
+            table.Append(higherIsBetter ? v.ToString(" #,0 |", CultureInfo.InvariantCulture) : v.ToString(" 0.00 |", CultureInfo.InvariantCulture));
+        }
+        foreach (var i in others)
+        {
+            table.Append(CultureInfo.InvariantCulture, $" {values[ours] / values[i]:0.00} |");
+        }
+        table.AppendLine();
+    }
+
+    private static string Size(int size) => size >= 1024 ? $"{size / 1024} KB" : $"{size} B";
+
+    private static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length == 0 ? double.NaN : sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+
+    private static async Task<double> PublishOnlyAsync(IBenchTarget target, int count, int size, CancellationToken cancellationToken)
+    {
+        await target.StartAsync(consume: false, new Recorder(), cancellationToken);
+        try
+        {
+            var watch = Stopwatch.StartNew();
+            await target.PublishManyAsync(count, size, cancellationToken).WaitAsync(Timeout, cancellationToken);
+            return count / watch.Elapsed.TotalSeconds;
+        }
+        finally
+        {
+            await target.StopAsync();
+        }
+    }
+
+    private static async Task<double> EndToEndAsync(IBenchTarget target, int count, int size, CancellationToken cancellationToken)
+    {
+        var recorder = new Recorder();
+        await target.StartAsync(consume: true, recorder, cancellationToken);
+        try
+        {
+            var watch = Stopwatch.StartNew();
+            await target.PublishManyAsync(count, size, cancellationToken).WaitAsync(Timeout, cancellationToken);
+            await recorder.WaitForAsync(count, Timeout);
+            return count / watch.Elapsed.TotalSeconds;
+        }
+        finally
+        {
+            await target.StopAsync();
+        }
+    }
+
+    private async Task<(double, double, double)> LatencyAsync(IBenchTarget target, double rate, int size, CancellationToken cancellationToken)
+    {
+        var recorder = new Recorder { RecordLatency = true };
+        await target.StartAsync(consume: true, recorder, cancellationToken);
+        try
+        {
+            var count = Math.Max(20, (int)(rate * settings.LatencyDuration.TotalSeconds));
+            var pending = new List<Task>(count);
+            var start = Stopwatch.GetTimestamp();
+            for (var i = 0; i < count; i++)
+            {
+                var due = TimeSpan.FromSeconds(i / rate);
+                var wait = due - Stopwatch.GetElapsedTime(start);
+                if (wait > TimeSpan.FromMilliseconds(1))
+                {
+                    await Task.Delay(wait, cancellationToken);
+                }
+                pending.Add(target.PublishOneAsync(Recorder.Payload(size), cancellationToken));
+            }
+            await Task.WhenAll(pending).WaitAsync(Timeout, cancellationToken);
+            await recorder.WaitForAsync(count, Timeout);
+            return recorder.Percentiles();
+        }
+        finally
+        {
+            await target.StopAsync();
+        }
+    }
+}

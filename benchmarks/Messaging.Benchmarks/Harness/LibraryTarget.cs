@@ -1,0 +1,91 @@
+using CloudNative.CloudEvents;
+using Messaging.Handling;
+using Messaging.Hosting;
+using Messaging.Publishing;
+using Messaging.Topology;
+using Messaging.Transport;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+
+namespace Messaging.Benchmarks.Harness;
+
+/// <summary>This library on a given transport, with its default settings (no benchmark-only tuning).</summary>
+internal sealed class LibraryTarget(string transport, Action<MessagingBuilder> addTransport, Func<string, Task> cleanup, IDictionary<string, string?>? settings = null) : IBenchTarget
+{
+    private IHost? _host;
+    private IEventPublisher? _publisher;
+    private string _topic = "";
+    private string _subscription = "";
+
+    public string Name => "this library";
+
+    public async Task StartAsync(bool consume, Recorder recorder, CancellationToken cancellationToken)
+    {
+        var id = Guid.NewGuid().ToString("N")[..8];
+        _topic = $"bench-{id}";
+        _subscription = $"bench-{id}-sub";
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Configuration.AddInMemoryCollection(settings ?? new Dictionary<string, string?>());
+        builder.Services.AddSingleton(recorder);
+        var messaging = builder.Services.AddMessaging(builder.Configuration);
+        addTransport(messaging);
+        messaging.UseTransport(transport).AddTopic(_topic);
+        if (consume)
+        {
+            messaging.AddSubscription(_subscription, _topic, s => s.HandleCloudEvents<RecordingHandler>());
+        }
+        _host = builder.Build();
+        await _host.StartAsync(cancellationToken);
+        if (!consume)
+        {
+            // Publish-only: the subscription exists (events are stored durably) but nobody consumes it.
+            var transportInstance = _host.Services.GetRequiredService<IMessageTransport>();
+            await transportInstance.ProvisionAsync(new MessagingTopology([_topic], [new SubscriptionDefinition { Name = _subscription, Topic = _topic }]), cancellationToken);
+        }
+        _publisher = _host.Services.GetRequiredService<IEventPublisher>();
+    }
+
+    private static CloudEvent Event(byte[] payload) => new()
+    {
+        Id = Guid.NewGuid().ToString(),
+        Source = new Uri("urn:bench"),
+        Type = "com.example.bench",
+        DataContentType = "application/octet-stream",
+        Data = payload,
+    };
+
+    public Task PublishManyAsync(int count, int size, CancellationToken cancellationToken)
+    {
+        var events = new CloudEvent[count];
+        for (var i = 0; i < count; i++)
+        {
+            events[i] = Event(Recorder.Payload(size));
+        }
+        return _publisher!.PublishBatchAsync(_topic, events, cancellationToken);
+    }
+
+    public Task PublishOneAsync(byte[] payload, CancellationToken cancellationToken) => _publisher!.PublishAsync(_topic, Event(payload), cancellationToken);
+
+    public async Task StopAsync()
+    {
+        if (_host is not null)
+        {
+            await _host.StopAsync();
+            _host.Dispose();
+            _host = null;
+            await cleanup(_topic);
+        }
+    }
+
+    public ValueTask DisposeAsync() => new(StopAsync());
+
+    private sealed class RecordingHandler(Recorder recorder) : ICloudEventHandler
+    {
+        public Task HandleAsync(EventContext context, CancellationToken cancellationToken)
+        {
+            recorder.OnReceived(context.Event.Data is byte[] data ? data : []);
+            return Task.CompletedTask;
+        }
+    }
+}

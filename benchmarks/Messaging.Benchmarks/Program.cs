@@ -1,0 +1,98 @@
+// Benchmarks.
+//   harness: throughput and latency of this library against each broker's raw client (and MassTransit on RabbitMQ).
+//     dotnet run -c Release --project benchmarks/Messaging.Benchmarks -- harness [--transport inmemory|rabbitmq|pubsub|all] [--rounds 3] [--smoke]
+//   micro: BenchmarkDotNet micro-benchmarks of the per-event hot paths (encode/decode per wire mapping, dispatch).
+//     dotnet run -c Release --project benchmarks/Messaging.Benchmarks -- micro [BenchmarkDotNet arguments, e.g. --filter *]
+using System.Globalization;
+using BenchmarkDotNet.Running;
+using Messaging.Benchmarks.Harness;
+using Messaging.InMemory;
+using Messaging.PubSub;
+using Messaging.RabbitMQ;
+using Microsoft.Extensions.DependencyInjection;
+using RabbitMQ.Client;
+
+if (args.Length > 0 && args[0] == "micro")
+{
+    BenchmarkSwitcher.FromAssembly(typeof(HarnessRunner).Assembly).Run(args[1..]);
+    return 0;
+}
+
+string Option(string name, string fallback)
+{
+    var index = Array.IndexOf(args, name);
+    return index >= 0 && index + 1 < args.Length ? args[index + 1] : fallback;
+}
+
+var smoke = args.Contains("--smoke");
+var transport = Option("--transport", "all").ToLowerInvariant();
+var rounds = int.Parse(Option("--rounds", smoke ? "1" : "3"), CultureInfo.InvariantCulture);
+var rabbitUri = Environment.GetEnvironmentVariable("MESSAGING_RABBITMQ_URI") ?? "amqp://guest:guest@127.0.0.1:5672/";
+var pubsubHost = Environment.GetEnvironmentVariable("PUBSUB_EMULATOR_HOST") ?? "127.0.0.1:8085";
+var pubsubProject = Environment.GetEnvironmentVariable("MESSAGING_PUBSUB_PROJECT") ?? "conformance-project";
+using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(smoke ? 5 : 30));
+
+HarnessSettings Settings(int smallCount, int largeCount) => smoke
+    ? new HarnessSettings(1, [1024, 64 * 1024], size => size > 1024 ? 50 : 200, TimeSpan.FromMilliseconds(300), 0.5)
+    : new HarnessSettings(rounds, [1024, 64 * 1024], size => size > 1024 ? largeCount : smallCount, TimeSpan.FromSeconds(3), 0.5);
+
+Console.WriteLine($"# Benchmark harness{(smoke ? " (smoke mode: tiny counts, numbers not meaningful)" : "")}");
+Console.WriteLine();
+Console.WriteLine($"Machine: {Environment.ProcessorCount} cores, {Environment.OSVersion}, .NET {Environment.Version}; medians of {(smoke ? 1 : rounds)} round(s); latency at 50% of the slowest target's end-to-end maximum.");
+Console.WriteLine();
+
+if (transport is "all" or "inmemory")
+{
+    var targets = new IBenchTarget[]
+    {
+        new ChannelTarget(),
+        new LibraryTarget(InMemoryTransport.TransportName, _ => { }, _ => Task.CompletedTask),
+    };
+    Console.WriteLine(await new HarnessRunner("In-memory", targets, Settings(200_000, 20_000)).RunAsync(cts.Token));
+}
+
+if (transport is "all" or "rabbitmq")
+{
+    async Task DeleteRabbitTopology(string topic)
+    {
+        await using var connection = await new ConnectionFactory { Uri = new Uri(rabbitUri) }.CreateConnectionAsync();
+        await using var channel = await connection.CreateChannelAsync();
+        await channel.QueueDeleteAsync(topic + "-sub", false, false);
+        await channel.QueueDeleteAsync(topic + "-sub.dead-letter", false, false);
+        await channel.ExchangeDeleteAsync(topic, false);
+    }
+    var targets = new IBenchTarget[]
+    {
+        new RawRabbitMqTarget(rabbitUri),
+        new LibraryTarget(RabbitMqTransport.TransportName, m => m.AddRabbitMq(o => o.Uri = rabbitUri), DeleteRabbitTopology),
+        new MassTransitTarget(rabbitUri),
+    };
+    Console.WriteLine(await new HarnessRunner("RabbitMQ (quorum queues, confirms)", targets, Settings(20_000, 2_000)).RunAsync(cts.Token));
+    foreach (var t in targets)
+    {
+        await t.DisposeAsync();
+    }
+}
+
+if (transport is "all" or "pubsub")
+{
+    var targets = new IBenchTarget[]
+    {
+        new RawPubSubTarget(pubsubHost, pubsubProject),
+        new LibraryTarget(PubSubTransport.TransportName, m =>
+        {
+            m.AddPubSub();
+            m.Services.Configure<PubSubTransportOptions>(o =>
+            {
+                o.ProjectId = pubsubProject;
+                o.EmulatorHost = pubsubHost;
+            });
+        }, topic => RawPubSubTarget.DeleteAsync(pubsubHost, pubsubProject, topic, topic + "-sub")),
+    };
+    Console.WriteLine(await new HarnessRunner("Google Pub/Sub (emulator)", targets, Settings(10_000, 1_000)).RunAsync(cts.Token));
+    foreach (var t in targets)
+    {
+        await t.DisposeAsync();
+    }
+}
+return 0;
