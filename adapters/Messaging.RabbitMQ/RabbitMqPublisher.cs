@@ -9,141 +9,177 @@ namespace Messaging.RabbitMQ;
 internal readonly record struct OutgoingMessage(string Exchange, string RoutingKey, bool Mandatory, BasicProperties Properties, ReadOnlyMemory<byte> Body);
 
 /// <summary>
-/// Publishes with publisher confirms on a small pool of channels. A batch is pipelined on one channel (all
-/// publishes sent, then all confirms awaited). While the connection recovers, publishes are retried until
-/// <see cref="RabbitMqTransportOptions.PublishTimeout"/>; a message may then be stored twice, never zero times.
+/// Publishes with publisher confirms. Every caller's messages go into one queue drained by
+/// <see cref="RabbitMqTransportOptions.PublisherChannels"/> loops, each owning one channel and keeping up to
+/// <see cref="RabbitMqTransportOptions.MaxOutstandingConfirms"/> publishes unconfirmed (a sliding window). Concurrent
+/// single-event publishes are therefore pipelined like a batch, and a channel is only ever used by its own loop.
+/// While the connection recovers, failed publishes are retried until <see cref="RabbitMqTransportOptions.PublishTimeout"/>;
+/// a message may then be stored twice, never zero times.
 /// </summary>
 internal sealed class RabbitMqPublisher : IAsyncDisposable
 {
     private readonly RabbitMqConnections _connections;
     private readonly RabbitMqTransportOptions _options;
-    private readonly Channel<IChannel> _idle;
-    private readonly SemaphoreSlim _slots;
+    private readonly Channel<PublishRequest> _queue = Channel.CreateUnbounded<PublishRequest>(new UnboundedChannelOptions { SingleReader = false });
+    private readonly CancellationTokenSource _disposed = new();
+    private readonly Lock _startLock = new();
+    private Task[]? _loops;
 
     public RabbitMqPublisher(RabbitMqConnections connections, RabbitMqTransportOptions options)
     {
         _connections = connections;
         _options = options;
-        _idle = Channel.CreateUnbounded<IChannel>();
-        _slots = new SemaphoreSlim(options.PublisherChannels, options.PublisherChannels);
     }
 
     public async Task PublishAsync(IReadOnlyList<OutgoingMessage> messages, CancellationToken cancellationToken)
     {
+        EnsureStarted();
         var deadline = DateTimeOffset.UtcNow + _options.PublishTimeout;
         IReadOnlyList<OutgoingMessage> pending = messages;
         while (true)
         {
-            Exception? failure;
-            (pending, failure) = await TryPublishAsync(pending, cancellationToken).ConfigureAwait(false);
-            if (pending.Count == 0)
+            var requests = new PublishRequest[pending.Count];
+            for (var i = 0; i < requests.Length; i++)
+            {
+                requests[i] = new PublishRequest(pending[i], cancellationToken);
+                if (!_queue.Writer.TryWrite(requests[i]))
+                {
+                    throw new ObjectDisposedException(nameof(RabbitMqPublisher));
+                }
+            }
+            var failed = new List<OutgoingMessage>();
+            Exception? lastFailure = null;
+            foreach (var request in requests)
+            {
+                try
+                {
+                    await request.Done.Task.ConfigureAwait(false);
+                }
+                catch (Exception ex) when (IsTransient(ex) && !cancellationToken.IsCancellationRequested)
+                {
+                    failed.Add(request.Message);
+                    lastFailure = ex;
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    throw Explain(ex, request.Message);
+                }
+            }
+            if (failed.Count == 0)
             {
                 return;
             }
             if (DateTimeOffset.UtcNow >= deadline)
             {
                 throw new TimeoutException(
-                    $"RabbitMQ at {_connections.Endpoint} did not confirm {pending.Count} message(s) within Messaging:RabbitMQ:PublishTimeout ({_options.PublishTimeout}).", failure);
+                    $"RabbitMQ at {_connections.Endpoint} did not confirm {failed.Count} message(s) within Messaging:RabbitMQ:PublishTimeout ({_options.PublishTimeout}).", lastFailure);
             }
             await Task.Delay(TimeSpan.FromMilliseconds(200), cancellationToken).ConfigureAwait(false);
+            pending = failed;
         }
     }
 
-    private async Task<(IReadOnlyList<OutgoingMessage> Failed, Exception? Failure)> TryPublishAsync(IReadOnlyList<OutgoingMessage> messages, CancellationToken cancellationToken)
+    private void EnsureStarted()
     {
-        await _slots.WaitAsync(cancellationToken).ConfigureAwait(false);
+        if (_loops is not null)
+        {
+            return;
+        }
+        lock (_startLock)
+        {
+            _loops ??= Enumerable.Range(0, _options.PublisherChannels).Select(_ => Task.Run(PublishLoopAsync)).ToArray();
+        }
+    }
+
+    private async Task PublishLoopAsync()
+    {
+        var reader = _queue.Reader;
+        var window = new Queue<Task>(_options.MaxOutstandingConfirms);
         IChannel? channel = null;
         try
         {
-            try
+            while (await reader.WaitToReadAsync(_disposed.Token).ConfigureAwait(false))
             {
-                channel = await RentAsync(cancellationToken).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (IsTransient(ex))
-            {
-                return (messages, ex);
-            }
-            var confirms = new Task[messages.Count];
-            for (var i = 0; i < messages.Count; i++)
-            {
-                var m = messages[i];
-                try
+                while (reader.TryRead(out var request))
                 {
-                    confirms[i] = channel.BasicPublishAsync(m.Exchange, m.RoutingKey, m.Mandatory, m.Properties, m.Body, cancellationToken).AsTask();
-                }
-                catch (Exception ex)
-                {
-                    confirms[i] = Task.FromException(ex);
-                }
-            }
-            try
-            {
-                await Task.WhenAll(confirms).ConfigureAwait(false);
-                return ([], null);
-            }
-            catch (Exception)
-            {
-                // Inspect each publish below.
-            }
-            var failed = new List<OutgoingMessage>();
-            Exception? last = null;
-            for (var i = 0; i < confirms.Length; i++)
-            {
-                if (confirms[i].Exception?.GetBaseException() is not { } ex)
-                {
-                    if (confirms[i].IsCanceled)
+                    if (request.CancellationToken.IsCancellationRequested)
                     {
-                        cancellationToken.ThrowIfCancellationRequested();
-                        failed.Add(messages[i]);
+                        request.Done.TrySetCanceled(request.CancellationToken);
+                        continue;
                     }
-                    continue;
+                    try
+                    {
+                        channel = await UsableChannelAsync(channel).ConfigureAwait(false);
+                    }
+                    catch (Exception ex)
+                    {
+                        request.Done.TrySetException(ex);
+                        continue;
+                    }
+                    while (window.Count >= _options.MaxOutstandingConfirms)
+                    {
+                        await window.Dequeue().ConfigureAwait(false);
+                    }
+                    window.Enqueue(PublishOneAsync(channel, request));
+                    while (window.Count > 0 && window.Peek().IsCompleted)
+                    {
+                        _ = window.Dequeue();
+                    }
                 }
-                if (!IsTransient(ex))
-                {
-                    throw Explain(ex, messages[i]);
-                }
-                failed.Add(messages[i]);
-                last = ex;
             }
-            return (failed, last);
+        }
+        catch (OperationCanceledException) when (_disposed.IsCancellationRequested)
+        {
+            // Disposing.
         }
         finally
         {
+            await Task.WhenAll(window).ConfigureAwait(false);
             if (channel is not null)
             {
-                await ReturnAsync(channel).ConfigureAwait(false);
+                await channel.DisposeAsync().ConfigureAwait(false);
             }
-            _slots.Release();
         }
     }
 
-    private async Task<IChannel> RentAsync(CancellationToken cancellationToken)
+    /// <summary>Sends one message and completes its request when the broker confirms it. Never throws.</summary>
+    private static async Task PublishOneAsync(IChannel channel, PublishRequest request)
     {
-        while (_idle.Reader.TryRead(out var idle))
+        try
         {
-            if (!idle.IsClosed || idle.CloseReason?.Initiator != ShutdownInitiator.Peer || idle.CloseReason.ReplyCode == 320)
-            {
-                return idle;
-            }
-            await idle.DisposeAsync().ConfigureAwait(false);
+            var m = request.Message;
+            await channel.BasicPublishAsync(m.Exchange, m.RoutingKey, m.Mandatory, m.Properties, m.Body, request.CancellationToken).ConfigureAwait(false);
+            request.Done.TrySetResult();
         }
-        var connection = await _connections.PublishingAsync(cancellationToken).ConfigureAwait(false);
+        catch (OperationCanceledException) when (request.CancellationToken.IsCancellationRequested)
+        {
+            request.Done.TrySetCanceled(request.CancellationToken);
+        }
+        catch (Exception ex)
+        {
+            request.Done.TrySetException(ex);
+        }
+    }
+
+    private async Task<IChannel> UsableChannelAsync(IChannel? channel)
+    {
+        // A channel closed by a channel-level error (e.g. 404) is never recovered: replace it. One closed because the
+        // connection dropped comes back with the connection (automatic recovery), so keep it.
+        if (channel is not null && (!channel.IsClosed || !IsChannelError(channel.CloseReason)))
+        {
+            return channel;
+        }
+        if (channel is not null)
+        {
+            await channel.DisposeAsync().ConfigureAwait(false);
+        }
+        var connection = await _connections.PublishingAsync(_disposed.Token).ConfigureAwait(false);
         return await connection.CreateChannelAsync(new CreateChannelOptions(
             publisherConfirmationsEnabled: true,
             publisherConfirmationTrackingEnabled: true,
-            outstandingPublisherConfirmationsRateLimiter: new ThrottlingRateLimiter(_options.MaxOutstandingConfirms)), cancellationToken).ConfigureAwait(false);
-    }
-
-    private async ValueTask ReturnAsync(IChannel channel)
-    {
-        // A channel closed by a channel-level error (e.g. 404) is never recovered: replace it. One closed because the
-        // connection dropped comes back with the connection.
-        if (channel.IsClosed && channel.CloseReason?.ReplyCode is not (320 or 0) && channel.CloseReason?.Initiator == ShutdownInitiator.Peer)
-        {
-            await channel.DisposeAsync().ConfigureAwait(false);
-            return;
-        }
-        _idle.Writer.TryWrite(channel);
+            // Our own window keeps at most this many unconfirmed; the client's limiter is only a backstop. Throttling is off
+            // (percentage 0): the client's default delays publishes by up to a second once half the window is in use.
+            outstandingPublisherConfirmationsRateLimiter: new ThrottlingRateLimiter(_options.MaxOutstandingConfirms, throttlingPercentage: 0)), _disposed.Token).ConfigureAwait(false);
     }
 
     private static bool IsTransient(Exception ex) => ex switch
@@ -169,11 +205,25 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        _idle.Writer.TryComplete();
-        while (_idle.Reader.TryRead(out var channel))
+        _queue.Writer.TryComplete();
+        await _disposed.CancelAsync().ConfigureAwait(false);
+        if (_loops is not null)
         {
-            await channel.DisposeAsync().ConfigureAwait(false);
+            await Task.WhenAll(_loops).ConfigureAwait(false);
         }
-        _slots.Dispose();
+        while (_queue.Reader.TryRead(out var request))
+        {
+            request.Done.TrySetException(new ObjectDisposedException(nameof(RabbitMqPublisher)));
+        }
+        _disposed.Dispose();
+    }
+
+    private sealed class PublishRequest(OutgoingMessage message, CancellationToken cancellationToken)
+    {
+        public OutgoingMessage Message { get; } = message;
+
+        public CancellationToken CancellationToken { get; } = cancellationToken;
+
+        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 }

@@ -26,6 +26,8 @@ internal sealed class MassTransitTarget(string uri) : IBenchTarget
         var brokerUri = new Uri(uri);
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.Services.AddSingleton(recorder);
+        // Start returns only once the receive endpoint (and its bindings) exist, as with the other targets.
+        builder.Services.Configure<MassTransitHostOptions>(o => o.WaitUntilStarted = true);
         builder.Services.AddMassTransit(x =>
         {
             if (consume)

@@ -25,7 +25,7 @@ internal sealed class RawRabbitMqTarget(string uri) : IBenchTarget
         _publishConnection ??= await factory.CreateConnectionAsync("bench-raw-publish", cancellationToken);
         _consumeConnection ??= await factory.CreateConnectionAsync("bench-raw-consume", cancellationToken);
         _name = "bench-raw-" + Guid.NewGuid().ToString("N")[..8];
-        _publish = await _publishConnection.CreateChannelAsync(new CreateChannelOptions(true, true, new ThrottlingRateLimiter(ConfirmWindow)), cancellationToken);
+        _publish = await _publishConnection.CreateChannelAsync(new CreateChannelOptions(true, true, new ThrottlingRateLimiter(ConfirmWindow, throttlingPercentage: 0)), cancellationToken);
         await _publish.ExchangeDeclareAsync(_name, ExchangeType.Topic, durable: true, cancellationToken: cancellationToken);
         await _publish.QueueDeclareAsync(_name, durable: true, exclusive: false, autoDelete: false,
             arguments: new Dictionary<string, object?> { ["x-queue-type"] = "quorum" }, cancellationToken: cancellationToken);
