@@ -9,8 +9,8 @@ namespace Messaging.RabbitMQ;
 
 /// <summary>
 /// RabbitMQ transport. Topology: topic = durable topic exchange; subscription = durable quorum queue bound with
-/// <c>#</c>; per subscription a dead-letter quorum queue and one TTL retry queue per backoff delay that dead-letters
-/// back into the subscription. Attempts are counted on the broker: the quorum queue's <c>x-delivery-count</c>
+/// <c>#</c>; per subscription a dead-letter quorum queue and, created on first use, one TTL retry queue per backoff
+/// delay that dead-letters back into the subscription. Attempts are counted on the broker: the quorum queue's <c>x-delivery-count</c>
 /// (deliveries returned unacknowledged, e.g. by a crashed consumer) plus a header carried by retry copies.
 /// </summary>
 public sealed class RabbitMqTransport : IMessageTransport
@@ -85,10 +85,8 @@ public sealed class RabbitMqTransport : IMessageTransport
         }, cancellationToken: cancellationToken).ConfigureAwait(false);
         await channel.ExchangeDeclareAsync(RabbitMqNames.Exchange(subscription.Topic), ExchangeType.Topic, durable: true, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
         await channel.QueueBindAsync(queue, RabbitMqNames.Exchange(subscription.Topic), "#", cancellationToken: cancellationToken).ConfigureAwait(false);
-        foreach (var delay in subscription.Retry.DistinctDelays().Where(d => d > TimeSpan.Zero))
-        {
-            await DeclareRetryQueueAsync(channel, subscription.Name, delay, cancellationToken).ConfigureAwait(false);
-        }
+        // Retry queues (one quorum queue per delay) are declared on first use by the consumer, not here: most
+        // subscriptions never retry with most delays, and every quorum queue costs the broker a process and a log.
     }
 
     internal static Task DeclareRetryQueueAsync(IChannel channel, string subscription, TimeSpan delay, CancellationToken cancellationToken) =>

@@ -25,6 +25,10 @@ string Option(string name, string fallback)
 }
 
 var smoke = args.Contains("--smoke");
+// --set Key=Value (repeatable) overrides this library's settings, e.g. --set Messaging:RabbitMQ:PublisherChannels=2
+// or --set Subscription:Concurrency=4; without it the library runs with its defaults.
+var librarySettings = args.Select((a, i) => (a, i)).Where(x => x.a == "--set" && x.i + 1 < args.Length)
+    .Select(x => args[x.i + 1].Split('=', 2)).ToDictionary(kv => kv[0], kv => (string?)kv[1]);
 var transport = Option("--transport", "all").ToLowerInvariant();
 var rounds = int.Parse(Option("--rounds", smoke ? "1" : "3"), CultureInfo.InvariantCulture);
 var rabbitUri = Environment.GetEnvironmentVariable("MESSAGING_RABBITMQ_URI") ?? "amqp://guest:guest@127.0.0.1:5672/";
@@ -32,9 +36,10 @@ var pubsubHost = Environment.GetEnvironmentVariable("PUBSUB_EMULATOR_HOST") ?? "
 var pubsubProject = Environment.GetEnvironmentVariable("MESSAGING_PUBSUB_PROJECT") ?? "conformance-project";
 using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(smoke ? 5 : 30));
 
+var sizes = Option("--sizes", "1024,65536").Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
 HarnessSettings Settings(int smallCount, int largeCount) => smoke
     ? new HarnessSettings(1, [1024, 64 * 1024], size => size > 1024 ? 50 : 200, TimeSpan.FromMilliseconds(300), 0.5)
-    : new HarnessSettings(rounds, [1024, 64 * 1024], size => size > 1024 ? largeCount : smallCount, TimeSpan.FromSeconds(3), 0.5);
+    : new HarnessSettings(rounds, sizes, size => size > 1024 ? largeCount : smallCount, TimeSpan.FromSeconds(3), 0.5);
 
 Console.WriteLine($"# Benchmark harness{(smoke ? " (smoke mode: tiny counts, numbers not meaningful)" : "")}");
 Console.WriteLine();
@@ -46,7 +51,7 @@ if (transport is "all" or "inmemory")
     var targets = new IBenchTarget[]
     {
         new ChannelTarget(),
-        new LibraryTarget(InMemoryTransport.TransportName, _ => { }, _ => Task.CompletedTask),
+        new LibraryTarget(InMemoryTransport.TransportName, _ => { }, _ => Task.CompletedTask, librarySettings),
     };
     Console.WriteLine(await new HarnessRunner("In-memory", targets, Settings(200_000, 20_000)).RunAsync(cts.Token));
 }
@@ -59,12 +64,16 @@ if (transport is "all" or "rabbitmq")
         await using var channel = await connection.CreateChannelAsync();
         await channel.QueueDeleteAsync(topic + "-sub", false, false);
         await channel.QueueDeleteAsync(topic + "-sub.dead-letter", false, false);
+        foreach (var ms in new[] { 1000, 2000, 4000, 8000 })
+        {
+            await channel.QueueDeleteAsync(RabbitMqNames.RetryQueue(topic + "-sub", TimeSpan.FromMilliseconds(ms)), false, false);
+        }
         await channel.ExchangeDeleteAsync(topic, false);
     }
     var targets = new IBenchTarget[]
     {
         new RawRabbitMqTarget(rabbitUri),
-        new LibraryTarget(RabbitMqTransport.TransportName, m => m.AddRabbitMq(o => o.Uri = rabbitUri), DeleteRabbitTopology),
+        new LibraryTarget(RabbitMqTransport.TransportName, m => m.AddRabbitMq(o => o.Uri = rabbitUri), DeleteRabbitTopology, librarySettings),
         new MassTransitTarget(rabbitUri),
     };
     Console.WriteLine(await new HarnessRunner("RabbitMQ (quorum queues, confirms)", targets, Settings(20_000, 2_000)).RunAsync(cts.Token));
@@ -87,7 +96,7 @@ if (transport is "all" or "pubsub")
                 o.ProjectId = pubsubProject;
                 o.EmulatorHost = pubsubHost;
             });
-        }, topic => RawPubSubTarget.DeleteAsync(pubsubHost, pubsubProject, topic, topic + "-sub")),
+        }, topic => RawPubSubTarget.DeleteAsync(pubsubHost, pubsubProject, topic, topic + "-sub"), librarySettings),
     };
     Console.WriteLine(await new HarnessRunner("Google Pub/Sub (emulator)", targets, Settings(10_000, 1_000)).RunAsync(cts.Token));
     foreach (var t in targets)

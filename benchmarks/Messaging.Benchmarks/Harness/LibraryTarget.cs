@@ -26,7 +26,11 @@ internal sealed class LibraryTarget(string transport, Action<MessagingBuilder> a
         _topic = $"bench-{id}";
         _subscription = $"bench-{id}-sub";
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
-        builder.Configuration.AddInMemoryCollection(settings ?? new Dictionary<string, string?>());
+        // Settings named "Subscription:X" apply to this measurement's subscription (its name is generated).
+        builder.Configuration.AddInMemoryCollection((settings ?? new Dictionary<string, string?>())
+            .Where(kv => consume || !kv.Key.StartsWith("Subscription:", StringComparison.Ordinal)).ToDictionary(
+            kv => kv.Key.StartsWith("Subscription:", StringComparison.Ordinal) ? $"Messaging:Subscriptions:{_subscription}:{kv.Key["Subscription:".Length..]}" : kv.Key,
+            kv => kv.Value));
         builder.Services.AddSingleton(recorder);
         var messaging = builder.Services.AddMessaging(builder.Configuration);
         addTransport(messaging);

@@ -96,6 +96,11 @@ public sealed class RabbitMqFixture : ITransportFixture, IAsyncLifetime
             await using var channel = await _connection.CreateChannelAsync();
             await channel.QueueDeleteAsync(RabbitMqNames.Queue(subscription), ifUnused: false, ifEmpty: false);
             await channel.QueueDeleteAsync(RabbitMqNames.DeadLetterQueue(subscription), ifUnused: false, ifEmpty: false);
+            // Retry queues exist per delay; these are the delays the suite's policies use (deleting a missing queue is a no-op).
+            foreach (var ms in new[] { 50, 100, 200, 300, 600, 700, 1000, 2000, 4000, 8000 })
+            {
+                await channel.QueueDeleteAsync(RabbitMqNames.RetryQueue(subscription, TimeSpan.FromMilliseconds(ms)), ifUnused: false, ifEmpty: false);
+            }
             await channel.ExchangeDeleteAsync(RabbitMqNames.Exchange(topic), ifUnused: false);
         }
         catch (Exception ex) when (ex is global::RabbitMQ.Client.Exceptions.OperationInterruptedException or global::RabbitMQ.Client.Exceptions.AlreadyClosedException)
