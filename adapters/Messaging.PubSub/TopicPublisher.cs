@@ -5,10 +5,11 @@ using Messaging.PubSub.Grpc;
 namespace Messaging.PubSub;
 
 /// <summary>
-/// Batches publishes to one topic. One request is in flight per topic at a time; whatever is published meanwhile
-/// (up to the count and byte thresholds, optionally waiting <see cref="PubSubTransportOptions.MaxBatchDelay"/>
-/// for more) goes in the next request. Messages are grouped by ordering key, since Pub/Sub requires one key per
-/// request; groups go out in parallel, and within a key publish order is kept because batches are sequential.
+/// Batches publishes to one topic. Up to <see cref="MaxRequestsInFlight"/> requests are in flight per topic; whatever
+/// is published meanwhile (up to the count and byte thresholds, optionally waiting
+/// <see cref="PubSubTransportOptions.MaxBatchDelay"/> for more) goes in the next request. Messages are grouped by
+/// ordering key, since Pub/Sub requires one key per request; a request for a key starts only after the previous
+/// request for that key finished, so publish order is kept within a key while unordered messages go out in parallel.
 /// Each caller's task completes only when Pub/Sub has accepted (durably stored) its message.
 /// </summary>
 internal sealed class TopicPublisher : IAsyncDisposable
@@ -19,6 +20,11 @@ internal sealed class TopicPublisher : IAsyncDisposable
     private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _loop;
+    private readonly SemaphoreSlim _requestSlots = new(MaxRequestsInFlight, MaxRequestsInFlight);
+    private readonly Dictionary<string, Task> _keyTails = new(StringComparer.Ordinal); // touched by the loop only
+
+    /// <summary>Publish requests in flight per topic at most.</summary>
+    public const int MaxRequestsInFlight = 8;
 
     public TopicPublisher(PubSubConnection connection, string topicResource, PubSubTransportOptions options, TimeProvider time)
     {
@@ -67,8 +73,26 @@ internal sealed class TopicPublisher : IAsyncDisposable
             }
             if (batch.Items.Count > 0)
             {
-                await SendAsync(batch.Items).ConfigureAwait(false);
+                await _requestSlots.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+                _ = SendAndReleaseAsync(batch.Items);
             }
+        }
+        // Drain: wait until every request in flight has finished.
+        for (var i = 0; i < MaxRequestsInFlight; i++)
+        {
+            await _requestSlots.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
+    private async Task SendAndReleaseAsync(List<Pending> items)
+    {
+        try
+        {
+            await SendAsync(items).ConfigureAwait(false);
+        }
+        finally
+        {
+            _requestSlots.Release();
         }
     }
 
@@ -98,7 +122,33 @@ internal sealed class TopicPublisher : IAsyncDisposable
             }
             group.Add(item);
         }
-        await Task.WhenAll(groups.Values.Select(SendGroupAsync)).ConfigureAwait(false);
+        // Runs on the loop's thread up to the first await, so the per-key tails are only ever touched there.
+        var sends = new List<Task>(groups.Count);
+        foreach (var (key, group) in groups)
+        {
+            if (key.Length == 0)
+            {
+                sends.Add(SendGroupAsync(group));
+                continue;
+            }
+            var send = _keyTails.TryGetValue(key, out var previous) ? SendGroupAfterAsync(previous, group) : SendGroupAsync(group);
+            _keyTails[key] = send;
+            sends.Add(send);
+        }
+        if (_keyTails.Count > 1024)
+        {
+            foreach (var done in _keyTails.Where(t => t.Value.IsCompleted).Select(t => t.Key).ToList())
+            {
+                _keyTails.Remove(done);
+            }
+        }
+        await Task.WhenAll(sends).ConfigureAwait(false);
+    }
+
+    private async Task SendGroupAfterAsync(Task previous, List<Pending> group)
+    {
+        await previous.ConfigureAwait(false); // SendGroupAsync never throws
+        await SendGroupAsync(group).ConfigureAwait(false);
     }
 
     private async Task SendGroupAsync(List<Pending> group)
@@ -136,6 +186,7 @@ internal sealed class TopicPublisher : IAsyncDisposable
             left.Done.TrySetException(new ObjectDisposedException(nameof(PubSubTransport)));
         }
         _stop.Dispose();
+        _requestSlots.Dispose();
     }
 
     private sealed class Pending(PubsubMessage message, long size)
