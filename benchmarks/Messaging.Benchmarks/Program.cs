@@ -77,7 +77,10 @@ if (transport is "all" or "rabbitmq")
         new LibraryTarget(RabbitMqTransport.TransportName, m => m.AddRabbitMq(o => o.Uri = rabbitUri), DeleteRabbitTopology, librarySettings),
         new MassTransitTarget(rabbitUri),
     };
-    Console.WriteLine(await new HarnessRunner("RabbitMQ (quorum queues, confirms)", targets, Settings(20_000, 2_000)).RunAsync(cts.Token));
+    // --only "this library" (or another target's name) runs one target alone, e.g. under a profiler.
+    var only = Option("--only", "");
+    var selected = only.Length == 0 ? targets : targets.Where(t => t.Name == only).ToArray();
+    Console.WriteLine(await new HarnessRunner("RabbitMQ (quorum queues, confirms)", selected, Settings(20_000, 2_000)).RunAsync(cts.Token));
     foreach (var t in targets)
     {
         await t.DisposeAsync();

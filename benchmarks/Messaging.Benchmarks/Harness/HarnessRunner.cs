@@ -25,7 +25,7 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
             table.Append(CultureInfo.InvariantCulture, $" {t.Name} |");
         }
         var ours = targets.ToList().FindIndex(t => t.Name == "this library");
-        var others = Enumerable.Range(0, targets.Count).Where(i => i != ours).ToList();
+        var others = ours < 0 ? [] : Enumerable.Range(0, targets.Count).Where(i => i != ours).ToList();
         foreach (var i in others)
         {
             table.Append(CultureInfo.InvariantCulture, $" ours / {targets[i].Name} |");
