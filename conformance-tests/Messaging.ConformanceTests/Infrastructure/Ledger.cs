@@ -47,7 +47,7 @@ public sealed class Ledger : IAsyncDisposable
         text.AppendLine();
         foreach (var t in transports)
         {
-            var outcomes = Results.Where(r => r.Key.Transport == t).GroupBy(r => r.Value).Select(g => $"{g.Count()} {g.Key}");
+            var outcomes = Results.Where(r => r.Key.Transport == t).GroupBy(r => r.Value).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => $"{g.Count()} {g.Key}");
             text.AppendLine($"- {t}: {string.Join(", ", outcomes)}");
         }
         var path = Environment.GetEnvironmentVariable("MESSAGING_LEDGER_PATH") ?? Path.Combine(FindRoot(), "conformance-tests", "LEDGER.md");
