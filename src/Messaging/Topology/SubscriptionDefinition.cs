@@ -21,7 +21,7 @@ public sealed record SubscriptionDefinition
     public int Concurrency { get; init; } = 8;
 
     /// <summary>Most messages the broker may push ahead of the handlers.</summary>
-    public int Prefetch { get; init; } = 32;
+    public int Prefetch { get; init; } = 200;
 
     /// <summary>Handle events with the same <c>partitionkey</c> in publish order (needs the ordering capability).</summary>
     public bool Ordered { get; init; }
