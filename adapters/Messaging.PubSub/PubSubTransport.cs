@@ -410,7 +410,7 @@ public sealed class PubSubTransport : IMessageTransport, IDeadLetterStore
     }
 
     internal static bool IsDeadLetterAttribute(string key) =>
-        key.StartsWith("deadletter-", StringComparison.Ordinal) || key.StartsWith(BrokerDeadLetterPrefix, StringComparison.Ordinal);
+        DeadLetterMetadata.IsMetadataProperty(key) || key.StartsWith(BrokerDeadLetterPrefix, StringComparison.Ordinal);
 
     /// <summary>Pub/Sub attribute values are limited to 1024 bytes; cut longer text on a character boundary.</summary>
     internal static string ClipAttributeValue(string value)

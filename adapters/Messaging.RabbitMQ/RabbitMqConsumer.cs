@@ -248,11 +248,15 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
         {
             await action().ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is global::RabbitMQ.Client.Exceptions.AlreadyClosedException or global::RabbitMQ.Client.Exceptions.OperationInterruptedException or ObjectDisposedException or IOException or OperationCanceledException)
+        catch (Exception ex) when (IsChannelGone(ex))
         {
             LogChannelGone(_subscription.Name, ex.Message);
         }
     }
+
+    private static bool IsChannelGone(Exception ex) =>
+        ex is global::RabbitMQ.Client.Exceptions.AlreadyClosedException or global::RabbitMQ.Client.Exceptions.OperationInterruptedException
+            or ObjectDisposedException or IOException or OperationCanceledException;
 
     private sealed class Delivery(
         RabbitMqConsumer owner,
@@ -313,7 +317,14 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
                 return;
             }
             // If the channel was recovered meanwhile, the tag is stale: the client drops the ack and the broker redelivers.
-            await owner.SafeAsync(() => owner._channel!.BasicAckAsync(deliveryTag, multiple: false, CancellationToken.None).AsTask()).ConfigureAwait(false);
+            try
+            {
+                await owner._channel!.BasicAckAsync(deliveryTag, multiple: false, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (IsChannelGone(ex))
+            {
+                owner.LogChannelGone(owner._subscription.Name, ex.Message);
+            }
         }
     }
 

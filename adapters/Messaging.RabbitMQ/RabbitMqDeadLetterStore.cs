@@ -52,7 +52,7 @@ internal sealed class RabbitMqDeadLetterStore(RabbitMqTransport transport) : IDe
                     continue; // stays unacknowledged; returned to the dead-letter queue when the channel closes
                 }
                 var headers = RabbitMqConsumer.CopyHeaders(message.BasicProperties, []);
-                foreach (var key in headers.Keys.Where(k => k.StartsWith("deadletter-", StringComparison.Ordinal) || k.StartsWith("messaging-", StringComparison.Ordinal)).ToList())
+                foreach (var key in headers.Keys.Where(k => DeadLetterMetadata.IsMetadataProperty(k) || k.StartsWith("messaging-", StringComparison.Ordinal)).ToList())
                 {
                     headers.Remove(key);
                 }

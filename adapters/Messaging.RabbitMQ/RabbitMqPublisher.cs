@@ -109,7 +109,10 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
                     }
                     try
                     {
-                        channel = await UsableChannelAsync(channel).ConfigureAwait(false);
+                        if (channel is null || NeedsReplacing(channel))
+                        {
+                            channel = await ReplaceChannelAsync(channel).ConfigureAwait(false);
+                        }
                     }
                     catch (Exception ex)
                     {
@@ -161,14 +164,14 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
         }
     }
 
-    private async Task<IChannel> UsableChannelAsync(IChannel? channel)
+    /// <summary>
+    /// A channel closed by a channel-level error (e.g. 404) is never recovered: replace it. One closed because the
+    /// connection dropped comes back with the connection (automatic recovery), so keep it.
+    /// </summary>
+    private static bool NeedsReplacing(IChannel channel) => channel.IsClosed && IsChannelError(channel.CloseReason);
+
+    private async Task<IChannel> ReplaceChannelAsync(IChannel? channel)
     {
-        // A channel closed by a channel-level error (e.g. 404) is never recovered: replace it. One closed because the
-        // connection dropped comes back with the connection (automatic recovery), so keep it.
-        if (channel is not null && (!channel.IsClosed || !IsChannelError(channel.CloseReason)))
-        {
-            return channel;
-        }
         if (channel is not null)
         {
             await channel.DisposeAsync().ConfigureAwait(false);

@@ -28,6 +28,9 @@ public sealed record DeadLetterMetadata
     /// <summary>Wire names of the metadata properties, identical on every broker.</summary>
     public static class PropertyNames
     {
+        /// <summary>The prefix every metadata property shares.</summary>
+        public const string Prefix = "deadletter-";
+
         public const string Reason = "deadletter-reason";
         public const string Description = "deadletter-description";
         public const string ExceptionType = "deadletter-exception-type";
@@ -36,6 +39,9 @@ public sealed record DeadLetterMetadata
         public const string SourceSubscription = "deadletter-subscription";
         public const string Time = "deadletter-time";
     }
+
+    /// <summary>True for the properties this metadata adds; replay and decoding strip them from the event's own.</summary>
+    public static bool IsMetadataProperty(string key) => key.StartsWith(PropertyNames.Prefix, StringComparison.Ordinal);
 
     /// <summary>Longest exception message or description stored, so metadata stays within broker header limits.</summary>
     public const int MaxTextLength = 1024;

@@ -17,7 +17,8 @@ namespace Messaging.Handling;
 internal sealed partial class SubscriptionProcessor
 {
     private readonly SubscriptionDefinition _subscription;
-    private readonly HandlerRegistration[] _handlers;
+    private readonly HandlerRegistration[] _anyType;
+    private readonly Dictionary<string, HandlerRegistration[]> _byType;
     private readonly UnhandledEventAction _unhandled;
     private readonly IServiceScopeFactory _scopes;
     private readonly JsonSerializerOptions _json;
@@ -37,7 +38,11 @@ internal sealed partial class SubscriptionProcessor
         TimeProvider time)
     {
         _subscription = subscription;
-        _handlers = handlers.ToArray();
+        // Routing is fixed once the subscription starts: resolve it once, not per event.
+        var all = handlers.ToArray();
+        _anyType = all.Where(h => h.EventType is null).ToArray();
+        _byType = all.Where(h => h.EventType is not null).Select(h => h.EventType!).Distinct(StringComparer.Ordinal)
+            .ToDictionary(type => type, type => all.Where(h => h.EventType is null || h.EventType == type).ToArray(), StringComparer.Ordinal);
         _unhandled = unhandled;
         _scopes = scopes;
         _json = json;
@@ -64,7 +69,7 @@ internal sealed partial class SubscriptionProcessor
         }
 
         var matching = Match(cloudEvent.Type);
-        if (matching.Count == 0)
+        if (matching.Length == 0)
         {
             if (_unhandled == UnhandledEventAction.DeadLetter)
             {
@@ -163,18 +168,9 @@ internal sealed partial class SubscriptionProcessor
         MessagingDiagnostics.DeadLetteredMessages.Add(1, _metricTags);
     }
 
-    private List<HandlerRegistration> Match(string? eventType)
-    {
-        var result = new List<HandlerRegistration>(1);
-        foreach (var handler in _handlers)
-        {
-            if (handler.EventType is null || string.Equals(handler.EventType, eventType, StringComparison.Ordinal))
-            {
-                result.Add(handler);
-            }
-        }
-        return result;
-    }
+    /// <summary>The handlers for a CloudEvent type, in registration order: those bound to it and those bound to every type.</summary>
+    private HandlerRegistration[] Match(string? eventType) =>
+        eventType is not null && _byType.TryGetValue(eventType, out var handlers) ? handlers : _anyType;
 
     private void RecordDuration(long started, string? errorType)
     {

@@ -118,7 +118,7 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         foreach (var message in chosen)
         {
             var properties = message.Properties
-                .Where(p => !p.Key.StartsWith("deadletter-", StringComparison.Ordinal))
+                .Where(p => !DeadLetterMetadata.IsMetadataProperty(p.Key))
                 .ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal);
             await queue.Ready.Writer.WriteAsync(message.CopyWith(properties), cancellationToken).ConfigureAwait(false);
         }
@@ -146,7 +146,7 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         {
             return StructuredJson.Decode(message.Body, message.ContentType, _extensions);
         }
-        var attributes = message.Properties.Where(p => !p.Key.StartsWith("deadletter-", StringComparison.Ordinal));
+        var attributes = message.Properties.Where(p => !DeadLetterMetadata.IsMetadataProperty(p.Key));
         return CloudEventAttributeMap.FromAttributes(attributes, message.ContentType, message.Body, _extensions);
     }
 
