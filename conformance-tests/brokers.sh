@@ -19,8 +19,18 @@ start_rabbitmq() {
     echo "brokers: starting RabbitMQ"
     as_root rabbitmq-server -detached
   fi
-  as_root timeout 120 rabbitmqctl await_startup >/dev/null
-  echo "brokers: RabbitMQ ready on 127.0.0.1:5672"
+  # `-detached` returns before the node registers with epmd, and `await_startup` fails at once on a node it cannot
+  # see yet, so poll (bounded) until the node answers and has finished booting.
+  for _ in $(seq 1 120); do
+    if as_root rabbitmqctl -q await_startup >/dev/null 2>&1; then
+      echo "brokers: RabbitMQ ready on 127.0.0.1:5672"
+      return
+    fi
+    sleep 1
+  done
+  echo "brokers: RabbitMQ did not start within 120 s; its log follows" >&2
+  as_root sh -c 'tail -n 50 /var/log/rabbitmq/*.log' >&2 || true
+  return 1
 }
 
 http_ok() { # $1 = host:port; true when it answers HTTP
