@@ -80,7 +80,7 @@ if (transport is "all" or "rabbitmq")
     // --only "this library" (or another target's name) runs one target alone, e.g. under a profiler.
     var only = Option("--only", "");
     var selected = only.Length == 0 ? targets : targets.Where(t => t.Name == only).ToArray();
-    Console.WriteLine(await new HarnessRunner("RabbitMQ (quorum queues, confirms)", selected, Settings(20_000, 2_000)).RunAsync(cts.Token));
+    Console.WriteLine(await new HarnessRunner("RabbitMQ (quorum queues, confirms)", selected, Settings(20_000, 2_000), brokerProcess: "beam.smp").RunAsync(cts.Token));
     foreach (var t in targets)
     {
         await t.DisposeAsync();
@@ -102,7 +102,7 @@ if (transport is "all" or "pubsub")
             });
         }, topic => RawPubSubTarget.DeleteAsync(pubsubHost, pubsubProject, topic, topic + "-sub"), librarySettings),
     };
-    Console.WriteLine(await new HarnessRunner("Google Pub/Sub (emulator)", targets, Settings(10_000, 1_000)).RunAsync(cts.Token));
+    Console.WriteLine(await new HarnessRunner("Google Pub/Sub (emulator)", targets, Settings(10_000, 1_000), brokerProcess: "java").RunAsync(cts.Token));
     foreach (var t in targets)
     {
         await t.DisposeAsync();

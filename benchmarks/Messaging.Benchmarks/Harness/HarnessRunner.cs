@@ -10,8 +10,10 @@ internal sealed record HarnessSettings(int Rounds, IReadOnlyList<int> Sizes, Fun
 /// Runs the same scenarios through every target of one transport, alternating the targets within each round, and
 /// prints the median of the rounds with the ratios of this library to the others.
 /// </summary>
-internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget> targets, HarnessSettings settings)
+internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget> targets, HarnessSettings settings, string? brokerProcess = null)
 {
+    private readonly CpuMeter _cpu = new(brokerProcess);
+
     private static readonly TimeSpan Timeout = TimeSpan.FromMinutes(3);
 
     public async Task<string> RunAsync(CancellationToken cancellationToken)
@@ -38,22 +40,38 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
             var count = settings.EventCount(size);
             var publish = new List<double>[targets.Count];
             var endToEnd = new List<double>[targets.Count];
+            var clientCpu = new List<double>[targets.Count];
+            var brokerCpu = new List<double>[targets.Count];
             for (var i = 0; i < targets.Count; i++)
             {
                 publish[i] = [];
                 endToEnd[i] = [];
+                clientCpu[i] = [];
+                brokerCpu[i] = [];
             }
             for (var round = 0; round < settings.Rounds; round++)
             {
                 foreach (var i in Rotation(round))
                 {
-                    publish[i].Add(await PublishOnlyAsync(targets[i], count, size, cancellationToken));
-                    endToEnd[i].Add(await EndToEndAsync(targets[i], count, size, cancellationToken));
-                    Console.Error.WriteLine($"  {transport} {Size(size)} round {round + 1} {targets[i].Name}: publish {publish[i][^1]:N0}/s, end-to-end {endToEnd[i][^1]:N0}/s");
+                    var (published, publishCpu) = await PublishOnlyAsync(targets[i], count, size, cancellationToken);
+                    publish[i].Add(published);
+                    var (eventsPerSecond, client, broker) = await EndToEndAsync(targets[i], count, size, cancellationToken);
+                    endToEnd[i].Add(eventsPerSecond);
+                    clientCpu[i].Add(client);
+                    if (broker is { } b)
+                    {
+                        brokerCpu[i].Add(b);
+                    }
+                    Console.Error.WriteLine($"  {transport} {Size(size)} round {round + 1} {targets[i].Name}: publish {published:N0}/s ({publishCpu:0.0} µs CPU per event), end-to-end {eventsPerSecond:N0}/s, CPU per event client {client:0.0} µs broker {broker:0.0} µs");
                 }
             }
             Row(table, "publish-only (events/s)", size, publish.Select(Median).ToArray(), ours, others, higherIsBetter: true);
             Row(table, "end-to-end (events/s)", size, endToEnd.Select(Median).ToArray(), ours, others, higherIsBetter: true);
+            Row(table, "end-to-end, client CPU per event (µs)", size, clientCpu.Select(Median).ToArray(), ours, others, higherIsBetter: false);
+            if (brokerCpu.All(b => b.Count > 0))
+            {
+                Row(table, "end-to-end, broker CPU per event (µs)", size, brokerCpu.Select(Median).ToArray(), ours, others, higherIsBetter: false);
+            }
 
             // Latency at a fixed rate: a fraction of the slowest target's maximum, the same rate for every target.
             var rate = Math.Max(10, endToEnd.Select(Median).Min() * settings.LatencyFraction);
@@ -108,14 +126,17 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
         return sorted.Length == 0 ? double.NaN : sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
-    private static async Task<double> PublishOnlyAsync(IBenchTarget target, int count, int size, CancellationToken cancellationToken)
+    private async Task<(double Rate, double ClientCpu)> PublishOnlyAsync(IBenchTarget target, int count, int size, CancellationToken cancellationToken)
     {
         await target.StartAsync(consume: false, new Recorder(), cancellationToken);
         try
         {
+            var (client0, _) = _cpu.Read();
             var watch = Stopwatch.StartNew();
             await target.PublishManyAsync(count, size, cancellationToken).WaitAsync(Timeout, cancellationToken);
-            return count / watch.Elapsed.TotalSeconds;
+            var elapsed = watch.Elapsed;
+            var (client1, _) = _cpu.Read();
+            return (count / elapsed.TotalSeconds, (client1 - client0).TotalMicroseconds / count);
         }
         finally
         {
@@ -123,16 +144,21 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
         }
     }
 
-    private static async Task<double> EndToEndAsync(IBenchTarget target, int count, int size, CancellationToken cancellationToken)
+    /// <returns>Events per second, and CPU microseconds per event of this process and of the broker (when measurable).</returns>
+    private async Task<(double Rate, double ClientCpu, double? BrokerCpu)> EndToEndAsync(IBenchTarget target, int count, int size, CancellationToken cancellationToken)
     {
         var recorder = new Recorder();
         await target.StartAsync(consume: true, recorder, cancellationToken);
         try
         {
+            var (client0, broker0) = _cpu.Read();
             var watch = Stopwatch.StartNew();
             await target.PublishManyAsync(count, size, cancellationToken).WaitAsync(Timeout, cancellationToken);
             await recorder.WaitForAsync(count, Timeout);
-            return count / watch.Elapsed.TotalSeconds;
+            var elapsed = watch.Elapsed;
+            var (client1, broker1) = _cpu.Read();
+            return (count / elapsed.TotalSeconds, (client1 - client0).TotalMicroseconds / count,
+                broker0 is { } b0 && broker1 is { } b1 ? (b1 - b0).TotalMicroseconds / count : null);
         }
         finally
         {
