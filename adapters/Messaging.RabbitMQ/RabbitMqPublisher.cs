@@ -9,18 +9,20 @@ namespace Messaging.RabbitMQ;
 internal readonly record struct OutgoingMessage(string Exchange, string RoutingKey, bool Mandatory, BasicProperties Properties, ReadOnlyMemory<byte> Body);
 
 /// <summary>
-/// Publishes with publisher confirms. Every caller's messages go into one queue drained by
-/// <see cref="RabbitMqTransportOptions.PublisherChannels"/> loops, each owning one channel and keeping up to
-/// <see cref="RabbitMqTransportOptions.MaxOutstandingConfirms"/> publishes unconfirmed (a sliding window). Concurrent
-/// single-event publishes are therefore pipelined like a batch, and a channel is only ever used by its own loop.
-/// While the connection recovers, failed publishes are retried until <see cref="RabbitMqTransportOptions.PublishTimeout"/>;
-/// a message may then be stored twice, never zero times.
+/// Publishes with publisher confirms. A caller's messages are split into at most
+/// <see cref="RabbitMqTransportOptions.PublisherChannels"/> chunks that go into one queue drained by as many loops, each
+/// owning one channel and keeping up to <see cref="RabbitMqTransportOptions.MaxOutstandingConfirms"/> publishes
+/// unconfirmed (a sliding window). Per message there is only the client's own confirm; a chunk completes once, when its
+/// last message is confirmed. A loop drains its window whenever the queue runs dry, so concurrent single-event
+/// publishes that arrive meanwhile are sent together on the next pass (group commit), and a channel is only ever used
+/// by its own loop. While the connection recovers, failed publishes are retried until
+/// <see cref="RabbitMqTransportOptions.PublishTimeout"/>; a message may then be stored twice, never zero times.
 /// </summary>
 internal sealed class RabbitMqPublisher : IAsyncDisposable
 {
     private readonly RabbitMqConnections _connections;
     private readonly RabbitMqTransportOptions _options;
-    private readonly Channel<PublishRequest> _queue = Channel.CreateUnbounded<PublishRequest>(new UnboundedChannelOptions { SingleReader = false });
+    private readonly Channel<PublishChunk> _queue = Channel.CreateUnbounded<PublishChunk>(new UnboundedChannelOptions { SingleReader = false });
     private readonly CancellationTokenSource _disposed = new();
     private readonly Lock _startLock = new();
     private Task[]? _loops;
@@ -38,34 +40,31 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
         IReadOnlyList<OutgoingMessage> pending = messages;
         while (true)
         {
-            var requests = new PublishRequest[pending.Count];
-            for (var i = 0; i < requests.Length; i++)
+            var chunks = Split(pending, cancellationToken);
+            foreach (var chunk in chunks)
             {
-                requests[i] = new PublishRequest(pending[i], cancellationToken);
-                if (!_queue.Writer.TryWrite(requests[i]))
+                if (!_queue.Writer.TryWrite(chunk))
                 {
                     throw new ObjectDisposedException(nameof(RabbitMqPublisher));
                 }
             }
-            var failed = new List<OutgoingMessage>();
+            List<OutgoingMessage>? failed = null;
             Exception? lastFailure = null;
-            foreach (var request in requests)
+            foreach (var chunk in chunks)
             {
-                try
+                await chunk.Done.Task.ConfigureAwait(false);
+                cancellationToken.ThrowIfCancellationRequested();
+                if (chunk.Fatal is { } fatal)
                 {
-                    await request.Done.Task.ConfigureAwait(false);
+                    throw Explain(fatal.Exception, fatal.Message);
                 }
-                catch (Exception ex) when (IsTransient(ex) && !cancellationToken.IsCancellationRequested)
+                if (chunk.Failed is { } chunkFailed)
                 {
-                    failed.Add(request.Message);
-                    lastFailure = ex;
-                }
-                catch (Exception ex) when (ex is not OperationCanceledException)
-                {
-                    throw Explain(ex, request.Message);
+                    (failed ??= []).AddRange(chunkFailed);
+                    lastFailure = chunk.LastFailure;
                 }
             }
-            if (failed.Count == 0)
+            if (failed is null)
             {
                 return;
             }
@@ -77,6 +76,24 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
             await Task.Delay(TimeSpan.FromMilliseconds(200), cancellationToken).ConfigureAwait(false);
             pending = failed;
         }
+    }
+
+    /// <summary>One chunk per loop at most, so a large batch is spread over every channel.</summary>
+    private PublishChunk[] Split(IReadOnlyList<OutgoingMessage> messages, CancellationToken cancellationToken)
+    {
+        var count = Math.Min(messages.Count, _options.PublisherChannels);
+        if (count == 0)
+        {
+            return [];
+        }
+        var chunks = new PublishChunk[count];
+        var size = (messages.Count + count - 1) / count;
+        for (var i = 0; i < count; i++)
+        {
+            var offset = i * size;
+            chunks[i] = new PublishChunk(messages, offset, Math.Min(size, messages.Count - offset), cancellationToken);
+        }
+        return chunks;
     }
 
     private void EnsureStarted()
@@ -94,40 +111,45 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
     private async Task PublishLoopAsync()
     {
         var reader = _queue.Reader;
-        var window = new Queue<Task>(_options.MaxOutstandingConfirms);
+        var window = new Queue<InFlight>(_options.MaxOutstandingConfirms);
         IChannel? channel = null;
         try
         {
             while (await reader.WaitToReadAsync(_disposed.Token).ConfigureAwait(false))
             {
-                while (reader.TryRead(out var request))
+                while (reader.TryRead(out var chunk))
                 {
-                    if (request.CancellationToken.IsCancellationRequested)
+                    for (var i = chunk.Offset; i < chunk.Offset + chunk.Count; i++)
                     {
-                        request.Done.TrySetCanceled(request.CancellationToken);
-                        continue;
-                    }
-                    try
-                    {
-                        if (channel is null || NeedsReplacing(channel))
+                        if (chunk.CancellationToken.IsCancellationRequested)
                         {
-                            channel = await ReplaceChannelAsync(channel).ConfigureAwait(false);
+                            chunk.Settle(); // the caller sees the cancellation itself
+                            continue;
                         }
+                        try
+                        {
+                            if (channel is null || NeedsReplacing(channel))
+                            {
+                                channel = await ReplaceChannelAsync(channel).ConfigureAwait(false);
+                            }
+                        }
+                        catch (Exception ex)
+                        {
+                            chunk.Fail(chunk.Messages[i], ex, IsTransient(ex));
+                            continue;
+                        }
+                        while (window.Count >= _options.MaxOutstandingConfirms)
+                        {
+                            await window.Dequeue().CompleteAsync().ConfigureAwait(false);
+                        }
+                        var m = chunk.Messages[i];
+                        window.Enqueue(new InFlight(chunk, i, Send(channel, m, chunk.CancellationToken)));
                     }
-                    catch (Exception ex)
-                    {
-                        request.Done.TrySetException(ex);
-                        continue;
-                    }
-                    while (window.Count >= _options.MaxOutstandingConfirms)
-                    {
-                        await window.Dequeue().ConfigureAwait(false);
-                    }
-                    window.Enqueue(PublishOneAsync(channel, request));
-                    while (window.Count > 0 && window.Peek().IsCompleted)
-                    {
-                        _ = window.Dequeue();
-                    }
+                }
+                // Nothing else queued: wait for the outstanding confirms so every chunk completes.
+                while (window.Count > 0)
+                {
+                    await window.Dequeue().CompleteAsync().ConfigureAwait(false);
                 }
             }
         }
@@ -137,7 +159,10 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
         }
         finally
         {
-            await Task.WhenAll(window).ConfigureAwait(false);
+            while (window.Count > 0)
+            {
+                await window.Dequeue().CompleteAsync().ConfigureAwait(false);
+            }
             if (channel is not null)
             {
                 await channel.DisposeAsync().ConfigureAwait(false);
@@ -145,22 +170,16 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
         }
     }
 
-    /// <summary>Sends one message and completes its request when the broker confirms it. Never throws.</summary>
-    private static async Task PublishOneAsync(IChannel channel, PublishRequest request)
+    /// <summary>Starts one publish; a synchronous failure becomes a faulted task, so it is settled like any other.</summary>
+    private static ValueTask Send(IChannel channel, in OutgoingMessage m, CancellationToken cancellationToken)
     {
         try
         {
-            var m = request.Message;
-            await channel.BasicPublishAsync(m.Exchange, m.RoutingKey, m.Mandatory, m.Properties, m.Body, request.CancellationToken).ConfigureAwait(false);
-            request.Done.TrySetResult();
-        }
-        catch (OperationCanceledException) when (request.CancellationToken.IsCancellationRequested)
-        {
-            request.Done.TrySetCanceled(request.CancellationToken);
+            return channel.BasicPublishAsync(m.Exchange, m.RoutingKey, m.Mandatory, m.Properties, m.Body, cancellationToken);
         }
         catch (Exception ex)
         {
-            request.Done.TrySetException(ex);
+            return ValueTask.FromException(ex);
         }
     }
 
@@ -221,12 +240,74 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
         _disposed.Dispose();
     }
 
-    private sealed class PublishRequest(OutgoingMessage message, CancellationToken cancellationToken)
+    /// <summary>A publish whose confirm is outstanding.</summary>
+    private readonly record struct InFlight(PublishChunk Chunk, int Index, ValueTask Confirm)
     {
-        public OutgoingMessage Message { get; } = message;
+        /// <summary>Waits for the confirm and records the outcome in the chunk. Never throws.</summary>
+        public async ValueTask CompleteAsync()
+        {
+            try
+            {
+                await Confirm.ConfigureAwait(false);
+                Chunk.Settle();
+            }
+            catch (OperationCanceledException) when (Chunk.CancellationToken.IsCancellationRequested)
+            {
+                Chunk.Settle();
+            }
+            catch (Exception ex)
+            {
+                Chunk.Fail(Chunk.Messages[Index], ex, IsTransient(ex));
+            }
+        }
+    }
+
+    /// <summary>
+    /// Consecutive messages of one caller, published by one loop. Only that loop writes to it; the caller reads it after
+    /// <see cref="Done"/> completes.
+    /// </summary>
+    private sealed class PublishChunk(IReadOnlyList<OutgoingMessage> messages, int offset, int count, CancellationToken cancellationToken)
+    {
+        private int _unsettled = count;
+
+        public IReadOnlyList<OutgoingMessage> Messages { get; } = messages;
+
+        public int Offset { get; } = offset;
+
+        public int Count { get; } = count;
 
         public CancellationToken CancellationToken { get; } = cancellationToken;
 
         public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>Messages worth publishing again (nacked, or lost with the connection).</summary>
+        public List<OutgoingMessage>? Failed { get; private set; }
+
+        public Exception? LastFailure { get; private set; }
+
+        /// <summary>The first failure that publishing again cannot fix.</summary>
+        public (Exception Exception, OutgoingMessage Message)? Fatal { get; private set; }
+
+        public void Settle()
+        {
+            if (--_unsettled == 0)
+            {
+                Done.TrySetResult();
+            }
+        }
+
+        public void Fail(OutgoingMessage message, Exception exception, bool transient)
+        {
+            if (transient)
+            {
+                (Failed ??= []).Add(message);
+                LastFailure = exception;
+            }
+            else
+            {
+                Fatal ??= (exception, message);
+            }
+            Settle();
+        }
     }
 }
