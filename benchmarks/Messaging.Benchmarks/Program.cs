@@ -73,9 +73,11 @@ if (transport is "all" or "rabbitmq")
     }
     var targets = new IBenchTarget[]
     {
-        new RawRabbitMqTarget(rabbitUri),
+        new RawRabbitMqTarget(rabbitUri, cloudEventHeaders: true),
         new LibraryTarget(RabbitMqTransport.TransportName, m => m.AddRabbitMq(o => o.Uri = rabbitUri), DeleteRabbitTopology, librarySettings),
         new MassTransitTarget(rabbitUri),
+        // For reference: the raw client sending less than a CloudEvent (no attributes at all).
+        new RawRabbitMqTarget(rabbitUri, cloudEventHeaders: false),
     };
     // --only "this library" (or another target's name) runs one target alone, e.g. under a profiler.
     var only = Option("--only", "");

@@ -5,9 +5,12 @@ namespace Messaging.Benchmarks.Harness;
 
 /// <summary>
 /// RabbitMQ.Client 7 by hand, done competently: durable topic exchange and quorum queue, persistent messages,
-/// publisher confirms pipelined over a sliding window of 256, consumer with prefetch 200 and manual acks.
+/// publisher confirms pipelined over a sliding window of 256, consumer with prefetch 200 and manual acks. With
+/// <paramref name="cloudEventHeaders"/> it does the work the library does for a CloudEvent: the required attributes
+/// (<c>specversion</c>, <c>id</c>, <c>source</c>, <c>type</c>) travel as <c>cloudEvents_*</c> headers, as a hand-written
+/// CloudEvents producer would send them; without, it sends the bare body, which is less than a CloudEvent.
 /// </summary>
-internal sealed class RawRabbitMqTarget(string uri) : IBenchTarget
+internal sealed class RawRabbitMqTarget(string uri, bool cloudEventHeaders) : IBenchTarget
 {
     private const int ConfirmWindow = 256;
     private const ushort Prefetch = 200;
@@ -17,7 +20,7 @@ internal sealed class RawRabbitMqTarget(string uri) : IBenchTarget
     private IChannel? _consume;
     private string _name = "";
 
-    public string Name => "raw RabbitMQ.Client";
+    public string Name => cloudEventHeaders ? "raw RabbitMQ.Client" : "raw, body only";
 
     public async Task StartAsync(bool consume, Recorder recorder, CancellationToken cancellationToken)
     {
@@ -64,8 +67,23 @@ internal sealed class RawRabbitMqTarget(string uri) : IBenchTarget
 
     public Task PublishOneAsync(byte[] payload, CancellationToken cancellationToken) => PublishCore(payload, cancellationToken).AsTask();
 
-    private ValueTask PublishCore(byte[] payload, CancellationToken cancellationToken) =>
-        _publish!.BasicPublishAsync(_name, "bench", mandatory: false, new BasicProperties { Persistent = true, ContentType = "application/octet-stream" }, payload, cancellationToken);
+    private ValueTask PublishCore(byte[] payload, CancellationToken cancellationToken)
+    {
+        var properties = new BasicProperties { Persistent = true, ContentType = "application/octet-stream" };
+        if (cloudEventHeaders)
+        {
+            var id = Guid.NewGuid().ToString();
+            properties.MessageId = id;
+            properties.Headers = new Dictionary<string, object?>
+            {
+                ["cloudEvents_specversion"] = "1.0",
+                ["cloudEvents_id"] = id,
+                ["cloudEvents_source"] = "urn:bench",
+                ["cloudEvents_type"] = "com.example.bench",
+            };
+        }
+        return _publish!.BasicPublishAsync(_name, "com.example.bench", mandatory: false, properties, payload, cancellationToken);
+    }
 
     public async Task StopAsync()
     {
