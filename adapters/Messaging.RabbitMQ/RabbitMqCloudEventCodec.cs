@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Text;
 using CloudNative.CloudEvents;
 using Messaging.Envelope;
@@ -16,6 +17,12 @@ namespace Messaging.RabbitMQ;
 public sealed class RabbitMqCloudEventCodec(RabbitMqContentMode mode, IReadOnlyList<CloudEventAttribute> extensionAttributes, long maxEventSizeBytes)
 {
     private static readonly string[] AcceptedPrefixes = ["cloudEvents_", "cloudEvents:", "ce-", "ce_"];
+
+    // Header names repeat on every message; computing them once keeps two strings per header off the hot path. Names
+    // come from producers we do not control, so the caches stop growing at a bound and the rest is computed each time.
+    private const int NameCacheLimit = 512;
+    private static readonly ConcurrentDictionary<string, string> HeaderNames = new(StringComparer.Ordinal);
+    private static readonly ConcurrentDictionary<string, string?> AttributeNames = new(StringComparer.Ordinal);
 
     public (BasicProperties Properties, ReadOnlyMemory<byte> Body, string RoutingKey) Encode(CloudEvent cloudEvent)
     {
@@ -39,10 +46,10 @@ public sealed class RabbitMqCloudEventCodec(RabbitMqContentMode mode, IReadOnlyL
             size = 0;
             foreach (var (name, value) in CloudEventAttributeMap.ToAttributes(cloudEvent))
             {
-                var key = RabbitMqNames.AttributePrefix + name;
-                var bytes = Encoding.UTF8.GetBytes(value);
-                headers[key] = bytes;
-                size += key.Length + bytes.Length;
+                var key = HeaderName(name);
+                // A string header goes on the wire as a UTF-8 long string, exactly like the same bytes would.
+                headers[key] = value;
+                size += key.Length + Encoding.UTF8.GetByteCount(value);
             }
             properties.Headers = headers;
             properties.ContentType = cloudEvent.DataContentType;
@@ -57,7 +64,10 @@ public sealed class RabbitMqCloudEventCodec(RabbitMqContentMode mode, IReadOnlyL
         return (properties, body, routingKey);
     }
 
-    public CloudEvent Decode(IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body)
+    /// <param name="properties">The message's properties.</param>
+    /// <param name="body">The message body.</param>
+    /// <param name="bodyIsOwned">True when <paramref name="body"/> is a copy the caller hands over: it then becomes the event's data without another copy.</param>
+    public CloudEvent Decode(IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body, bool bodyIsOwned = false)
     {
         ArgumentNullException.ThrowIfNull(properties);
         if (StructuredJson.IsStructured(properties.ContentType))
@@ -88,7 +98,7 @@ public sealed class RabbitMqCloudEventCodec(RabbitMqContentMode mode, IReadOnlyL
             throw new InvalidCloudEventException(
                 "The message carries no CloudEvents attributes (no cloudEvents_*/ce-* headers) and is not application/cloudevents+json.");
         }
-        return CloudEventAttributeMap.FromAttributes(attributes, contentType, body, extensionAttributes);
+        return CloudEventAttributeMap.FromAttributes(attributes, contentType, body, extensionAttributes, dataIsOwned: bodyIsOwned);
     }
 
     internal static string? HeaderValue(object? value) => value switch
@@ -97,7 +107,35 @@ public sealed class RabbitMqCloudEventCodec(RabbitMqContentMode mode, IReadOnlyL
         _ => CloudEventAttributeMap.HeaderValueToString(value),
     };
 
+    private static string HeaderName(string attribute)
+    {
+        if (HeaderNames.TryGetValue(attribute, out var name))
+        {
+            return name;
+        }
+        name = RabbitMqNames.AttributePrefix + attribute;
+        if (HeaderNames.Count < NameCacheLimit)
+        {
+            HeaderNames.TryAdd(attribute, name);
+        }
+        return name;
+    }
+
     private static string? StripPrefix(string key)
+    {
+        if (AttributeNames.TryGetValue(key, out var name))
+        {
+            return name;
+        }
+        name = ComputeAttributeName(key);
+        if (AttributeNames.Count < NameCacheLimit)
+        {
+            AttributeNames.TryAdd(key, name);
+        }
+        return name;
+    }
+
+    private static string? ComputeAttributeName(string key)
     {
         foreach (var prefix in AcceptedPrefixes)
         {

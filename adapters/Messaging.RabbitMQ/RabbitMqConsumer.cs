@@ -90,7 +90,7 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
             string? error = null;
             try
             {
-                cloudEvent = _transport.Codec.Decode(properties, body);
+                cloudEvent = _transport.Codec.Decode(properties, body, bodyIsOwned: true);
             }
             catch (InvalidCloudEventException ex)
             {

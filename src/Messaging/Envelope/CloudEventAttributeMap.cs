@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text;
 using CloudNative.CloudEvents;
 
@@ -31,11 +32,20 @@ public static class CloudEventAttributeMap
     /// Builds a CloudEvent from attributes read off the wire (names without the binding's prefix). Throws <see cref="InvalidCloudEventException"/>
     /// with a precise description when the attributes do not form a valid CloudEvent.
     /// </summary>
+    /// <param name="attributes">The attributes, names without the binding's prefix.</param>
+    /// <param name="dataContentType">The content type the binding carried, if any.</param>
+    /// <param name="data">The body.</param>
+    /// <param name="extensionAttributes">Extension attributes known to the application, for typed values.</param>
+    /// <param name="dataIsOwned">
+    /// True when <paramref name="data"/> is a buffer the caller hands over and never touches again: when it spans a whole
+    /// array, that array becomes the event's data without a copy. By default the data is copied.
+    /// </param>
     public static CloudEvent FromAttributes(
         IEnumerable<KeyValuePair<string, string>> attributes,
         string? dataContentType,
         ReadOnlyMemory<byte> data,
-        IEnumerable<CloudEventAttribute>? extensionAttributes)
+        IEnumerable<CloudEventAttribute>? extensionAttributes,
+        bool dataIsOwned = false)
     {
         ArgumentNullException.ThrowIfNull(attributes);
         var list = attributes as IReadOnlyCollection<KeyValuePair<string, string>> ?? attributes.ToList();
@@ -83,7 +93,9 @@ public static class CloudEventAttributeMap
         // empty data when a content type is given, and no data otherwise.
         if (data.Length > 0 || dataContentType is not null)
         {
-            cloudEvent.Data = data.ToArray();
+            cloudEvent.Data = dataIsOwned && MemoryMarshal.TryGetArray(data, out var whole) && whole.Offset == 0 && whole.Count == whole.Array!.Length
+                ? whole.Array
+                : data.ToArray();
         }
         EnsureValid(cloudEvent);
         return cloudEvent;
