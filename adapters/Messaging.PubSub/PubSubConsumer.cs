@@ -17,7 +17,8 @@ namespace Messaging.PubSub;
 /// consumer stops reading the stream while that many are unsettled (in case the broker does not enforce it).</item>
 /// <item>Leases: every received, unsettled message has its ack deadline extended periodically, whether its handler is
 /// running or it is waiting for a handler slot, so it is never redelivered behind a running handler.</item>
-/// <item>Settlement uses unary Acknowledge / ModifyAckDeadline calls, so completion means the broker accepted it.</item>
+/// <item>Settlement uses unary Acknowledge / ModifyAckDeadline calls, so completion means the broker accepted it; acks
+/// that arrive while an Acknowledge call is in flight share the next call (<see cref="AcknowledgeBatcher"/>).</item>
 /// <item>Ordered subscriptions handle the messages of one ordering key one after another.</item>
 /// <item>Graceful stop: stop pulling, then let every message already received run to settlement (not only the ones
 /// whose handler started), because giving a message back — by a nack or by letting its deadline expire — counts
@@ -44,6 +45,7 @@ internal sealed class PubSubConsumer : ITransportConsumer
     private readonly ConcurrentDictionary<string, Delivery> _unsettled = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<Task, byte> _running = new();
     private readonly ConcurrentDictionary<string, int> _localAttempts = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, AcknowledgeBatcher> _acknowledgers = new(StringComparer.Ordinal);
     private readonly Lock _orderingLock = new();
     private readonly Dictionary<string, Task> _orderingTails = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, long> _orderingEpochs = new(StringComparer.Ordinal);
@@ -403,6 +405,10 @@ internal sealed class PubSubConsumer : ITransportConsumer
         _transport.Remove(this);
     }
 
+    private Task AcknowledgeAsync(string resource, string ackId, CancellationToken cancellationToken) =>
+        _acknowledgers.GetOrAdd(resource, static (r, connection) => new AcknowledgeBatcher(connection, r), _transport.Connection)
+            .AcknowledgeAsync(ackId, cancellationToken);
+
     private async Task ModifyDeadlineQuietlyAsync(string resource, IEnumerable<string> ackIds, int seconds)
     {
         var request = new ModifyAckDeadlineRequest { Subscription = resource, AckDeadlineSeconds = seconds };
@@ -457,10 +463,7 @@ internal sealed class PubSubConsumer : ITransportConsumer
             }
             try
             {
-                var request = new AcknowledgeRequest { Subscription = resource };
-                request.AckIds.Add(ackId);
-                await PubSubConnection.WithRetryAsync(
-                    o => owner._transport.Connection.Subscriber.AcknowledgeAsync(request, o).ResponseAsync, cancellationToken).ConfigureAwait(false);
+                await owner.AcknowledgeAsync(resource, ackId, cancellationToken).ConfigureAwait(false);
                 owner._localAttempts.TryRemove(message.MessageId, out _);
             }
             finally
@@ -518,10 +521,7 @@ internal sealed class PubSubConsumer : ITransportConsumer
                 }
                 var topic = owner._transport.Names.Topic(PubSubNames.DeadLetter(owner._subscription.Name));
                 await owner._transport.PublishMessagesAsync(topic, [copy], cancellationToken).ConfigureAwait(false);
-                var request = new AcknowledgeRequest { Subscription = resource };
-                request.AckIds.Add(ackId);
-                await PubSubConnection.WithRetryAsync(
-                    o => owner._transport.Connection.Subscriber.AcknowledgeAsync(request, o).ResponseAsync, cancellationToken).ConfigureAwait(false);
+                await owner.AcknowledgeAsync(resource, ackId, cancellationToken).ConfigureAwait(false);
                 owner._localAttempts.TryRemove(message.MessageId, out _);
             }
             catch (Exception)

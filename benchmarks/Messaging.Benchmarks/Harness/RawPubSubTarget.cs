@@ -8,6 +8,8 @@ namespace Messaging.Benchmarks.Harness;
 /// <summary>
 /// Pub/Sub over the generated gRPC stubs by hand, done competently: publish in requests of up to 100 messages or 1 MB with up to 8
 /// requests in flight; consume with one StreamingPull (1,000 outstanding) acknowledging on the stream after each batch.
+/// Each message carries the required CloudEvent attributes (<c>ce-specversion</c>, <c>ce-id</c>, <c>ce-source</c>,
+/// <c>ce-type</c>, <c>content-type</c>), the same work the library does for an event.
 /// </summary>
 internal sealed class RawPubSubTarget(string host, string project) : IBenchTarget
 {
@@ -71,7 +73,7 @@ internal sealed class RawPubSubTarget(string host, string project) : IBenchTarge
             var request = new PublishRequest { Topic = _topic };
             for (var i = sent; i < Math.Min(count, sent + perRequest); i++)
             {
-                request.Messages.Add(new PubsubMessage { Data = ByteString.CopyFrom(Recorder.Payload(size)) });
+                request.Messages.Add(Message(Recorder.Payload(size)));
             }
             if (inFlight.Count >= 8)
             {
@@ -85,9 +87,22 @@ internal sealed class RawPubSubTarget(string host, string project) : IBenchTarge
     public Task PublishOneAsync(byte[] payload, CancellationToken cancellationToken)
     {
         var request = new PublishRequest { Topic = _topic };
-        request.Messages.Add(new PubsubMessage { Data = ByteString.CopyFrom(payload) });
+        request.Messages.Add(Message(payload));
         return PublisherClient.PublishAsync(request, cancellationToken: cancellationToken).ResponseAsync;
     }
+
+    private static PubsubMessage Message(byte[] payload) => new()
+    {
+        Data = ByteString.CopyFrom(payload),
+        Attributes =
+        {
+            ["ce-specversion"] = "1.0",
+            ["ce-id"] = Guid.NewGuid().ToString(),
+            ["ce-source"] = "urn:bench",
+            ["ce-type"] = "com.example.bench",
+            ["content-type"] = "application/octet-stream",
+        },
+    };
 
     public async Task StopAsync()
     {
