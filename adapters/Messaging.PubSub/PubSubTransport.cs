@@ -190,8 +190,7 @@ public sealed class PubSubTransport : IMessageTransport, IDeadLetterStore
     {
         var publisher = _publishers.GetOrAdd(topicResource, t => new TopicPublisher(Connection, t, Options, _time));
         // Queued in order, so messages of one ordering key keep their order.
-        var pending = messages.Select(m => publisher.PublishAsync(m, cancellationToken)).ToList();
-        await Task.WhenAll(pending).ConfigureAwait(false);
+        await publisher.PublishAsync(messages, cancellationToken).ConfigureAwait(false);
     }
 
     // ---- consuming -----------------------------------------------------------------------------

@@ -10,7 +10,8 @@ namespace Messaging.PubSub;
 /// <see cref="PubSubTransportOptions.MaxBatchDelay"/> for more) goes in the next request. Messages are grouped by
 /// ordering key, since Pub/Sub requires one key per request; a request for a key starts only after the previous
 /// request for that key finished, so publish order is kept within a key while unordered messages go out in parallel.
-/// Each caller's task completes only when Pub/Sub has accepted (durably stored) its message.
+/// Each caller's task completes only when Pub/Sub has accepted (durably stored) all of its messages; it completes once
+/// per call, not once per message.
 /// </summary>
 internal sealed class TopicPublisher : IAsyncDisposable
 {
@@ -37,16 +38,23 @@ internal sealed class TopicPublisher : IAsyncDisposable
 
     public string TopicResource { get; }
 
-    /// <summary>Queues a message; the task gives its message id once Pub/Sub has accepted it.</summary>
-    public Task<string> PublishAsync(PubsubMessage message, CancellationToken cancellationToken)
+    /// <summary>Queues messages in order; the task completes once Pub/Sub has accepted every one of them.</summary>
+    public Task PublishAsync(IReadOnlyList<PubsubMessage> messages, CancellationToken cancellationToken)
     {
-        var pending = new Pending(message, PubSubCodec.SizeOf(message) + 64);
-        if (!_queue.Writer.TryWrite(pending))
+        if (messages.Count == 0)
         {
-            throw new ObjectDisposedException(nameof(PubSubTransport));
+            return Task.CompletedTask;
         }
-        // The caller may stop waiting; the message may still be published (at-least-once, never half a message).
-        return pending.Done.Task.WaitAsync(cancellationToken);
+        var call = new CallCompletion(messages.Count);
+        foreach (var message in messages)
+        {
+            if (!_queue.Writer.TryWrite(new Pending(message, PubSubCodec.SizeOf(message) + 64, call)))
+            {
+                throw new ObjectDisposedException(nameof(PubSubTransport));
+            }
+        }
+        // The caller may stop waiting; the messages may still be published (at-least-once, never half a message).
+        return call.Task.WaitAsync(cancellationToken);
     }
 
     private async Task LoopAsync()
@@ -157,11 +165,11 @@ internal sealed class TopicPublisher : IAsyncDisposable
         {
             var request = new PublishRequest { Topic = TopicResource };
             request.Messages.AddRange(group.Select(p => p.Message));
-            var response = await PubSubConnection.WithRetryAsync(
+            await PubSubConnection.WithRetryAsync(
                 o => _connection.Publisher.PublishAsync(request, o).ResponseAsync, _stop.Token).ConfigureAwait(false);
-            for (var i = 0; i < group.Count; i++)
+            foreach (var item in group)
             {
-                group[i].Done.TrySetResult(i < response.MessageIds.Count ? response.MessageIds[i] : string.Empty);
+                item.Call.Accepted();
             }
         }
         catch (Exception ex)
@@ -171,7 +179,7 @@ internal sealed class TopicPublisher : IAsyncDisposable
                 : ex;
             foreach (var item in group)
             {
-                item.Done.TrySetException(error);
+                item.Call.Failed(error);
             }
         }
     }
@@ -183,19 +191,31 @@ internal sealed class TopicPublisher : IAsyncDisposable
         await _loop.ConfigureAwait(false);
         while (_queue.Reader.TryRead(out var left))
         {
-            left.Done.TrySetException(new ObjectDisposedException(nameof(PubSubTransport)));
+            left.Call.Failed(new ObjectDisposedException(nameof(PubSubTransport)));
         }
         _stop.Dispose();
         _requestSlots.Dispose();
     }
 
-    private sealed class Pending(PubsubMessage message, long size)
+    private readonly record struct Pending(PubsubMessage Message, long Size, CallCompletion Call);
+
+    /// <summary>The outcome of one caller's messages: accepted when the last is accepted, failed at the first failure.</summary>
+    private sealed class CallCompletion(int count)
     {
-        public PubsubMessage Message { get; } = message;
+        private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private int _remaining = count;
 
-        public long Size { get; } = size;
+        public Task Task => _done.Task;
 
-        public TaskCompletionSource<string> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public void Accepted()
+        {
+            if (Interlocked.Decrement(ref _remaining) == 0)
+            {
+                _done.TrySetResult();
+            }
+        }
+
+        public void Failed(Exception error) => _done.TrySetException(error);
     }
 
     private sealed class Batch
