@@ -13,7 +13,9 @@ namespace Messaging.Benchmarks.Harness;
 /// </summary>
 internal sealed class RawPubSubTarget(string host, string project) : IBenchTarget
 {
-    private readonly GrpcChannel _channel = GrpcChannel.ForAddress($"http://{host}");
+    // A StreamingPull response carries many messages at once: 1,000 outstanding 64 KB events exceed gRPC's default 4 MB
+    // receive limit, as Google's own clients know (they lift it too).
+    private readonly GrpcChannel _channel = GrpcChannel.ForAddress($"http://{host}", new GrpcChannelOptions { MaxReceiveMessageSize = 128 * 1024 * 1024 });
     private CancellationTokenSource? _pull;
     private Task _pullLoop = Task.CompletedTask;
     private string _topic = "";
