@@ -69,6 +69,11 @@ public sealed class SnsSqsCodec
     internal const string StringDataType = "String";
     private const string StructuredContentType = StructuredJson.MediaType + "; charset=utf-8";
     private static readonly string[] AcceptedPrefixes = [AttributePrefix, "ce-", "cloudEvents_", "cloudEvents:"];
+    // The default encoder escapes '+' in base64 data as six characters; relaxed escaping keeps data_base64 at 4/3 of the data.
+    // Control characters are still escaped, so the body stays within the characters SQS accepts.
+    private static readonly CloudNative.CloudEvents.SystemTextJson.JsonEventFormatter Formatter = new(
+        new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }, default);
+
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     private readonly IReadOnlyList<CloudEventAttribute> _extensionAttributes;
@@ -108,7 +113,7 @@ public sealed class SnsSqsCodec
         binaryFits &= attributes.Count <= MaxBinaryModeAttributes && data is { Length: > 0 } && TryGetSqsText(data, out text);
         var message = binaryFits
             ? new SqsWireMessage(text!, attributes)
-            : new SqsWireMessage(Encoding.UTF8.GetString(StructuredJson.Encode(cloudEvent).Span), [new(ContentTypeAttribute, StructuredContentType)]);
+            : EncodeStructured(cloudEvent);
         var wireSize = message.WireSize;
         if (wireSize > MaxWireBytes)
         {
@@ -116,6 +121,10 @@ public sealed class SnsSqsCodec
         }
         return message;
     }
+
+    /// <summary>The whole event as one <c>application/cloudevents+json</c> body.</summary>
+    internal static SqsWireMessage EncodeStructured(CloudEvent cloudEvent) =>
+        new(Encoding.UTF8.GetString(Formatter.EncodeStructuredModeMessage(cloudEvent, out _).Span), [new(ContentTypeAttribute, StructuredContentType)]);
 
     /// <summary>Decodes a received message; throws <see cref="InvalidCloudEventException"/> saying why it is not a CloudEvent.</summary>
     public CloudEvent Decode(string body, IReadOnlyList<KeyValuePair<string, string>> attributes) => Decode(body, attributes, unwrapEnvelope: true);

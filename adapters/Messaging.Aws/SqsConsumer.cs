@@ -532,8 +532,8 @@ internal sealed partial class SqsConsumer : ITransportConsumer
         }
         if (cloudEvent is not null)
         {
-            var structured = System.Text.Encoding.UTF8.GetString(StructuredJson.Encode(cloudEvent).Span);
-            return (structured, SqsMessageAttributes.FromStrings([new(SnsSqsCodec.ContentTypeAttribute, StructuredJson.MediaType + "; charset=utf-8")]));
+            var structured = SnsSqsCodec.EncodeStructured(cloudEvent);
+            return (structured.Body, SqsMessageAttributes.FromStrings(structured.Attributes));
         }
         var dropped = attributes.Keys.Order(StringComparer.Ordinal).Skip(SnsSqsCodec.MaxMessageAttributes - 1).ToList();
         foreach (var name in dropped)
