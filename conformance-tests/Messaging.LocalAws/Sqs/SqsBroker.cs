@@ -269,6 +269,13 @@ internal sealed partial class SqsBroker(LocalAwsContext context)
                 "The request includes the MessageDeduplicationId parameter, which is only valid for FIFO queues; this queue is a standard queue.");
         }
 
+        if (input.MessageGroupId is { } groupId
+            && (groupId.Length is 0 or > 128 || !groupId.All(c => char.IsAsciiLetterOrDigit(c) || (c < 128 && (char.IsPunctuation(c) || char.IsSymbol(c))))))
+        {
+            throw SqsErrors.InvalidParameterValue("MessageGroupId", groupId,
+                "MessageGroupId can be 1 to 128 alphanumeric or punctuation characters.");
+        }
+
         var attributes = input.MessageAttributes ?? new Dictionary<string, MessageAttribute>();
         ValidateMessageAttributes(attributes);
         var systemAttributes = input.MessageSystemAttributes ?? new Dictionary<string, MessageAttribute>();

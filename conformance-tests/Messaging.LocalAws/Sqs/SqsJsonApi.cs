@@ -146,9 +146,11 @@ internal sealed class SqsJsonApi(SqsBroker broker)
         var inputs = entries.Select(SendInput).ToList();
         var total = inputs.Sum(input => input.MessageBody is null ? 0 : SqsBroker.MessageSize(input.MessageBody,
             input.MessageAttributes ?? new Dictionary<string, MessageAttribute>()));
-        if (total > SqsQueueSettings.DefaultMaximumMessageSize)
+        // The batch payload limit equals the single-message limit: 256 KiB here, or the queue's larger MaximumMessageSize.
+        var batchLimit = Math.Max(SqsQueueSettings.DefaultMaximumMessageSize, queue.Settings.MaximumMessageSize);
+        if (total > batchLimit)
         {
-            throw SqsErrors.BatchRequestTooLong(SqsQueueSettings.DefaultMaximumMessageSize, total);
+            throw SqsErrors.BatchRequestTooLong(batchLimit, total);
         }
 
         var successful = new List<(string Id, SendMessageOutput Output)>();
@@ -166,16 +168,20 @@ internal sealed class SqsJsonApi(SqsBroker broker)
             }
         }
 
-        writer.WriteStartArray("Successful");
-        foreach (var (id, output) in successful)
+        if (successful.Count > 0)
         {
-            writer.WriteStartObject();
-            writer.WriteString("Id", id);
-            WriteSendResult(writer, output);
-            writer.WriteEndObject();
+            writer.WriteStartArray("Successful");
+            foreach (var (id, output) in successful)
+            {
+                writer.WriteStartObject();
+                writer.WriteString("Id", id);
+                WriteSendResult(writer, output);
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
         }
 
-        writer.WriteEndArray();
         WriteFailures(writer, failed);
     }
 
@@ -213,15 +219,19 @@ internal sealed class SqsJsonApi(SqsBroker broker)
             }
         }
 
-        writer.WriteStartArray("Successful");
-        foreach (var id in successful)
+        if (successful.Count > 0)
         {
-            writer.WriteStartObject();
-            writer.WriteString("Id", id);
-            writer.WriteEndObject();
+            writer.WriteStartArray("Successful");
+            foreach (var id in successful)
+            {
+                writer.WriteStartObject();
+                writer.WriteString("Id", id);
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
         }
 
-        writer.WriteEndArray();
         WriteFailures(writer, failed);
     }
 
@@ -259,6 +269,11 @@ internal sealed class SqsJsonApi(SqsBroker broker)
 
     private static void WriteFailures(Utf8JsonWriter writer, IReadOnlyList<(string Id, AwsServiceException Error)> failed)
     {
+        if (failed.Count == 0)
+        {
+            return;
+        }
+
         writer.WriteStartArray("Failed");
         foreach (var (id, error) in failed)
         {
@@ -304,6 +319,12 @@ internal sealed class SqsJsonApi(SqsBroker broker)
         var attributeNames = JsonInput.StringList(request, "MessageAttributeNames") ?? [];
 
         var messages = await broker.ReceiveMessageAsync(queue, maxMessages, visibilityTimeout, waitTime, cancellationToken).ConfigureAwait(false);
+        if (messages.Count == 0)
+        {
+            // Like SQS, an empty receive answers "{}": clients must not assume an empty Messages list.
+            return;
+        }
+
         writer.WriteStartArray("Messages");
         foreach (var message in messages)
         {
@@ -384,8 +405,14 @@ internal sealed class SqsJsonApi(SqsBroker broker)
         writer.WriteEndObject();
     }
 
-    private static void WriteList(Utf8JsonWriter writer, string name, IEnumerable<string> items)
+    /// <summary>Empty lists are left out of the response, as SQS does.</summary>
+    private static void WriteList(Utf8JsonWriter writer, string name, IReadOnlyCollection<string> items)
     {
+        if (items.Count == 0)
+        {
+            return;
+        }
+
         writer.WriteStartArray(name);
         foreach (var item in items)
         {
