@@ -29,6 +29,12 @@ public sealed class AwsFixture : ITransportFixture, IAsyncLifetime
 
     public string? UnavailableReason { get; private set; }
 
+    /// <summary>The raw SNS and SQS clients, for tests that look at the wire.</summary>
+    internal SnsSqsClients Clients => _clients ?? throw new InvalidOperationException(UnavailableReason);
+
+    /// <summary>The transport settings the fixture uses.</summary>
+    internal SnsSqsTransportOptions Options => _options;
+
     /// <summary>Only the in-process endpoint can be restarted (its listener stops and starts, its state stays).</summary>
     public bool CanRestartBroker => _local is not null;
 
