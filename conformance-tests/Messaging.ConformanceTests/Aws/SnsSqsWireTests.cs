@@ -178,6 +178,31 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
     }
 
     [Fact(Timeout = 60_000)]
+    public async Task The_redrive_policy_moves_a_message_whose_consumers_keep_crashing_and_it_reads_back_as_delivery_limit()
+    {
+        RequireBroker();
+        var (topic, sub) = Names();
+        await using var transport = Transport();
+        var subscription = Subscription(sub, topic, maxAttempts: 1);
+        await transport.ProvisionAsync(new MessagingTopology([topic], [subscription]), Ct);
+        await transport.PublishAsync(topic, [new CloudEvent { Id = "crashy", Source = new Uri("urn:wire"), Type = "t" }], Ct);
+        var url = (await fixture.Clients.Sqs.GetQueueUrlAsync(SnsSqsNames.Queue(sub), Ct)).QueueUrl;
+        // Each receive that is never settled is a crashed consumer; visibility 0 makes the message come straight back.
+        var receives = 0;
+        await Wait.UntilAsync(async () =>
+        {
+            var response = await fixture.Clients.Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, VisibilityTimeout = 0, WaitTimeSeconds = 0 }, Ct);
+            receives += response.Messages?.Count ?? 0;
+            return (await transport.DeadLetters.PeekAsync(sub, 10, Ct)).Count;
+        }, count => count == 1, "the redrive policy moves the message");
+        Assert.Equal(transport.MaxReceiveCount(subscription), receives);
+        var letter = Assert.Single(await transport.DeadLetters.PeekAsync(sub, 10, Ct));
+        Assert.Equal(DeadLetterReason.DeliveryLimitExceeded, letter.Metadata.Reason);
+        Assert.Equal("crashy", letter.Event!.Id);
+        await fixture.DeleteSubscriptionAsync(topic, sub);
+    }
+
+    [Fact(Timeout = 60_000)]
     public async Task An_SNS_notification_envelope_in_the_queue_is_unwrapped()
     {
         RequireBroker();
