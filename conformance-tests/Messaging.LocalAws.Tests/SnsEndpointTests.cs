@@ -6,12 +6,34 @@ namespace Messaging.LocalAws.Tests;
 
 public sealed class SnsEndpointTests : LocalAwsTestBase
 {
-    private async Task<(string Url, string Arn)> CreateQueueAsync(string name)
+    /// <summary>A queue whose policy lets every topic of the account send to it, as SNS delivery requires.</summary>
+    private async Task<(string Url, string Arn)> CreateQueueAsync(string name, string sourceArnPattern = "arn:aws:sns:us-east-1:000000000000:*", bool withPolicy = true)
     {
         var url = (await Sqs.CreateQueueAsync(name, Cancellation)).QueueUrl;
         var arn = (await Sqs.GetQueueAttributesAsync(url, ["QueueArn"], Cancellation)).Attributes["QueueArn"];
+        if (withPolicy)
+        {
+            await Sqs.SetQueueAttributesAsync(url, new() { ["Policy"] = TopicPolicy(arn, sourceArnPattern) }, Cancellation);
+        }
+
         return (url, arn);
     }
+
+    private static string TopicPolicy(string queueArn, string sourceArnPattern) => JsonSerializer.Serialize(new
+    {
+        Version = "2012-10-17",
+        Statement = new[]
+        {
+            new
+            {
+                Effect = "Allow",
+                Principal = new { Service = "sns.amazonaws.com" },
+                Action = "sqs:SendMessage",
+                Resource = queueArn,
+                Condition = new { ArnLike = new Dictionary<string, string> { ["aws:SourceArn"] = sourceArnPattern } },
+            },
+        },
+    });
 
     private async Task<Message> ReceiveOneAsync(string queueUrl) =>
         Assert.Single((await Sqs.ReceiveMessageAsync(new ReceiveMessageRequest
@@ -291,5 +313,27 @@ public sealed class SnsEndpointTests : LocalAwsTestBase
 
         (await Sns.SendAsync("Publish", [new("TopicArn", topicArn), new("Message", "after the outage")], cancellationToken: Cancellation)).Ok();
         Assert.Equal("after the outage", (await ReceiveOneAsync(queue.Url)).Body);
+    }
+
+    [Fact]
+    public async Task Delivery_needs_a_queue_policy_that_lets_the_topic_send()
+    {
+        var topicArn = await Sns.CreateTopicAsync("guarded", Cancellation);
+        var open = await CreateQueueAsync("policy-open", sourceArnPattern: topicArn);
+        var otherTopic = await CreateQueueAsync("policy-other-topic", sourceArnPattern: topicArn + "-other");
+        var none = await CreateQueueAsync("policy-none", withPolicy: false);
+        foreach (var queue in new[] { open, otherTopic, none })
+        {
+            await Sns.SubscribeAsync(topicArn, queue.Arn, raw: true, Cancellation);
+        }
+
+        (await Sns.SendAsync("Publish", [new("TopicArn", topicArn), new("Message", "guarded")], cancellationToken: Cancellation)).Ok();
+
+        Assert.Equal("guarded", (await ReceiveOneAsync(open.Url)).Body);
+        foreach (var queue in new[] { otherTopic, none })
+        {
+            var count = (await Sqs.GetQueueAttributesAsync(queue.Url, ["ApproximateNumberOfMessages"], Cancellation)).Attributes["ApproximateNumberOfMessages"];
+            Assert.Equal("0", count);
+        }
     }
 }

@@ -390,10 +390,10 @@ internal sealed partial class SnsBroker(LocalAwsContext context, SqsBroker sqs)
             }
 
             var body = raw ? message : Envelope(topic.Arn, subscription.Arn, messageId, input.Subject, message, attributes, timestamp, signatureVersion);
-            var delivered = sqs.DeliverFromTopic(subscription.Endpoint, body, raw ? attributes : new Dictionary<string, MessageAttribute>(), context.AccountId);
-            if (!delivered)
+            var outcome = sqs.DeliverFromTopic(subscription.Endpoint, topic.Arn, body, raw ? attributes : new Dictionary<string, MessageAttribute>(), context.AccountId);
+            if (outcome != TopicDeliveryOutcome.Delivered)
             {
-                LogDeliveryFailed(messageId, subscription.Arn, subscription.Endpoint);
+                LogDeliveryFailed(messageId, subscription.Arn, subscription.Endpoint, outcome);
             }
         }
 
@@ -680,6 +680,6 @@ internal sealed partial class SnsBroker(LocalAwsContext context, SqsBroker sqs)
     [LoggerMessage(Level = LogLevel.Warning, Message = "Message {MessageId} not delivered to raw subscription {SubscriptionArn}: {AttributeCount} message attributes, raw delivery to SQS carries at most 10")]
     private partial void LogRawDeliveryDiscarded(string messageId, string subscriptionArn, int attributeCount);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Message {MessageId} not delivered to subscription {SubscriptionArn}: queue {Endpoint} does not exist")]
-    private partial void LogDeliveryFailed(string messageId, string subscriptionArn, string endpoint);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Message {MessageId} not delivered to subscription {SubscriptionArn} (queue {Endpoint}): {Outcome}")]
+    private partial void LogDeliveryFailed(string messageId, string subscriptionArn, string endpoint, TopicDeliveryOutcome outcome);
 }

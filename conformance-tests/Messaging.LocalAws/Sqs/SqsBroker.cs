@@ -15,6 +15,13 @@ internal sealed record SendMessageInput(
     string? MessageGroupId,
     string? MessageDeduplicationId);
 
+internal enum TopicDeliveryOutcome
+{
+    Delivered,
+    QueueDoesNotExist,
+    DeniedByQueuePolicy,
+}
+
 internal sealed record SendMessageOutput(string MessageId, string Md5OfMessageBody, string? Md5OfMessageAttributes, string? Md5OfMessageSystemAttributes);
 
 /// <summary>The SQS half of the endpoint: queues of one account and region, and the operations on them.</summary>
@@ -308,12 +315,20 @@ internal sealed partial class SqsBroker(LocalAwsContext context)
             MessageDigest.OfAttributes(systemAttributes));
     }
 
-    /// <summary>Delivery from an SNS subscription: no SQS client validation, the queue's default delay applies.</summary>
-    public bool DeliverFromTopic(string queueArn, string body, IReadOnlyDictionary<string, MessageAttribute> attributes, string senderId)
+    /// <summary>
+    /// Delivery from an SNS subscription: the queue must exist and its access policy must let the topic send
+    /// (<see cref="QueuePolicyEvaluator"/>); the queue's default delay applies.
+    /// </summary>
+    public TopicDeliveryOutcome DeliverFromTopic(string queueArn, string topicArn, string body, IReadOnlyDictionary<string, MessageAttribute> attributes, string senderId)
     {
         if (FindByArn(queueArn) is not { } queue)
         {
-            return false;
+            return TopicDeliveryOutcome.QueueDoesNotExist;
+        }
+
+        if (!QueuePolicyEvaluator.AllowsTopicDelivery(queue.Settings.Policy, queue.Arn, topicArn, context.AccountId))
+        {
+            return TopicDeliveryOutcome.DeniedByQueuePolicy;
         }
 
         var now = context.Now;
@@ -326,7 +341,7 @@ internal sealed partial class SqsBroker(LocalAwsContext context)
             SentAt = now,
             VisibleAt = now + TimeSpan.FromSeconds(queue.Settings.DelaySeconds),
         });
-        return true;
+        return TopicDeliveryOutcome.Delivered;
     }
 
     /// <summary>
