@@ -28,6 +28,7 @@ namespace Messaging.Aws;
 internal sealed partial class SqsConsumer : ITransportConsumer
 {
     private static readonly TimeSpan MaxReceiveBackoff = TimeSpan.FromSeconds(10);
+    private const int VisibilitySafetyMarginSeconds = 5;
     private readonly SnsSqsTransport _transport;
     private readonly SubscriptionDefinition _subscription;
     private readonly string _queueUrl;
@@ -225,6 +226,13 @@ internal sealed partial class SqsConsumer : ITransportConsumer
     {
         // A delivery's gate is held while its extension is in flight, so a retry's own visibility change can never be overwritten by it.
         var held = chunk.Where(d => d.TryHoldForLease()).ToList();
+        // SQS refuses to keep a message invisible for more than 12 hours in total since it was received.
+        foreach (var spent in held.Where(d => d.RemainingVisibilitySeconds <= 0).ToList())
+        {
+            spent.ReleaseLease();
+            held.Remove(spent);
+            LogLeaseExhausted(_subscription.Name, spent.MessageId);
+        }
         if (held.Count == 0)
         {
             return;
@@ -238,7 +246,7 @@ internal sealed partial class SqsConsumer : ITransportConsumer
                 {
                     Id = i.ToString(CultureInfo.InvariantCulture),
                     ReceiptHandle = d.ReceiptHandle,
-                    VisibilityTimeout = _visibilitySeconds,
+                    VisibilityTimeout = Math.Min(_visibilitySeconds, d.RemainingVisibilitySeconds),
                 }).ToList(),
             }, _abort.Token).ConfigureAwait(false);
             var now = DateTime.UtcNow;
@@ -405,6 +413,7 @@ internal sealed partial class SqsConsumer : ITransportConsumer
             _owner = owner;
             _message = message;
             LeasedAt = DateTime.UtcNow;
+            ReceivedAt = LeasedAt;
             Attempt = SqsMessageAttributes.ReceiveCount(message) ?? 1;
             try
             {
@@ -417,6 +426,12 @@ internal sealed partial class SqsConsumer : ITransportConsumer
         }
 
         public DateTime LeasedAt { get; set; }
+
+        public DateTime ReceivedAt { get; }
+
+        /// <summary>Whole seconds this message may still be kept invisible (12 hours in total since it was received), less a safety margin.</summary>
+        public int RemainingVisibilitySeconds =>
+            (int)Math.Floor((SnsSqsTransport.MaxRetryDelay - (DateTime.UtcNow - ReceivedAt)).TotalSeconds) - VisibilitySafetyMarginSeconds;
 
         public string ReceiptHandle => _message.ReceiptHandle;
 
@@ -480,8 +495,9 @@ internal sealed partial class SqsConsumer : ITransportConsumer
             {
                 return;
             }
-            // Whole seconds only: a sub-second delay is rounded up, never down, so backoff is never shorter than asked.
-            var seconds = (int)Math.Clamp(Math.Ceiling(delay.TotalSeconds), 0, SnsSqsTransport.MaxRetryDelay.TotalSeconds);
+            // Whole seconds only: a sub-second delay is rounded up, never down, so backoff is never shorter than asked. The
+            // ceiling is what is left of the 12 hours SQS allows since the receive.
+            var seconds = (int)Math.Clamp(Math.Ceiling(delay.TotalSeconds), 0, Math.Max(0, RemainingVisibilitySeconds));
             await _owner._sqs.ChangeMessageVisibilityAsync(_owner._queueUrl, ReceiptHandle, seconds, cancellationToken).ConfigureAwait(false);
         }
 
@@ -555,6 +571,9 @@ internal sealed partial class SqsConsumer : ITransportConsumer
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Could not extend the visibility of {Count} message(s) of subscription {Subscription}: {Reason}")]
     private partial void LogLeaseFailed(string subscription, int count, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Message {MessageId} of subscription {Subscription} has been held 12 hours, the most SQS allows; it becomes visible to other consumers")]
+    private partial void LogLeaseExhausted(string subscription, string? messageId);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Dead-lettered message {MessageId} of subscription {Subscription} had no room for metadata; dropped attributes {Attributes}")]
     private partial void LogAttributesDropped(string subscription, string? messageId, string attributes);
