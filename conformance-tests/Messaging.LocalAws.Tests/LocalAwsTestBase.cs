@@ -1,19 +1,26 @@
 using Amazon.Runtime;
 using Amazon.SQS;
+using Microsoft.Extensions.Logging;
 
 namespace Messaging.LocalAws.Tests;
 
 /// <summary>A fresh endpoint per test, with the real AWS SDK SQS client and a query-protocol SNS client pointed at it.</summary>
 public abstract class LocalAwsTestBase : IAsyncLifetime
 {
+    private ILoggerFactory _loggerFactory = null!;
+
     protected LocalAwsEndpoint Endpoint { get; private set; } = null!;
     protected AmazonSQSClient Sqs { get; private set; } = null!;
     protected SnsQueryClient Sns { get; private set; } = null!;
     protected static CancellationToken Cancellation => TestContext.Current.CancellationToken;
 
+    /// <summary>What the endpoint logs at Information and above.</summary>
+    protected CapturingLoggerProvider Logs { get; } = new();
+
     public async ValueTask InitializeAsync()
     {
-        Endpoint = await LocalAwsEndpoint.StartAsync(cancellationToken: Cancellation);
+        _loggerFactory = LoggerFactory.Create(logging => logging.AddProvider(Logs).SetMinimumLevel(LogLevel.Information));
+        Endpoint = await LocalAwsEndpoint.StartAsync(new LocalAwsEndpointOptions { LoggerFactory = _loggerFactory }, Cancellation);
         Sqs = CreateSqsClient(Endpoint);
         Sns = new SnsQueryClient(Endpoint.ServiceUrl, Endpoint.Region);
     }
@@ -23,6 +30,7 @@ public abstract class LocalAwsTestBase : IAsyncLifetime
         Sqs.Dispose();
         Sns.Dispose();
         await Endpoint.DisposeAsync();
+        _loggerFactory.Dispose();
         GC.SuppressFinalize(this);
     }
 
@@ -33,22 +41,4 @@ public abstract class LocalAwsTestBase : IAsyncLifetime
             AuthenticationRegion = endpoint.Region,
             MaxErrorRetry = 0,
         });
-
-    /// <summary>Polls <paramref name="probe"/> until it yields a value or the deadline passes; never a fixed sleep.</summary>
-    protected static async Task<T> EventuallyAsync<T>(Func<Task<T?>> probe, TimeSpan timeout, string what)
-        where T : class
-    {
-        var deadline = DateTime.UtcNow + timeout;
-        while (DateTime.UtcNow < deadline)
-        {
-            if (await probe() is { } value)
-            {
-                return value;
-            }
-
-            await Task.Delay(TimeSpan.FromMilliseconds(50), Cancellation);
-        }
-
-        throw new TimeoutException($"Timed out after {timeout} waiting for {what}.");
-    }
 }

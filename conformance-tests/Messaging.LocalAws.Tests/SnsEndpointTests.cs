@@ -130,6 +130,7 @@ public sealed class SnsEndpointTests : LocalAwsTestBase
         var rawAttributes = (await Sqs.GetQueueAttributesAsync(raw.Url, ["All"], Cancellation)).Attributes;
         Assert.Equal("0", rawAttributes["ApproximateNumberOfMessages"]);
         Assert.Equal("0", rawAttributes["ApproximateNumberOfMessagesNotVisible"]);
+        Assert.Contains(Logs.Messages, line => line.StartsWith("Warning:", StringComparison.Ordinal) && line.Contains("11 message attributes", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -335,5 +336,7 @@ public sealed class SnsEndpointTests : LocalAwsTestBase
             var count = (await Sqs.GetQueueAttributesAsync(queue.Url, ["ApproximateNumberOfMessages"], Cancellation)).Attributes["ApproximateNumberOfMessages"];
             Assert.Equal("0", count);
         }
+
+        Assert.Equal(2, Logs.Messages.Count(line => line.Contains("DeniedByQueuePolicy", StringComparison.Ordinal)));
     }
 }

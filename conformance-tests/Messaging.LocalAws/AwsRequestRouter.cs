@@ -54,6 +54,8 @@ internal sealed partial class AwsRequestRouter(LocalAwsContext context, SqsJsonA
         string action = string.Empty;
         try
         {
+            // Authentication comes first, as on AWS: an unsigned request learns nothing about operations.
+            SigV4AuthorizationCheck.Validate(http.Request, null, "sqs", context.Region);
             string target = http.Request.Headers["X-Amz-Target"].ToString();
             if (!target.StartsWith(SqsTargetPrefix, StringComparison.Ordinal) || !SqsJsonApi.Actions.Contains(target[SqsTargetPrefix.Length..]))
             {
@@ -61,7 +63,6 @@ internal sealed partial class AwsRequestRouter(LocalAwsContext context, SqsJsonA
             }
 
             action = target[SqsTargetPrefix.Length..];
-            SigV4AuthorizationCheck.Validate(http.Request, null, "sqs", context.Region);
             if (http.Request.ContentType is not { } contentType || !contentType.StartsWith(JsonContentType, StringComparison.OrdinalIgnoreCase))
             {
                 throw SqsErrors.Serialization($"The request Content-Type must be {JsonContentType}, got '{http.Request.ContentType}'.");
@@ -128,6 +129,7 @@ internal sealed partial class AwsRequestRouter(LocalAwsContext context, SqsJsonA
                 parameters[key] = value.ToString();
             }
 
+            SigV4AuthorizationCheck.Validate(http.Request, parameters, "sns", context.Region);
             action = parameters.GetValueOrDefault("Action");
             var version = parameters.GetValueOrDefault("Version");
             if (string.IsNullOrEmpty(action))
@@ -147,7 +149,6 @@ internal sealed partial class AwsRequestRouter(LocalAwsContext context, SqsJsonA
                     $"Version '{version}' is not supported; SNS requests use Version {SnsQueryApi.ApiVersion}.");
             }
 
-            SigV4AuthorizationCheck.Validate(http.Request, parameters, "sns", context.Region);
             var response = sns.Invoke(action, parameters, requestId);
             await WriteXmlAsync(http, StatusCodes.Status200OK, response, cancellationToken).ConfigureAwait(false);
         }

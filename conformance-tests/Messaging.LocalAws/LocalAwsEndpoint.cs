@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -27,7 +28,6 @@ public sealed class LocalAwsEndpoint : IAsyncDisposable
     private readonly AwsRequestRouter _router;
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly ILoggerFactory _loggerFactory;
-    private readonly bool _logsToFactory;
     private WebApplication? _application;
     private CancellationTokenSource? _listening;
     private int _port;
@@ -36,7 +36,6 @@ public sealed class LocalAwsEndpoint : IAsyncDisposable
     private LocalAwsEndpoint(LocalAwsEndpointOptions options)
     {
         _port = options.Port;
-        _logsToFactory = options.LoggerFactory is not null;
         _loggerFactory = options.LoggerFactory ?? NullLoggerFactory.Instance;
         _context = new LocalAwsContext(options.Region, options.AccountId, TimeProvider.System, _loggerFactory);
         var sqs = new SqsBroker(_context);
@@ -157,16 +156,9 @@ public sealed class LocalAwsEndpoint : IAsyncDisposable
         });
         builder.Services.AddRoutingCore();
         builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = ShutdownTimeout);
-        if (_logsToFactory)
-        {
-            builder.Services.AddSingleton(_loggerFactory);
-        }
-        else
-        {
-            builder.Services.AddSingleton<ILoggerFactory>(NullLoggerFactory.Instance);
-        }
-
-        builder.Services.AddSingleton(typeof(ILogger<>), typeof(Logger<>));
+        // Kestrel and hosting log through the caller's factory, or nowhere.
+        builder.Services.AddLogging();
+        builder.Services.Replace(ServiceDescriptor.Singleton(_loggerFactory));
         var application = builder.Build();
         application.MapPost("/{**path}", (HttpContext http) => _router.HandleAsync(http, outage));
         return application;

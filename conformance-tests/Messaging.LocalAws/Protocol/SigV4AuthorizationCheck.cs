@@ -12,13 +12,14 @@ internal static class SigV4AuthorizationCheck
 {
     private const string Algorithm = "AWS4-HMAC-SHA256";
 
-    /// <summary>Returns the access key id of the credential scope.</summary>
-    public static string Validate(HttpRequest request, IReadOnlyDictionary<string, string>? queryParameters, string service, string region)
+    /// <summary>Throws the error AWS answers when the request is not signed in the documented shape.</summary>
+    public static void Validate(HttpRequest request, IReadOnlyDictionary<string, string>? queryParameters, string service, string region)
     {
         string? header = request.Headers.Authorization;
         if (string.IsNullOrWhiteSpace(header))
         {
-            return ValidatePresigned(request, queryParameters, service, region);
+            ValidatePresigned(request, queryParameters, service, region);
+            return;
         }
 
         if (!header.StartsWith(Algorithm + " ", StringComparison.Ordinal))
@@ -63,10 +64,10 @@ internal static class SigV4AuthorizationCheck
             throw AwsServiceException.IncompleteSignature("The request signature must be a hexadecimal string.");
         }
 
-        return ValidateCredentialScope(parts["Credential"], service, region);
+        ValidateCredentialScope(parts["Credential"], service, region);
     }
 
-    private static string ValidatePresigned(HttpRequest request, IReadOnlyDictionary<string, string>? queryParameters, string service, string region)
+    private static void ValidatePresigned(HttpRequest request, IReadOnlyDictionary<string, string>? queryParameters, string service, string region)
     {
         string? Parameter(string name)
         {
@@ -91,10 +92,10 @@ internal static class SigV4AuthorizationCheck
                 "AWS query-string parameters must include 'X-Amz-Algorithm', 'X-Amz-Credential', 'X-Amz-Signature', 'X-Amz-SignedHeaders', 'X-Amz-Date'.");
         }
 
-        return ValidateCredentialScope(credential, service, region);
+        ValidateCredentialScope(credential, service, region);
     }
 
-    private static string ValidateCredentialScope(string credential, string service, string region)
+    private static void ValidateCredentialScope(string credential, string service, string region)
     {
         // AKID/yyyyMMdd/region/service/aws4_request
         var scope = credential.Split('/');
@@ -115,8 +116,6 @@ internal static class SigV4AuthorizationCheck
             throw AwsServiceException.SignatureDoesNotMatch(
                 $"Credential should be scoped to a valid region. This endpoint serves '{region}', the credential is scoped to '{scope[2]}'.");
         }
-
-        return scope[0];
     }
 
     private static bool IsHex(string value) => value.Length > 0 && value.All(char.IsAsciiHexDigit);

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Globalization;
 using System.Text.Json;
 using Messaging.LocalAws.Protocol;
 
@@ -294,21 +295,21 @@ internal sealed class SqsJsonApi(SqsBroker broker)
         var maxMessages = JsonInput.Integer(request, "MaxNumberOfMessages") ?? 1;
         if (maxMessages is < 1 or > 10)
         {
-            throw SqsErrors.InvalidParameterValue("MaxNumberOfMessages", maxMessages.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            throw SqsErrors.InvalidParameterValue("MaxNumberOfMessages", maxMessages.ToString(CultureInfo.InvariantCulture),
                 "Must be between 1 and 10, if provided.");
         }
 
         var waitTime = JsonInput.Integer(request, "WaitTimeSeconds") ?? queue.Settings.ReceiveMessageWaitTimeSeconds;
         if (waitTime is < 0 or > SqsQueueSettings.MaxWaitTimeSeconds)
         {
-            throw SqsErrors.InvalidParameterValue("WaitTimeSeconds", waitTime.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            throw SqsErrors.InvalidParameterValue("WaitTimeSeconds", waitTime.ToString(CultureInfo.InvariantCulture),
                 "Must be >= 0 and <= 20, if provided.");
         }
 
         var visibilityTimeout = JsonInput.Integer(request, "VisibilityTimeout");
         if (visibilityTimeout is < 0 or > SqsQueueSettings.MaxVisibilityTimeout)
         {
-            throw SqsErrors.InvalidParameterValue("VisibilityTimeout", visibilityTimeout.Value.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            throw SqsErrors.InvalidParameterValue("VisibilityTimeout", visibilityTimeout.Value.ToString(CultureInfo.InvariantCulture),
                 "Must be between 0 and 43200, if provided.");
         }
 
