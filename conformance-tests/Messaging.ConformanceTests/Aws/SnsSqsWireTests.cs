@@ -203,6 +203,29 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
     }
 
     [Fact(Timeout = 60_000)]
+    public async Task Graceful_stop_hands_back_received_but_unstarted_messages_at_once()
+    {
+        RequireBroker();
+        var (topic, sub) = Names();
+        var started = 0;
+        var probe = new Probe { Behaviour = async (_, ct) => { Interlocked.Increment(ref started); await Task.Delay(300, ct); } };
+        var host = await ConformanceHost.StartAsync(fixture, probe,
+            m => m.AddSubscription(sub, topic, s => s.HandleCloudEvents<ProbeHandler>().WithConcurrency(1).WithPrefetch(9)));
+        await host.Publisher.PublishBatchAsync(topic, Enumerable.Range(0, 10).Select(i => new CloudEvent { Id = $"g-{i}", Source = new Uri("urn:wire"), Type = "t" }), Ct);
+        await Wait.UntilAsync(() => Volatile.Read(ref started) >= 1, "a handler started");
+        await host.StopAsync();
+        await host.DisposeAsync();
+        var left = 10 - probe.Handled.Count;
+        Assert.True(left > 0, "the stop came before every event was handled");
+
+        // Messages still held would stay invisible for the whole visibility timeout; handed back, they are there at once.
+        var url = (await fixture.Clients.Sqs.GetQueueUrlAsync(SnsSqsNames.Queue(sub), Ct)).QueueUrl;
+        var response = await fixture.Clients.Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, MaxNumberOfMessages = 10, WaitTimeSeconds = 0 }, Ct);
+        Assert.NotEmpty(response.Messages ?? []);
+        await fixture.DeleteSubscriptionAsync(topic, sub);
+    }
+
+    [Fact(Timeout = 60_000)]
     public async Task An_SNS_notification_envelope_in_the_queue_is_unwrapped()
     {
         RequireBroker();
