@@ -80,6 +80,7 @@ internal sealed partial class SqsConsumer : ITransportConsumer
     {
         var token = _stopReceiving.Token;
         var backoff = TimeSpan.FromMilliseconds(200);
+        var failing = false;
         while (!token.IsCancellationRequested)
         {
             try
@@ -108,6 +109,11 @@ internal sealed partial class SqsConsumer : ITransportConsumer
                     MessageSystemAttributeNames = ["ApproximateReceiveCount"],
                 }, token).ConfigureAwait(false);
                 messages = response.Messages ?? [];
+                if (failing)
+                {
+                    failing = false;
+                    LogReceiveRecovered(_subscription.Name);
+                }
                 backoff = TimeSpan.FromMilliseconds(200);
             }
             catch (Exception ex)
@@ -117,6 +123,7 @@ internal sealed partial class SqsConsumer : ITransportConsumer
                 {
                     return;
                 }
+                failing = true;
                 LogReceiveFailed(ex, _subscription.Name, backoff);
                 try
                 {
@@ -192,8 +199,9 @@ internal sealed partial class SqsConsumer : ITransportConsumer
         {
             await _sqs.ChangeMessageVisibilityAsync(_queueUrl, delivery.ReceiptHandle, 0, CancellationToken.None).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is AmazonSQSException or HttpRequestException or OperationCanceledException or ObjectDisposedException)
+        catch (Exception ex)
         {
+            // Best effort: if it fails, the message simply reappears when its visibility timeout runs out.
             LogReleaseFailed(_subscription.Name, delivery.MessageId, ex.Message);
         }
     }
@@ -263,8 +271,9 @@ internal sealed partial class SqsConsumer : ITransportConsumer
                 LogLeaseFailed(_subscription.Name, failed.Count, response.Failed![0].Code);
             }
         }
-        catch (Exception ex) when (ex is AmazonSQSException or HttpRequestException or OperationCanceledException or ObjectDisposedException or Amazon.Runtime.AmazonClientException)
+        catch (Exception ex)
         {
+            // Tried again on the next tick; a message whose lease runs out is received again, never lost.
             LogLeaseFailed(_subscription.Name, held.Count, ex.Message);
         }
         finally
@@ -562,6 +571,9 @@ internal sealed partial class SqsConsumer : ITransportConsumer
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Receiving from subscription {Subscription} failed; retrying in {Delay}")]
     private partial void LogReceiveFailed(Exception exception, string subscription, TimeSpan delay);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Receiving from subscription {Subscription} works again")]
+    private partial void LogReceiveRecovered(string subscription);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Could not settle message {MessageId} on subscription {Subscription}; it reappears after its visibility timeout")]
     private partial void LogSettleFailed(Exception exception, string subscription, string? messageId);
