@@ -226,6 +226,42 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
     }
 
     [Fact(Timeout = 60_000)]
+    public async Task With_raw_delivery_turned_off_events_arrive_in_SNS_envelopes_and_still_decode()
+    {
+        RequireBroker();
+        var (topic, sub) = Names();
+        await using var transport = Transport();
+        await transport.ProvisionAsync(new MessagingTopology([topic], [Subscription(sub, topic)]), Ct);
+        var sns = fixture.Clients.Sns;
+        var topicArn = await sns.CreateTopicAsync(SnsSqsNames.Topic(topic), Ct);
+        var queueUrl = (await fixture.Clients.Sqs.GetQueueUrlAsync(SnsSqsNames.Queue(sub), Ct)).QueueUrl;
+        var queueArn = (await fixture.Clients.Sqs.GetQueueAttributesAsync(new GetQueueAttributesRequest { QueueUrl = queueUrl, AttributeNames = ["QueueArn"] }, Ct)).Attributes!["QueueArn"];
+        var subscriptionArn = await sns.SubscribeQueueAsync(topicArn, queueArn, rawMessageDelivery: null, Ct); // the existing subscription
+        await sns.SetSubscriptionAttributeAsync(subscriptionArn, "RawMessageDelivery", "false", Ct);
+
+        var text = new CloudEvent { Id = "env-text", Source = new Uri("urn:wire"), Type = "t", DataContentType = "text/plain", Data = Encoding.UTF8.GetBytes("in an envelope") };
+        var binary = new CloudEvent { Id = "env-binary", Source = new Uri("urn:wire"), Type = "t", DataContentType = "application/octet-stream", Data = new byte[] { 0, 1, 255 } };
+        await transport.PublishAsync(topic, [text, binary], Ct);
+
+        var decoded = new List<CloudEvent>();
+        for (var i = 0; i < 2; i++)
+        {
+            var message = await ReceiveOneAsync(SnsSqsNames.Queue(sub));
+            using (var envelope = JsonDocument.Parse(message.Body))
+            {
+                Assert.Equal("Notification", envelope.RootElement.GetProperty("Type").GetString());
+                Assert.Equal(topicArn, envelope.RootElement.GetProperty("TopicArn").GetString());
+            }
+            decoded.Add(transport.Codec.Decode(message.Body, []));
+            await fixture.Clients.Sqs.DeleteMessageAsync(queueUrl, message.ReceiptHandle, Ct);
+        }
+        Assert.Equal("in an envelope", Encoding.UTF8.GetString((byte[])decoded.Single(e => e.Id == "env-text").Data!));
+        Assert.Equal("text/plain", decoded.Single(e => e.Id == "env-text").DataContentType);
+        Assert.Equal(new byte[] { 0, 1, 255 }, (byte[])decoded.Single(e => e.Id == "env-binary").Data!);
+        await fixture.DeleteSubscriptionAsync(topic, sub);
+    }
+
+    [Fact(Timeout = 60_000)]
     public async Task An_SNS_notification_envelope_in_the_queue_is_unwrapped()
     {
         RequireBroker();
