@@ -339,4 +339,29 @@ public sealed class SnsEndpointTests : LocalAwsTestBase
 
         Assert.Equal(2, Logs.Messages.Count(line => line.Contains("DeniedByQueuePolicy", StringComparison.Ordinal)));
     }
+
+    [Fact]
+    public async Task Client_side_delivery_failures_go_to_the_subscription_dead_letter_queue()
+    {
+        var topicArn = await Sns.CreateTopicAsync("with-dlq", Cancellation);
+        var deadLetter = await CreateQueueAsync("subscription-dlq");
+        var refusing = await CreateQueueAsync("refusing", withPolicy: false);
+        var subscription = await Sns.SubscribeAsync(topicArn, refusing.Arn, raw: true, Cancellation);
+        (await Sns.SendAsync("SetSubscriptionAttributes",
+        [
+            new("SubscriptionArn", subscription), new("AttributeName", "RedrivePolicy"),
+            new("AttributeValue", $"{{\"deadLetterTargetArn\":\"{deadLetter.Arn}\"}}"),
+        ], cancellationToken: Cancellation)).Ok();
+
+        (await Sns.SendAsync("Publish", [new("TopicArn", topicArn), new("Message", "refused"), .. Attribute(1, "k", "String", "v")], cancellationToken: Cancellation)).Ok();
+
+        var deadLettered = await ReceiveOneAsync(deadLetter.Url);
+        Assert.Equal("refused", deadLettered.Body);
+        Assert.Equal("v", deadLettered.MessageAttributes["k"].StringValue);
+        Assert.Equal("0", (await Sqs.GetQueueAttributesAsync(refusing.Url, ["ApproximateNumberOfMessages"], Cancellation)).Attributes["ApproximateNumberOfMessages"]);
+        var invalid = await Sns.SendAsync("SetSubscriptionAttributes",
+            [new("SubscriptionArn", subscription), new("AttributeName", "RedrivePolicy"), new("AttributeValue", "{\"maxReceiveCount\":3}")],
+            cancellationToken: Cancellation);
+        Assert.Equal("InvalidParameter", invalid.ErrorCode);
+    }
 }

@@ -369,11 +369,11 @@ internal sealed partial class SnsBroker(LocalAwsContext context, SqsBroker sqs)
     {
         ValidatePublish(input);
         var messageId = Guid.NewGuid().ToString();
-        List<(SnsSubscription Subscription, bool Raw)> targets;
+        List<(SnsSubscription Subscription, bool Raw, string? DeadLetterTargetArn)> targets;
         string signatureVersion;
         lock (topic.Sync)
         {
-            targets = topic.Subscriptions.Select(subscription => (subscription, subscription.RawMessageDelivery)).ToList();
+            targets = topic.Subscriptions.Select(subscription => (subscription, subscription.RawMessageDelivery, DeadLetterTargetArn(subscription))).ToList();
             signatureVersion = topic.Attributes.GetValueOrDefault("SignatureVersion", "1");
         }
 
@@ -381,19 +381,36 @@ internal sealed partial class SnsBroker(LocalAwsContext context, SqsBroker sqs)
         // Message attributes are delivered only for the String message structure, not for JSON.
         var attributes = input.MessageStructure is null ? input.MessageAttributes : new Dictionary<string, MessageAttribute>();
         var timestamp = context.Now;
-        foreach (var (subscription, raw) in targets)
+        foreach (var (subscription, raw, deadLetterTargetArn) in targets)
         {
+            var noAttributes = new Dictionary<string, MessageAttribute>();
+            string Enveloped() => Envelope(topic.Arn, subscription.Arn, messageId, input.Subject, message, attributes, timestamp, signatureVersion);
+
+            // Client-side errors (too many attributes for raw delivery, a deleted queue, a queue policy that
+            // refuses the topic) are not retried: the copy goes to the subscription's dead-letter queue if it
+            // has one, else it is discarded.
+            TopicDeliveryOutcome outcome;
             if (raw && attributes.Count > MaxRawDeliveryAttributes)
             {
                 LogRawDeliveryDiscarded(messageId, subscription.Arn, attributes.Count);
-                continue;
+                outcome = TopicDeliveryOutcome.TooManyAttributesForRawDelivery;
+            }
+            else
+            {
+                outcome = sqs.DeliverFromTopic(subscription.Endpoint, topic.Arn, raw ? message : Enveloped(), raw ? attributes : noAttributes, context.AccountId);
+                if (outcome != TopicDeliveryOutcome.Delivered)
+                {
+                    LogDeliveryFailed(messageId, subscription.Arn, subscription.Endpoint, outcome);
+                }
             }
 
-            var body = raw ? message : Envelope(topic.Arn, subscription.Arn, messageId, input.Subject, message, attributes, timestamp, signatureVersion);
-            var outcome = sqs.DeliverFromTopic(subscription.Endpoint, topic.Arn, body, raw ? attributes : new Dictionary<string, MessageAttribute>(), context.AccountId);
-            if (outcome != TopicDeliveryOutcome.Delivered)
+            if (outcome != TopicDeliveryOutcome.Delivered && deadLetterTargetArn is not null)
             {
-                LogDeliveryFailed(messageId, subscription.Arn, subscription.Endpoint, outcome);
+                // Raw copies keep their form unless their attributes cannot travel as SQS attributes; then the
+                // notification envelope carries them.
+                var rawCopy = raw && outcome != TopicDeliveryOutcome.TooManyAttributesForRawDelivery;
+                var deadLettered = sqs.DeliverFromTopic(deadLetterTargetArn, topic.Arn, rawCopy ? message : Enveloped(), rawCopy ? attributes : noAttributes, context.AccountId);
+                LogDeadLettered(messageId, subscription.Arn, deadLetterTargetArn, deadLettered);
             }
         }
 
@@ -570,9 +587,9 @@ internal sealed partial class SnsBroker(LocalAwsContext context, SqsBroker sqs)
                     return value;
                 }
 
-                if (!IsJsonObject(value) || !value.Contains("deadLetterTargetArn", StringComparison.Ordinal))
+                if (ParseDeadLetterTargetArn(value) is not { } target || !target.StartsWith("arn:aws:sqs:", StringComparison.Ordinal))
                 {
-                    throw SnsErrors.InvalidParameter("Attributes Reason: RedrivePolicy: must be a JSON object with deadLetterTargetArn");
+                    throw SnsErrors.InvalidParameter("Attributes Reason: RedrivePolicy: must be a JSON object whose deadLetterTargetArn is an SQS queue ARN");
                 }
 
                 return value;
@@ -580,6 +597,27 @@ internal sealed partial class SnsBroker(LocalAwsContext context, SqsBroker sqs)
                 return IsJsonObject(value) ? value : throw SnsErrors.InvalidParameter("Attributes Reason: DeliveryPolicy must be a JSON object");
             default:
                 throw SnsErrors.InvalidParameter($"AttributeName Reason: '{name}' is not a supported subscription attribute for the sqs protocol");
+        }
+    }
+
+    /// <summary>The subscription's dead-letter queue; read under the topic lock.</summary>
+    private static string? DeadLetterTargetArn(SnsSubscription subscription) =>
+        subscription.Attributes.TryGetValue("RedrivePolicy", out var policy) ? ParseDeadLetterTargetArn(policy) : null;
+
+    private static string? ParseDeadLetterTargetArn(string policy)
+    {
+        try
+        {
+            using var document = JsonDocument.Parse(policy);
+            return document.RootElement.ValueKind == JsonValueKind.Object
+                && document.RootElement.TryGetProperty("deadLetterTargetArn", out var target)
+                && target.ValueKind == JsonValueKind.String
+                    ? target.GetString()
+                    : null;
+        }
+        catch (JsonException)
+        {
+            return null;
         }
     }
 
@@ -679,6 +717,9 @@ internal sealed partial class SnsBroker(LocalAwsContext context, SqsBroker sqs)
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Message {MessageId} not delivered to raw subscription {SubscriptionArn}: {AttributeCount} message attributes, raw delivery to SQS carries at most 10")]
     private partial void LogRawDeliveryDiscarded(string messageId, string subscriptionArn, int attributeCount);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Message {MessageId} of subscription {SubscriptionArn} sent to its dead-letter queue {DeadLetterTargetArn}: {Outcome}")]
+    private partial void LogDeadLettered(string messageId, string subscriptionArn, string deadLetterTargetArn, TopicDeliveryOutcome outcome);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Message {MessageId} not delivered to subscription {SubscriptionArn} (queue {Endpoint}): {Outcome}")]
     private partial void LogDeliveryFailed(string messageId, string subscriptionArn, string endpoint, TopicDeliveryOutcome outcome);

@@ -20,6 +20,7 @@ internal enum TopicDeliveryOutcome
     Delivered,
     QueueDoesNotExist,
     DeniedByQueuePolicy,
+    TooManyAttributesForRawDelivery,
 }
 
 internal sealed record SendMessageOutput(string MessageId, string Md5OfMessageBody, string? Md5OfMessageAttributes, string? Md5OfMessageSystemAttributes);
