@@ -37,7 +37,7 @@ public sealed class LocalAwsEndpoint : IAsyncDisposable
     {
         _port = options.Port;
         _loggerFactory = options.LoggerFactory ?? NullLoggerFactory.Instance;
-        _context = new LocalAwsContext(options.Region, options.AccountId, TimeProvider.System, _loggerFactory);
+        _context = new LocalAwsContext(options.Region, options.AccountId, options.TimeProvider, _loggerFactory);
         var sqs = new SqsBroker(_context);
         var sns = new SnsBroker(_context, sqs);
         _router = new AwsRequestRouter(_context, new SqsJsonApi(sqs), new SnsQueryApi(sns));

@@ -16,4 +16,7 @@ public sealed class LocalAwsEndpointOptions
 
     /// <summary>Receives the endpoint's and Kestrel's logs; none when null.</summary>
     public ILoggerFactory? LoggerFactory { get; set; }
+
+    /// <summary>The clock of visibility timeouts, delays, retention and the 60-second rules; tests move it by hand.</summary>
+    internal TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 }

@@ -325,9 +325,11 @@ internal sealed partial class SnsBroker(LocalAwsContext context, SqsBroker sqs)
             throw SnsErrors.InvalidParameter("Empty message");
         }
 
-        if (input.Subject is not null && (input.Subject.Length is 0 or > 100 || input.Subject.Any(c => char.IsControl(c) || c > '\x7E')))
+        if (input.Subject is not null
+            && (input.Subject.Length is 0 or > 100 || input.Subject.Any(char.IsControl) || !(char.IsLetterOrDigit(input.Subject[0]) || char.IsPunctuation(input.Subject[0]))))
         {
-            throw SnsErrors.InvalidParameter("Subject Reason: must be 1 to 100 printable ASCII characters, without line breaks or control characters");
+            throw SnsErrors.InvalidParameter(
+                "Subject Reason: must be 1 to 100 characters without line breaks or control characters, starting with a letter, number or punctuation mark");
         }
 
         if (input.MessageGroupId is not null)
