@@ -364,4 +364,26 @@ public sealed class SnsEndpointTests : LocalAwsTestBase
             cancellationToken: Cancellation);
         Assert.Equal("InvalidParameter", invalid.ErrorCode);
     }
+
+    [Fact]
+    public async Task Json_message_structure_delivers_the_sqs_entry_without_attributes()
+    {
+        var topicArn = await Sns.CreateTopicAsync("structured", Cancellation);
+        var queue = await CreateQueueAsync("structured-queue");
+        await Sns.SubscribeAsync(topicArn, queue.Arn, raw: true, Cancellation);
+
+        (await Sns.SendAsync("Publish",
+        [
+            new("TopicArn", topicArn), new("MessageStructure", "json"),
+            new("Message", "{\"default\":\"for everyone\",\"sqs\":\"for queues\"}"),
+            .. Attribute(1, "k", "String", "v"),
+        ], cancellationToken: Cancellation)).Ok();
+        var noDefault = await Sns.SendAsync("Publish",
+            [new("TopicArn", topicArn), new("MessageStructure", "json"), new("Message", "{\"sqs\":\"only\"}")], cancellationToken: Cancellation);
+
+        var message = await ReceiveOneAsync(queue.Url);
+        Assert.Equal("for queues", message.Body);
+        Assert.True(message.MessageAttributes is null || message.MessageAttributes.Count == 0);
+        Assert.Equal("InvalidParameter", noDefault.ErrorCode);
+    }
 }
