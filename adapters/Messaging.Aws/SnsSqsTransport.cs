@@ -20,7 +20,7 @@ namespace Messaging.Aws;
 /// consumer crash. The redrive policy's <c>maxReceiveCount</c> (MaxAttempts plus an allowance) is only a safety net
 /// for consumers that crash: the contract layer dead-letters explicitly, with metadata, at MaxAttempts.
 /// </summary>
-public sealed partial class SnsSqsTransport : IMessageTransport
+public sealed class SnsSqsTransport : IMessageTransport
 {
     /// <summary>The name that selects this transport in configuration (<c>Messaging:Transport</c>, options in <c>Messaging:SnsSqs</c>).</summary>
     public const string TransportName = "SnsSqs";
