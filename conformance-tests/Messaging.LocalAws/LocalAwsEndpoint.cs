@@ -156,6 +156,7 @@ public sealed class LocalAwsEndpoint : IAsyncDisposable
         });
         builder.Services.AddRoutingCore();
         builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = ShutdownTimeout);
+        builder.Services.AddSingleton<IHostLifetime, EmbeddedHostLifetime>();
         // Kestrel and hosting log through the caller's factory, or nowhere.
         builder.Services.AddLogging();
         builder.Services.Replace(ServiceDescriptor.Singleton(_loggerFactory));

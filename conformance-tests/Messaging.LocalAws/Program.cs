@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 
 namespace Messaging.LocalAws;
 
@@ -38,6 +39,12 @@ internal static class Program
             eventArgs.Cancel = true;
             stop.Cancel();
         };
+        // A CI script or process manager stops it with SIGTERM; shut down the listener the same way as for Ctrl+C.
+        using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context =>
+        {
+            context.Cancel = true;
+            stop.Cancel();
+        });
 
         await using var endpoint = await LocalAwsEndpoint.StartAsync(options, stop.Token).ConfigureAwait(false);
         Console.WriteLine($"SNS/SQS endpoint listening on {endpoint.ServiceUrl} (region {endpoint.Region}, account {endpoint.AccountId}). Ctrl+C stops it.");
