@@ -58,8 +58,11 @@ public sealed class SnsSqsTransportOptions
     /// <summary>Most SNS Publish/PublishBatch requests one publish call keeps in flight.</summary>
     public int MaxConcurrentPublishes { get; set; } = 8;
 
-    /// <summary>How many times a request failing with a transient error (network, throttling, 5xx) is retried, with exponential backoff.</summary>
-    public int MaxRetries { get; set; } = 5;
+    /// <summary>
+    /// How many times a request failing with a transient error (network, throttling, 5xx) is retried, with exponential
+    /// backoff capped at 5 seconds: the default 8 rides out 8 to 16 seconds of unavailability before a publish fails.
+    /// </summary>
+    public int MaxRetries { get; set; } = 8;
 
     /// <summary>Timeout of one HTTP request to SNS (long polls to SQS get <see cref="WaitTimeSeconds"/> on top).</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(30);
