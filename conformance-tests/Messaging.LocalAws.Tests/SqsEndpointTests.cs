@@ -190,6 +190,7 @@ public sealed class SqsEndpointTests : LocalAwsTestBase
             ["RedrivePolicy"] = $"{{\"deadLetterTargetArn\":\"{deadLetterArn}\",\"maxReceiveCount\":\"2\"}}",
         });
         Assert.Equal($"{{\"deadLetterTargetArn\":\"{deadLetterArn}\",\"maxReceiveCount\":2}}", (await AttributesAsync(url))["RedrivePolicy"]);
+        Assert.Equal([url], (await Sqs.ListDeadLetterSourceQueuesAsync(new ListDeadLetterSourceQueuesRequest { QueueUrl = deadLetterUrl }, Cancellation)).QueueUrls);
         var sent = await Sqs.SendMessageAsync(url, "poison", Cancellation);
 
         var receive = new ReceiveMessageRequest { QueueUrl = url, VisibilityTimeout = 0, MessageSystemAttributeNames = ["All"] };

@@ -36,7 +36,7 @@ internal sealed partial class SqsBroker(LocalAwsContext context)
     private readonly Lock _createLock = new();
     private readonly ILogger _logger = context.LoggerFactory.CreateLogger<SqsBroker>();
 
-    public LocalAwsContext Context => context;
+    public IEnumerable<SqsQueue> Queues => _queues.Values;
 
     public string ArnOf(string queueName) => $"arn:aws:sqs:{context.Region}:{context.AccountId}:{queueName}";
 

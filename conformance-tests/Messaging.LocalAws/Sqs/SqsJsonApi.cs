@@ -75,8 +75,11 @@ internal sealed class SqsJsonApi(SqsBroker broker)
                     break;
                 case "ListDeadLetterSourceQueues":
                     var target = Queue(request);
-                    WriteList(writer, "queueUrls", broker.ListQueues(null, null, null).Urls
-                        .Where(url => broker.Resolve(url).Settings.RedrivePolicy?.DeadLetterTargetArn == target.Arn).ToList());
+                    WriteList(writer, "queueUrls", broker.Queues
+                        .Where(source => source.Settings.RedrivePolicy?.DeadLetterTargetArn == target.Arn)
+                        .Select(source => source.Url)
+                        .Order(StringComparer.Ordinal)
+                        .ToList());
                     break;
                 case "PurgeQueue":
                     broker.PurgeQueue(Queue(request));
