@@ -123,21 +123,22 @@ public sealed class SqsEndpointTests : LocalAwsTestBase
         var url = await CreateQueueAsync("visibility");
         await Sqs.SendMessageAsync(url, "body", Cancellation);
 
-        var first = Assert.Single((await Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, VisibilityTimeout = 1 }, Cancellation)).Messages);
-        Assert.Empty((await Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url }, Cancellation)).Messages ?? []);
+        var first = Assert.Single((await Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, VisibilityTimeout = 600 }, Cancellation)).Messages);
+        Assert.Null((await Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url }, Cancellation)).Messages);
         var attributes = await AttributesAsync(url);
         Assert.Equal("0", attributes["ApproximateNumberOfMessages"]);
         Assert.Equal("1", attributes["ApproximateNumberOfMessagesNotVisible"]);
 
-        // A long poll wakes when the timeout ends.
+        // Shortened to one second, the timeout ends and a waiting long poll wakes for it.
+        await Sqs.ChangeMessageVisibilityAsync(url, first.ReceiptHandle, 1, Cancellation);
         var stopwatch = Stopwatch.StartNew();
         var again = Assert.Single((await Sqs.ReceiveMessageAsync(new ReceiveMessageRequest
         {
             QueueUrl = url,
-            WaitTimeSeconds = 5,
+            WaitTimeSeconds = 20,
             MessageSystemAttributeNames = ["ApproximateReceiveCount"],
         }, Cancellation)).Messages);
-        Assert.InRange(stopwatch.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(4));
+        Assert.InRange(stopwatch.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(15));
         Assert.Equal(first.MessageId, again.MessageId);
         Assert.NotEqual(first.ReceiptHandle, again.ReceiptHandle);
         Assert.Equal("2", again.Attributes["ApproximateReceiveCount"]);
@@ -224,9 +225,9 @@ public sealed class SqsEndpointTests : LocalAwsTestBase
         var poll = Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, WaitTimeSeconds = 20 }, Cancellation);
         await Sqs.SendMessageAsync(url, "wake up", Cancellation);
 
-        var received = await poll.WaitAsync(TimeSpan.FromSeconds(10), Cancellation);
+        var received = await poll.WaitAsync(TimeSpan.FromSeconds(15), Cancellation);
         Assert.Equal("wake up", Assert.Single(received.Messages).Body);
-        Assert.InRange(stopwatch.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(10));
+        Assert.InRange(stopwatch.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(15));
     }
 
     [Fact]
@@ -238,19 +239,21 @@ public sealed class SqsEndpointTests : LocalAwsTestBase
         var received = await Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, WaitTimeSeconds = 1 }, Cancellation);
 
         Assert.Empty(received.Messages ?? []);
-        Assert.InRange(stopwatch.Elapsed, TimeSpan.FromMilliseconds(900), TimeSpan.FromSeconds(5));
+        Assert.InRange(stopwatch.Elapsed, TimeSpan.FromMilliseconds(900), TimeSpan.FromSeconds(15));
     }
 
     [Fact]
     public async Task Delayed_message_is_not_received_before_its_delay()
     {
         var url = await CreateQueueAsync("delayed");
-        await Sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "later", DelaySeconds = 1 }, Cancellation);
+        await Sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "much later", DelaySeconds = 900 }, Cancellation);
+        await Sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "soon", DelaySeconds = 1 }, Cancellation);
 
-        Assert.Empty((await Sqs.ReceiveMessageAsync(url, Cancellation)).Messages ?? []);
+        Assert.Equal("2", (await AttributesAsync(url))["ApproximateNumberOfMessagesDelayed"]);
+        var received = await Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, WaitTimeSeconds = 20, MaxNumberOfMessages = 10 }, Cancellation);
+
+        Assert.Equal("soon", Assert.Single(received.Messages).Body);
         Assert.Equal("1", (await AttributesAsync(url))["ApproximateNumberOfMessagesDelayed"]);
-        var received = await Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, WaitTimeSeconds = 5 }, Cancellation);
-        Assert.Equal("later", Assert.Single(received.Messages).Body);
     }
 
     [Fact]
