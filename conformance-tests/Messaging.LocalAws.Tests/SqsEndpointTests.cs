@@ -430,6 +430,27 @@ public sealed class SqsEndpointTests : LocalAwsTestBase
         await Assert.ThrowsAsync<QueueDoesNotExistException>(() => Sqs.GetQueueUrlAsync("unsigned", Cancellation));
     }
 
+    [Theory]
+    [InlineData("AWS4-HMAC-SHA256 Credential=test/20250101/us-east-1/sqs/aws4_request", HttpStatusCode.BadRequest, "IncompleteSignature;Sender")]
+    [InlineData("AWS test:c2lnbmF0dXJl", HttpStatusCode.BadRequest, "IncompleteSignature;Sender")]
+    [InlineData("AWS4-HMAC-SHA256 Credential=test/20250101/eu-west-1/sqs/aws4_request, SignedHeaders=host;x-amz-date, Signature=00ff", HttpStatusCode.Forbidden, "SignatureDoesNotMatch;Sender")]
+    [InlineData("AWS4-HMAC-SHA256 Credential=test/20250101/us-east-1/sns/aws4_request, SignedHeaders=host;x-amz-date, Signature=00ff", HttpStatusCode.Forbidden, "SignatureDoesNotMatch;Sender")]
+    public async Task Malformed_or_misscoped_signatures_are_refused(string authorization, HttpStatusCode status, string queryError)
+    {
+        using var http = new HttpClient { BaseAddress = Endpoint.ServiceUrl };
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/") { Content = new StringContent("{\"QueueName\":\"refused\"}", Encoding.UTF8) };
+        request.Content.Headers.ContentType = new("application/x-amz-json-1.0");
+        request.Headers.Add("X-Amz-Target", "AmazonSQS.CreateQueue");
+        request.Headers.Add("X-Amz-Date", "20250101T000000Z");
+        request.Headers.TryAddWithoutValidation("Authorization", authorization);
+
+        using var response = await http.SendAsync(request, Cancellation);
+
+        Assert.Equal(status, response.StatusCode);
+        Assert.Equal(queryError, response.Headers.GetValues("x-amzn-query-error").Single());
+        await Assert.ThrowsAsync<QueueDoesNotExistException>(() => Sqs.GetQueueUrlAsync("refused", Cancellation));
+    }
+
     [Fact]
     public async Task Outage_refuses_connections_and_keeps_all_state()
     {
