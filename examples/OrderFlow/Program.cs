@@ -1,5 +1,6 @@
 // Order flow: order placed -> payment -> shipping. Runs on the in-memory transport by default;
-// switch broker with configuration only, e.g.  dotnet run --project examples/OrderFlow -- --Messaging:Transport=RabbitMQ  (or PubSub)
+// switch broker with configuration only, e.g.  dotnet run --project examples/OrderFlow -- --Messaging:Transport=RabbitMQ  (or PubSub, SnsSqs)
+using Messaging.Aws;
 using Messaging.PubSub;
 using Messaging.RabbitMQ;
 using Microsoft.Extensions.DependencyInjection;
@@ -14,6 +15,7 @@ builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat =
 builder.Services.AddMessaging(builder.Configuration)
     .AddRabbitMq()
     .AddPubSub()
+    .AddSnsSqs()
     .MapEvent<OrderPlaced>("orders", "com.example.order.placed")
     .MapEvent<PaymentCompleted>("payments", "com.example.payment.completed")
     .AddSubscription("payments", "orders", s => s.Handle<OrderPlaced, PaymentHandler>())

@@ -18,3 +18,5 @@ public sealed class RabbitMqCollection
 public sealed class RabbitMqConformance(RabbitMqFixture fixture) : ConformanceSuite<RabbitMqFixture>(fixture);
 
 public sealed class PubSubConformance(PubSubFixture fixture) : ConformanceSuite<PubSubFixture>(fixture);
+
+public sealed class AwsConformance(AwsFixture fixture) : ConformanceSuite<AwsFixture>(fixture);

@@ -1,0 +1,557 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Text;
+using Messaging.LocalAws.Protocol;
+using Microsoft.Extensions.Logging;
+
+namespace Messaging.LocalAws.Sqs;
+
+/// <summary>Input of SendMessage and of each SendMessageBatch entry.</summary>
+internal sealed record SendMessageInput(
+    string? MessageBody,
+    int? DelaySeconds,
+    IReadOnlyDictionary<string, MessageAttribute>? MessageAttributes,
+    IReadOnlyDictionary<string, MessageAttribute>? MessageSystemAttributes,
+    string? MessageGroupId,
+    string? MessageDeduplicationId);
+
+internal enum TopicDeliveryOutcome
+{
+    Delivered,
+    QueueDoesNotExist,
+    DeniedByQueuePolicy,
+    TooManyAttributesForRawDelivery,
+}
+
+internal sealed record SendMessageOutput(string MessageId, string Md5OfMessageBody, string? Md5OfMessageAttributes, string? Md5OfMessageSystemAttributes);
+
+/// <summary>The SQS half of the endpoint: queues of one account and region, and the operations on them.</summary>
+internal sealed partial class SqsBroker(LocalAwsContext context)
+{
+    public const int MaxMessageAttributes = 10;
+    private static readonly TimeSpan QueueNameReuseDelay = TimeSpan.FromSeconds(60);
+
+    private readonly ConcurrentDictionary<string, SqsQueue> _queues = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, DateTimeOffset> _deletedAt = new(StringComparer.Ordinal);
+    private readonly Lock _createLock = new();
+    private readonly ILogger _logger = context.LoggerFactory.CreateLogger<SqsBroker>();
+
+    public IEnumerable<SqsQueue> Queues => _queues.Values;
+
+    public string ArnOf(string queueName) => $"arn:aws:sqs:{context.Region}:{context.AccountId}:{queueName}";
+
+    public string UrlOf(string queueName) => new Uri(context.ServiceUrl, $"{context.AccountId}/{queueName}").ToString();
+
+    public string CreateQueue(string? queueName, IReadOnlyDictionary<string, string>? attributes, IReadOnlyDictionary<string, string>? tags)
+    {
+        if (string.IsNullOrEmpty(queueName))
+        {
+            throw SqsErrors.MissingParameter("QueueName");
+        }
+
+        ValidateQueueName(queueName, attributes);
+        var requested = new SqsQueueSettings();
+        foreach (var (name, value) in attributes ?? new Dictionary<string, string>())
+        {
+            requested.Apply(name, value, arn => FindByArn(arn) is not null);
+        }
+
+        lock (_createLock)
+        {
+            if (_queues.TryGetValue(queueName, out var existing))
+            {
+                // Idempotent only when every given attribute equals the existing queue's value.
+                var current = existing.Settings;
+                foreach (var name in (attributes ?? new Dictionary<string, string>()).Keys)
+                {
+                    if (!string.Equals(requested.Get(name), current.Get(name), StringComparison.Ordinal))
+                    {
+                        throw SqsErrors.QueueNameExists(name);
+                    }
+                }
+
+                return existing.Url;
+            }
+
+            if (_deletedAt.TryGetValue(queueName, out var deletedAt) && context.Now - deletedAt < QueueNameReuseDelay)
+            {
+                throw SqsErrors.QueueDeletedRecently(queueName);
+            }
+
+            var queue = new SqsQueue(queueName, ArnOf(queueName), UrlOf(queueName), requested, context.Now, tags);
+            _queues[queueName] = queue;
+            LogQueueCreated(queueName);
+            return queue.Url;
+        }
+    }
+
+    public string GetQueueUrl(string? queueName, string? ownerAccountId)
+    {
+        if (string.IsNullOrEmpty(queueName))
+        {
+            throw SqsErrors.MissingParameter("QueueName");
+        }
+
+        if (ownerAccountId is not null && ownerAccountId != context.AccountId)
+        {
+            throw SqsErrors.QueueDoesNotExist();
+        }
+
+        return _queues.TryGetValue(queueName, out var queue) ? queue.Url : throw SqsErrors.QueueDoesNotExist();
+    }
+
+    /// <summary>Finds the queue a QueueUrl names: the path must be /{accountId}/{queueName}; the host is not compared.</summary>
+    public SqsQueue Resolve(string? queueUrl)
+    {
+        if (string.IsNullOrEmpty(queueUrl))
+        {
+            throw SqsErrors.MissingParameter("QueueUrl");
+        }
+
+        if (!Uri.TryCreate(queueUrl, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
+        {
+            throw new AwsServiceException("InvalidAddress", "InvalidAddress", 404, $"The address {queueUrl} is not valid for this endpoint.");
+        }
+
+        var segments = uri.AbsolutePath.Trim('/').Split('/');
+        if (segments.Length != 2 || segments[0] != context.AccountId || !_queues.TryGetValue(segments[1], out var queue))
+        {
+            throw SqsErrors.QueueDoesNotExist();
+        }
+
+        return queue;
+    }
+
+    public SqsQueue? FindByArn(string arn)
+    {
+        var prefix = $"arn:aws:sqs:{context.Region}:{context.AccountId}:";
+        return arn.StartsWith(prefix, StringComparison.Ordinal) && _queues.TryGetValue(arn[prefix.Length..], out var queue) ? queue : null;
+    }
+
+    public void DeleteQueue(SqsQueue queue)
+    {
+        lock (_createLock)
+        {
+            if (_queues.TryRemove(new KeyValuePair<string, SqsQueue>(queue.Name, queue)))
+            {
+                _deletedAt[queue.Name] = context.Now;
+                queue.MarkDeleted();
+                LogQueueDeleted(queue.Name);
+            }
+        }
+    }
+
+    public (IReadOnlyList<string> Urls, string? NextToken) ListQueues(string? prefix, int? maxResults, string? nextToken)
+    {
+        if (maxResults is < 1 or > 1000)
+        {
+            throw SqsErrors.InvalidParameterValue("MaxResults", maxResults?.ToString(CultureInfo.InvariantCulture), "MaxResults must be an integer between 1 and 1000.");
+        }
+
+        if (nextToken is not null && maxResults is null)
+        {
+            throw SqsErrors.InvalidParameterValue("MaxResults is required when NextToken is given.");
+        }
+
+        string? after = null;
+        if (nextToken is not null)
+        {
+            try
+            {
+                after = Encoding.UTF8.GetString(Convert.FromBase64String(nextToken));
+            }
+            catch (FormatException)
+            {
+                throw SqsErrors.InvalidParameterValue("NextToken", nextToken, "Invalid NextToken value.");
+            }
+        }
+
+        var names = _queues.Keys
+            .Where(name => prefix is null || name.StartsWith(prefix, StringComparison.Ordinal))
+            .Where(name => after is null || string.CompareOrdinal(name, after) > 0)
+            .OrderBy(name => name, StringComparer.Ordinal)
+            .ToList();
+        var limit = maxResults ?? 1000;
+        var page = names.Take(limit).ToList();
+        var token = maxResults is not null && names.Count > limit ? Convert.ToBase64String(Encoding.UTF8.GetBytes(page[^1])) : null;
+        return (page.Select(UrlOf).ToList(), token);
+    }
+
+    public IReadOnlyDictionary<string, string> GetQueueAttributes(SqsQueue queue, IReadOnlyList<string>? names)
+    {
+        var all = new Dictionary<string, string>(StringComparer.Ordinal);
+        var settings = queue.Settings;
+        var (visible, notVisible, delayed) = queue.Count(context.Now);
+        all["QueueArn"] = queue.Arn;
+        all["ApproximateNumberOfMessages"] = Text(visible);
+        all["ApproximateNumberOfMessagesNotVisible"] = Text(notVisible);
+        all["ApproximateNumberOfMessagesDelayed"] = Text(delayed);
+        all["CreatedTimestamp"] = Text(queue.CreatedAt.ToUnixTimeSeconds());
+        all["LastModifiedTimestamp"] = Text(queue.LastModifiedAt.ToUnixTimeSeconds());
+        foreach (var name in SqsQueueSettings.SettableNames)
+        {
+            if (settings.Get(name) is { } value)
+            {
+                all[name] = value;
+            }
+        }
+
+        if (names is null || names.Count == 0)
+        {
+            return new Dictionary<string, string>();
+        }
+
+        if (names.Contains("All"))
+        {
+            return all;
+        }
+
+        var selected = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var name in names)
+        {
+            if (all.TryGetValue(name, out var value))
+            {
+                selected[name] = value;
+            }
+            else if (!SqsQueueSettings.SettableNames.Contains(name) && name is not ("FifoQueue" or "ContentBasedDeduplication"
+                         or "KmsMasterKeyId" or "KmsDataKeyReusePeriodSeconds" or "DeduplicationScope" or "FifoThroughputLimit"))
+            {
+                throw SqsErrors.InvalidAttributeName($"Unknown Attribute {name}.");
+            }
+        }
+
+        return selected;
+    }
+
+    public void SetQueueAttributes(SqsQueue queue, IReadOnlyDictionary<string, string>? attributes)
+    {
+        if (attributes is null || attributes.Count == 0)
+        {
+            throw SqsErrors.MissingParameter("Attributes");
+        }
+
+        var updated = queue.Settings.Clone();
+        foreach (var (name, value) in attributes)
+        {
+            if (name == "FifoQueue")
+            {
+                throw SqsErrors.InvalidAttributeName("Attribute FifoQueue can only be set when the queue is created.");
+            }
+
+            updated.Apply(name, value, arn => FindByArn(arn) is not null);
+        }
+
+        queue.ReplaceSettings(updated, context.Now);
+    }
+
+    public void PurgeQueue(SqsQueue queue) => queue.Purge(context.Now);
+
+    public SendMessageOutput SendMessage(SqsQueue queue, SendMessageInput input)
+    {
+        var settings = queue.Settings;
+        if (input.MessageBody is null)
+        {
+            throw SqsErrors.MissingParameter("MessageBody");
+        }
+
+        if (input.MessageBody.Length == 0)
+        {
+            throw SqsErrors.InvalidParameterValue("The request must contain a non-empty message body (at least one character).");
+        }
+
+        if (MessageContentRules.FindInvalidCharacter(input.MessageBody) is { } invalid)
+        {
+            throw SqsErrors.InvalidMessageContents(
+                $"Invalid binary character '#x{invalid:X}' was found in the message body, the set of allowed characters is #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF");
+        }
+
+        if (input.DelaySeconds is < 0 or > SqsQueueSettings.MaxDelaySeconds)
+        {
+            throw SqsErrors.InvalidParameterValue("DelaySeconds", input.DelaySeconds?.ToString(CultureInfo.InvariantCulture),
+                $"DelaySeconds must be >= 0 and <= {SqsQueueSettings.MaxDelaySeconds}.");
+        }
+
+        if (input.MessageDeduplicationId is not null)
+        {
+            throw SqsErrors.InvalidParameterValue(
+                "The request includes the MessageDeduplicationId parameter, which is only valid for FIFO queues; this queue is a standard queue.");
+        }
+
+        if (input.MessageGroupId is { } groupId
+            && (groupId.Length is 0 or > 128 || !groupId.All(c => char.IsAsciiLetterOrDigit(c) || (c < 128 && (char.IsPunctuation(c) || char.IsSymbol(c))))))
+        {
+            throw SqsErrors.InvalidParameterValue("MessageGroupId", groupId,
+                "MessageGroupId can be 1 to 128 alphanumeric or punctuation characters.");
+        }
+
+        var attributes = input.MessageAttributes ?? new Dictionary<string, MessageAttribute>();
+        ValidateMessageAttributes(attributes);
+        var systemAttributes = input.MessageSystemAttributes ?? new Dictionary<string, MessageAttribute>();
+        ValidateSystemAttributes(systemAttributes);
+
+        var size = MessageSize(input.MessageBody, attributes);
+        if (size > settings.MaximumMessageSize)
+        {
+            throw SqsErrors.InvalidParameterValue(
+                $"One or more parameters are invalid. Reason: Message must be shorter than {settings.MaximumMessageSize} bytes.");
+        }
+
+        var now = context.Now;
+        var message = new SqsMessage
+        {
+            MessageId = Guid.NewGuid().ToString(),
+            Body = input.MessageBody,
+            Attributes = new Dictionary<string, MessageAttribute>(attributes, StringComparer.Ordinal),
+            AwsTraceHeader = systemAttributes.TryGetValue("AWSTraceHeader", out var trace) ? trace.StringValue : null,
+            MessageGroupId = input.MessageGroupId,
+            SenderId = context.AccountId,
+            SentAt = now,
+            VisibleAt = now + TimeSpan.FromSeconds(input.DelaySeconds ?? settings.DelaySeconds),
+        };
+        queue.Enqueue(message);
+        return new SendMessageOutput(
+            message.MessageId,
+            MessageDigest.OfBody(message.Body),
+            MessageDigest.OfAttributes(attributes),
+            MessageDigest.OfAttributes(systemAttributes));
+    }
+
+    /// <summary>
+    /// Delivery from an SNS subscription: the queue must exist and its access policy must let the topic send
+    /// (<see cref="QueuePolicyEvaluator"/>); the queue's default delay applies.
+    /// </summary>
+    public TopicDeliveryOutcome DeliverFromTopic(string queueArn, string topicArn, string body, IReadOnlyDictionary<string, MessageAttribute> attributes, string senderId)
+    {
+        if (FindByArn(queueArn) is not { } queue)
+        {
+            return TopicDeliveryOutcome.QueueDoesNotExist;
+        }
+
+        if (!QueuePolicyEvaluator.AllowsTopicDelivery(queue.Settings.Policy, queue.Arn, topicArn, context.AccountId))
+        {
+            return TopicDeliveryOutcome.DeniedByQueuePolicy;
+        }
+
+        var now = context.Now;
+        queue.Enqueue(new SqsMessage
+        {
+            MessageId = Guid.NewGuid().ToString(),
+            Body = body,
+            Attributes = new Dictionary<string, MessageAttribute>(attributes, StringComparer.Ordinal),
+            SenderId = senderId,
+            SentAt = now,
+            VisibleAt = now + TimeSpan.FromSeconds(queue.Settings.DelaySeconds),
+        });
+        return TopicDeliveryOutcome.Delivered;
+    }
+
+    /// <summary>
+    /// Receives up to <paramref name="maxMessages"/>; with a wait time, returns as soon as at least one message
+    /// is available, or empty when the wait time passes.
+    /// </summary>
+    public async Task<IReadOnlyList<ReceivedMessage>> ReceiveMessageAsync(
+        SqsQueue queue, int maxMessages, int? visibilityTimeout, int waitTimeSeconds, CancellationToken cancellationToken)
+    {
+        var deadline = context.Now + TimeSpan.FromSeconds(waitTimeSeconds);
+        while (true)
+        {
+            var now = context.Now;
+            var scan = queue.Receive(maxMessages, visibilityTimeout, now, FindByArn);
+            foreach (var moved in scan.DeadLetterMoves)
+            {
+                scan.DeadLetterQueue!.AcceptDeadLetter(moved, queue.Arn, now);
+                LogMovedToDeadLetterQueue(moved.MessageId, queue.Name, scan.DeadLetterQueue.Name, moved.ReceiveCount);
+            }
+
+            if (scan.Messages.Count > 0 || now >= deadline)
+            {
+                return scan.Messages;
+            }
+
+            if (scan.DeadLetterMoves.Count > 0)
+            {
+                continue;
+            }
+
+            var wake = deadline;
+            if (scan.NextVisibleAt is { } nextVisible && nextVisible < wake)
+            {
+                wake = nextVisible;
+            }
+
+            var delay = wake - now;
+            if (delay > TimeSpan.Zero)
+            {
+                try
+                {
+                    await scan.Changed.WaitAsync(delay, context.Time, cancellationToken).ConfigureAwait(false);
+                }
+                catch (TimeoutException)
+                {
+                    // Deadline or a message's visibility ended: scan again.
+                }
+            }
+        }
+    }
+
+    public void DeleteMessage(SqsQueue queue, string? receiptHandle)
+    {
+        var messageId = ParseReceiptHandle(queue, receiptHandle);
+        queue.Delete(messageId, receiptHandle!);
+    }
+
+    public void ChangeMessageVisibility(SqsQueue queue, string? receiptHandle, int? visibilityTimeout)
+    {
+        var messageId = ParseReceiptHandle(queue, receiptHandle);
+        if (visibilityTimeout is null)
+        {
+            throw SqsErrors.MissingParameter("VisibilityTimeout");
+        }
+
+        if (visibilityTimeout is < 0 or > SqsQueueSettings.MaxVisibilityTimeout)
+        {
+            throw SqsErrors.InvalidParameterValue("VisibilityTimeout", visibilityTimeout.Value.ToString(CultureInfo.InvariantCulture),
+                $"VisibilityTimeout must be an integer between 0 and {SqsQueueSettings.MaxVisibilityTimeout}.");
+        }
+
+        queue.ChangeVisibility(messageId, receiptHandle!, visibilityTimeout.Value, context.Now);
+    }
+
+    /// <summary>Body plus every attribute's name, data type and value, in bytes: what the size limit counts.</summary>
+    public static int MessageSize(string body, IReadOnlyDictionary<string, MessageAttribute> attributes) =>
+        Encoding.UTF8.GetByteCount(body) + attributes.Sum(pair => Encoding.UTF8.GetByteCount(pair.Key) + pair.Value.ValueSize);
+
+    public static void ValidateMessageAttributes(IReadOnlyDictionary<string, MessageAttribute> attributes)
+    {
+        if (attributes.Count > MaxMessageAttributes)
+        {
+            throw SqsErrors.InvalidParameterValue(
+                $"Number of message attributes [{attributes.Count}] exceeds the allowed maximum [{MaxMessageAttributes}].");
+        }
+
+        foreach (var (name, attribute) in attributes)
+        {
+            if (MessageContentRules.CheckAttributeName(name) is { } reason)
+            {
+                throw SqsErrors.InvalidParameterValue(reason);
+            }
+
+            ValidateAttributeValue(name, attribute);
+        }
+    }
+
+    private static void ValidateAttributeValue(string name, MessageAttribute attribute)
+    {
+        if (string.IsNullOrEmpty(attribute.DataType))
+        {
+            throw SqsErrors.InvalidParameterValue($"The message attribute '{name}' must contain non-empty message attribute type.");
+        }
+
+        if (attribute.DataType.Length > MessageContentRules.MaxDataTypeLength)
+        {
+            throw SqsErrors.InvalidParameterValue($"Message attribute type of '{name}' is longer than {MessageContentRules.MaxDataTypeLength} characters.");
+        }
+
+        var baseType = MessageAttribute.BaseType(attribute.DataType);
+        if (baseType is not ("String" or "Number" or "Binary") || attribute.DataType.EndsWith('.'))
+        {
+            throw SqsErrors.InvalidParameterValue(
+                $"The message attribute '{name}' has an invalid message attribute type '{attribute.DataType}', the set of supported type prefixes is Binary, Number, and String.");
+        }
+
+        if (baseType == "Binary")
+        {
+            if (attribute.BinaryValue is null || attribute.BinaryValue.Length == 0)
+            {
+                throw SqsErrors.InvalidParameterValue($"The message attribute '{name}' with type 'Binary' must use field 'Binary'.");
+            }
+
+            if (attribute.StringValue is not null)
+            {
+                throw SqsErrors.InvalidParameterValue($"The message attribute '{name}' with type 'Binary' must not use field 'String'.");
+            }
+
+            return;
+        }
+
+        if (string.IsNullOrEmpty(attribute.StringValue))
+        {
+            throw SqsErrors.InvalidParameterValue($"The message attribute '{name}' must contain non-empty message attribute value for message attribute type '{baseType}'.");
+        }
+
+        if (attribute.BinaryValue is not null)
+        {
+            throw SqsErrors.InvalidParameterValue($"The message attribute '{name}' with type '{baseType}' must not use field 'Binary'.");
+        }
+
+        if (MessageContentRules.FindInvalidCharacter(attribute.StringValue) is { } invalid)
+        {
+            throw SqsErrors.InvalidParameterValue(
+                $"Invalid binary character '#x{invalid:X}' was found in the message attribute '{name}' value, the set of allowed characters is #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF");
+        }
+
+        if (baseType == "Number" && !MessageContentRules.IsValidNumber(attribute.StringValue))
+        {
+            throw SqsErrors.InvalidParameterValue(
+                $"Can't cast the value of message (user) attribute '{name}' to a number: '{attribute.StringValue}' (up to 38 digits of precision, between 10^-128 and 10^+126).");
+        }
+    }
+
+    private static void ValidateSystemAttributes(IReadOnlyDictionary<string, MessageAttribute> attributes)
+    {
+        foreach (var (name, attribute) in attributes)
+        {
+            if (name != "AWSTraceHeader")
+            {
+                throw SqsErrors.InvalidParameterValue($"Message system attribute name '{name}' is invalid: only AWSTraceHeader can be set.");
+            }
+
+            if (attribute.DataType != "String" || string.IsNullOrEmpty(attribute.StringValue))
+            {
+                throw SqsErrors.InvalidParameterValue("Message system attribute AWSTraceHeader must be a non-empty value of type String.");
+            }
+        }
+    }
+
+    private static string ParseReceiptHandle(SqsQueue queue, string? receiptHandle)
+    {
+        if (string.IsNullOrEmpty(receiptHandle))
+        {
+            throw SqsErrors.MissingParameter("ReceiptHandle");
+        }
+
+        if (!SqsReceiptHandle.TryParse(receiptHandle, out var queueArn, out var messageId) || queueArn != queue.Arn)
+        {
+            throw SqsErrors.ReceiptHandleIsInvalid(receiptHandle);
+        }
+
+        return messageId;
+    }
+
+    private static void ValidateQueueName(string queueName, IReadOnlyDictionary<string, string>? attributes)
+    {
+        if (queueName.EndsWith(".fifo", StringComparison.Ordinal)
+            || (attributes is not null && attributes.TryGetValue("FifoQueue", out var fifo) && string.Equals(fifo, "true", StringComparison.OrdinalIgnoreCase)))
+        {
+            throw SqsErrors.InvalidParameterValue(
+                $"Queue '{queueName}' would be a FIFO queue; this local endpoint serves standard queues only.");
+        }
+
+        if (queueName.Length > 80 || !queueName.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
+        {
+            throw SqsErrors.InvalidParameterValue(
+                "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length");
+        }
+    }
+
+    private static string Text(long value) => value.ToString(CultureInfo.InvariantCulture);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Created queue {QueueName}")]
+    private partial void LogQueueCreated(string queueName);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Deleted queue {QueueName}")]
+    private partial void LogQueueDeleted(string queueName);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Moved message {MessageId} from {SourceQueue} to dead-letter queue {DeadLetterQueue} after {ReceiveCount} receives")]
+    private partial void LogMovedToDeadLetterQueue(string messageId, string sourceQueue, string deadLetterQueue, int receiveCount);
+}

@@ -1,0 +1,338 @@
+using System.Globalization;
+
+namespace Messaging.LocalAws.Sqs;
+
+/// <summary>
+/// One standard queue: messages in arrival order (delivery order is best effort, as on SQS), visibility,
+/// delays, retention and redrive. Every state change happens under <see cref="_sync"/>; receivers waiting
+/// for messages (long polling) are woken through <see cref="_changed"/>.
+/// </summary>
+internal sealed class SqsQueue
+{
+    private static readonly TimeSpan PurgeInterval = TimeSpan.FromSeconds(60);
+
+    private readonly Lock _sync = new();
+    private readonly List<SqsMessage> _messages = [];
+    private readonly Dictionary<string, SqsMessage> _messagesById = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string> _tags;
+    private TaskCompletionSource _changed = NewSignal();
+    private SqsQueueSettings _settings;
+    private DateTimeOffset? _lastPurgeAt;
+
+    public SqsQueue(string name, string arn, string url, SqsQueueSettings settings, DateTimeOffset createdAt, IReadOnlyDictionary<string, string>? tags)
+    {
+        Name = name;
+        Arn = arn;
+        Url = url;
+        _settings = settings;
+        CreatedAt = createdAt;
+        LastModifiedAt = createdAt;
+        _tags = tags is null ? new(StringComparer.Ordinal) : new(tags, StringComparer.Ordinal);
+    }
+
+    public string Name { get; }
+    public string Arn { get; }
+    public string Url { get; }
+    public DateTimeOffset CreatedAt { get; }
+    public DateTimeOffset LastModifiedAt { get; private set; }
+    public bool IsDeleted { get; private set; }
+
+    /// <summary>A snapshot of the settings; changes replace the whole object.</summary>
+    public SqsQueueSettings Settings
+    {
+        get
+        {
+            lock (_sync)
+            {
+                return _settings;
+            }
+        }
+    }
+
+    public void ReplaceSettings(SqsQueueSettings settings, DateTimeOffset now)
+    {
+        lock (_sync)
+        {
+            _settings = settings;
+            LastModifiedAt = now;
+            Signal();
+        }
+    }
+
+    public IReadOnlyDictionary<string, string> GetTags()
+    {
+        lock (_sync)
+        {
+            return new Dictionary<string, string>(_tags, StringComparer.Ordinal);
+        }
+    }
+
+    public void SetTags(IReadOnlyDictionary<string, string> tags)
+    {
+        lock (_sync)
+        {
+            foreach (var (key, value) in tags)
+            {
+                _tags[key] = value;
+            }
+        }
+    }
+
+    public void RemoveTags(IEnumerable<string> keys)
+    {
+        lock (_sync)
+        {
+            foreach (var key in keys)
+            {
+                _tags.Remove(key);
+            }
+        }
+    }
+
+    public void Enqueue(SqsMessage message)
+    {
+        lock (_sync)
+        {
+            _messages.Add(message);
+            _messagesById[message.MessageId] = message;
+            Signal();
+        }
+    }
+
+    /// <summary>
+    /// Takes up to <paramref name="maxMessages"/> visible messages. Messages that were already received
+    /// <c>maxReceiveCount</c> times are not delivered again: they are handed back in
+    /// <see cref="ReceiveScan.DeadLetterMoves"/> for the caller to place in the dead-letter queue (outside
+    /// this queue's lock).
+    /// </summary>
+    public ReceiveScan Receive(int maxMessages, int? visibilityTimeoutOverride, DateTimeOffset now, Func<string, SqsQueue?> findQueueByArn)
+    {
+        var received = new List<ReceivedMessage>();
+        var moves = new List<SqsMessage>();
+        SqsQueue? deadLetterQueue = null;
+        DateTimeOffset? nextVisibleAt = null;
+        lock (_sync)
+        {
+            if (IsDeleted)
+            {
+                throw SqsErrors.QueueDoesNotExist();
+            }
+
+            var settings = _settings;
+            var visibilityTimeout = TimeSpan.FromSeconds(visibilityTimeoutOverride ?? settings.VisibilityTimeout);
+            if (settings.RedrivePolicy is { } policy)
+            {
+                deadLetterQueue = findQueueByArn(policy.DeadLetterTargetArn);
+                if (ReferenceEquals(deadLetterQueue, this))
+                {
+                    deadLetterQueue = null;
+                }
+            }
+
+            RemoveExpired(now, settings);
+            for (var index = 0; index < _messages.Count && received.Count < maxMessages; index++)
+            {
+                var message = _messages[index];
+                if (message.VisibleAt > now)
+                {
+                    nextVisibleAt = nextVisibleAt is null || message.VisibleAt < nextVisibleAt ? message.VisibleAt : nextVisibleAt;
+                    continue;
+                }
+
+                if (deadLetterQueue is not null && message.ReceiveCount >= settings.RedrivePolicy!.MaxReceiveCount)
+                {
+                    _messages.RemoveAt(index);
+                    _messagesById.Remove(message.MessageId);
+                    index--;
+                    moves.Add(message);
+                    continue;
+                }
+
+                message.ReceiveCount++;
+                message.FirstReceivedAt ??= now;
+                message.WasReceived = true;
+                message.InFlightSince = now;
+                message.VisibleAt = now + visibilityTimeout;
+                message.CurrentReceiptHandle = SqsReceiptHandle.Create(Arn, message.MessageId);
+                received.Add(Snapshot(message));
+            }
+
+            return new ReceiveScan(received, moves, deadLetterQueue, nextVisibleAt, _changed.Task);
+        }
+    }
+
+    /// <summary>Takes a message that exceeded its receive count in <paramref name="sourceArn"/>.</summary>
+    public void AcceptDeadLetter(SqsMessage message, string sourceArn, DateTimeOffset now)
+    {
+        lock (_sync)
+        {
+            if (IsDeleted)
+            {
+                return;
+            }
+
+            // Identity, body, attributes, original enqueue time and receive count are kept; the message is
+            // visible in the dead-letter queue at once, with no receipt handle until it is received there.
+            message.VisibleAt = now;
+            message.WasReceived = false;
+            message.CurrentReceiptHandle = null;
+            message.DeadLetterQueueSourceArn = sourceArn;
+            _messages.Add(message);
+            _messagesById[message.MessageId] = message;
+            Signal();
+        }
+    }
+
+    public void Delete(string messageId, string receiptHandle)
+    {
+        lock (_sync)
+        {
+            // A handle of an already deleted message, or one superseded by a later receive, succeeds without
+            // deleting anything: only the most recent receipt handle deletes (DeleteMessage API reference).
+            if (_messagesById.TryGetValue(messageId, out var message) && message.CurrentReceiptHandle == receiptHandle)
+            {
+                _messages.Remove(message);
+                _messagesById.Remove(messageId);
+            }
+        }
+    }
+
+    public void ChangeVisibility(string messageId, string receiptHandle, int visibilityTimeout, DateTimeOffset now)
+    {
+        lock (_sync)
+        {
+            if (!_messagesById.TryGetValue(messageId, out var message) || message.CurrentReceiptHandle != receiptHandle)
+            {
+                throw SqsErrors.InvalidParameterValue("ReceiptHandle", receiptHandle,
+                    "Message does not exist or is not available for visibility timeout change.");
+            }
+
+            if (!message.WasReceived || message.VisibleAt <= now)
+            {
+                throw SqsErrors.MessageNotInflight();
+            }
+
+            var total = (now - message.InFlightSince).TotalSeconds + visibilityTimeout;
+            if (total > SqsQueueSettings.MaxVisibilityTimeout)
+            {
+                throw SqsErrors.InvalidParameterValue("VisibilityTimeout", visibilityTimeout.ToString(CultureInfo.InvariantCulture),
+                    $"Total VisibilityTimeout for the message is beyond the limit [{SqsQueueSettings.MaxVisibilityTimeout} seconds]");
+            }
+
+            message.VisibleAt = now + TimeSpan.FromSeconds(visibilityTimeout);
+            if (visibilityTimeout == 0)
+            {
+                Signal();
+            }
+        }
+    }
+
+    public void Purge(DateTimeOffset now)
+    {
+        lock (_sync)
+        {
+            if (_lastPurgeAt is { } last && now - last < PurgeInterval)
+            {
+                throw SqsErrors.PurgeQueueInProgress(Arn);
+            }
+
+            _lastPurgeAt = now;
+            _messages.Clear();
+            _messagesById.Clear();
+        }
+    }
+
+    public (int Visible, int NotVisible, int Delayed) Count(DateTimeOffset now)
+    {
+        lock (_sync)
+        {
+            RemoveExpired(now, _settings);
+            int visible = 0, notVisible = 0, delayed = 0;
+            foreach (var message in _messages)
+            {
+                if (message.VisibleAt <= now)
+                {
+                    visible++;
+                }
+                else if (message.WasReceived)
+                {
+                    notVisible++;
+                }
+                else
+                {
+                    delayed++;
+                }
+            }
+
+            return (visible, notVisible, delayed);
+        }
+    }
+
+    public void MarkDeleted()
+    {
+        lock (_sync)
+        {
+            IsDeleted = true;
+            _messages.Clear();
+            _messagesById.Clear();
+            Signal();
+        }
+    }
+
+    private void RemoveExpired(DateTimeOffset now, SqsQueueSettings settings)
+    {
+        var retention = TimeSpan.FromSeconds(settings.MessageRetentionPeriod);
+        foreach (var expired in _messages.Where(message => now - message.SentAt >= retention).ToList())
+        {
+            _messages.Remove(expired);
+            _messagesById.Remove(expired.MessageId);
+        }
+    }
+
+    private static ReceivedMessage Snapshot(SqsMessage message)
+    {
+        var system = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            ["SenderId"] = message.SenderId,
+            ["SentTimestamp"] = message.SentAt.ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture),
+            ["ApproximateReceiveCount"] = message.ReceiveCount.ToString(CultureInfo.InvariantCulture),
+            ["ApproximateFirstReceiveTimestamp"] = message.FirstReceivedAt!.Value.ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture),
+        };
+        if (message.AwsTraceHeader is not null)
+        {
+            system["AWSTraceHeader"] = message.AwsTraceHeader;
+        }
+
+        if (message.DeadLetterQueueSourceArn is not null)
+        {
+            system["DeadLetterQueueSourceArn"] = message.DeadLetterQueueSourceArn;
+        }
+
+        if (message.MessageGroupId is not null)
+        {
+            system["MessageGroupId"] = message.MessageGroupId;
+        }
+
+        return new ReceivedMessage(message.MessageId, message.CurrentReceiptHandle!, message.Body, message.Attributes, system);
+    }
+
+    private void Signal()
+    {
+        var previous = _changed;
+        _changed = NewSignal();
+        previous.TrySetResult();
+    }
+
+    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+}
+
+/// <summary>
+/// The result of one pass over a queue. <c>Changed</c> completes at the next change of the queue after this
+/// pass, which is what a long poll waits for.
+/// </summary>
+internal sealed record ReceiveScan(
+    IReadOnlyList<ReceivedMessage> Messages,
+    IReadOnlyList<SqsMessage> DeadLetterMoves,
+    SqsQueue? DeadLetterQueue,
+    DateTimeOffset? NextVisibleAt,
+    Task Changed);
