@@ -137,9 +137,9 @@ internal sealed partial class ServiceBusConsumer : ITransportConsumer
             {
                 cloudEvent = _transport.Codec.Decode(message);
             }
-            catch (InvalidCloudEventException ex)
+            catch (Exception ex) when (ex is InvalidCloudEventException or FormatException or ArgumentException or InvalidOperationException)
             {
-                error = ex.Message;
+                error = ex is InvalidCloudEventException ? ex.Message : $"The message could not be decoded: {ex.Message}";
             }
             delivery = new Delivery(this, receiver, message, cloudEvent, error, AttemptOf(message));
             try
@@ -386,9 +386,10 @@ internal sealed partial class ServiceBusConsumer : ITransportConsumer
             {
                 await settle().ConfigureAwait(false);
             }
-            catch (ServiceBusException ex) when (ex.Reason is ServiceBusFailureReason.MessageLockLost or ServiceBusFailureReason.ServiceCommunicationProblem)
+            catch (Exception ex) when (ex is ServiceBusException or ObjectDisposedException)
             {
-                // The lock is gone (expired, or the connection dropped): the broker delivers the message again, at least once.
+                // The lock is gone (expired, or the link dropped with the connection) or the broker refused: the message stays
+                // on the entity and is delivered again once its lock expires, at least once.
                 owner.LogLockLost(owner._subscription.Name, message.MessageId, ex.Message);
             }
         }
