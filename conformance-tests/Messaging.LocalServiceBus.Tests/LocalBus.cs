@@ -7,15 +7,17 @@ internal sealed class LocalBus : IAsyncDisposable
 {
     public static readonly TimeSpan Patience = TimeSpan.FromSeconds(15);
 
-    LocalBus(LocalServiceBusEndpoint endpoint, ServiceBusClient client)
+    LocalBus(LocalServiceBusEndpoint endpoint, ServiceBusClient client, List<string> log)
     {
         Endpoint = endpoint;
         Client = client;
+        Log = log;
     }
 
     public LocalServiceBusEndpoint Endpoint { get; }
     public ServiceBusClient Client { get; }
-    public List<string> Log { get; } = [];
+    /// <summary>What the endpoint reported (refused attaches, protocol errors): printed when a test fails to explain why.</summary>
+    public List<string> Log { get; }
 
     public static async Task<LocalBus> StartAsync(Action<ServiceBusClientOptions>? configure = null)
     {
@@ -29,14 +31,20 @@ internal sealed class LocalBus : IAsyncDisposable
             RetryOptions = new ServiceBusRetryOptions { MaxRetries = 3, Delay = TimeSpan.FromMilliseconds(200), MaxDelay = TimeSpan.FromSeconds(2), TryTimeout = TimeSpan.FromSeconds(10) },
         };
         configure?.Invoke(options);
-        var bus = new LocalBus(endpoint, new ServiceBusClient(endpoint.ConnectionString, options));
-        bus.Log.AddRange(log);
-        return bus;
+        return new LocalBus(endpoint, new ServiceBusClient(endpoint.ConnectionString, options), log);
     }
 
     public async ValueTask DisposeAsync()
     {
         await Client.DisposeAsync();
+        lock (Log)
+        {
+            foreach (var line in Log)
+            {
+                TestContext.Current.TestOutputHelper?.WriteLine(line);
+            }
+        }
+
         await Endpoint.DisposeAsync();
     }
 }

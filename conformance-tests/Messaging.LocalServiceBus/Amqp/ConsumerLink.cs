@@ -131,7 +131,9 @@ internal sealed class ConsumerLink : IStoreConsumer
                     throw ServiceBusErrorException.BadArgument($"Outcome {state.DescriptorName} is not supported.");
             }
 
-            Settle(delivery, state);
+            // The SDK treats a rejected outcome that carries an error as a failed settlement, so a successful
+            // dead-letter is confirmed with a plain rejected outcome.
+            Settle(delivery, state is Rejected ? new Rejected() : state);
         }
         catch (ServiceBusErrorException error)
         {

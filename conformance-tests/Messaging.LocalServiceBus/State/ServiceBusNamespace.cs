@@ -805,6 +805,14 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
             annotations.Add(new("x-opt-deadletter-source", source));
         }
 
+        // The SDK reads this as an AMQP int: 0 active, 1 deferred, 2 scheduled.
+        annotations.Add(new("x-opt-message-state", message.State switch
+        {
+            MessageState.Deferred => 1,
+            MessageState.Scheduled => 2,
+            _ => 0,
+        }));
+
         return annotations;
     }
 
