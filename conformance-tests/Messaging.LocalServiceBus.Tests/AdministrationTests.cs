@@ -1,0 +1,92 @@
+using Azure.Messaging.ServiceBus;
+using Azure.Messaging.ServiceBus.Administration;
+
+namespace Messaging.LocalServiceBus.Tests;
+
+public sealed class AdministrationTests
+{
+    static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task Queue_can_be_created_read_updated_and_deleted()
+    {
+        await using var bus = await LocalBus.StartAsync();
+        var admin = new ServiceBusAdministrationClient(bus.Endpoint.AdministrationConnectionString);
+
+        Assert.False((await admin.QueueExistsAsync("billing", Ct)).Value);
+        var created = await admin.CreateQueueAsync(new CreateQueueOptions("billing")
+        {
+            MaxDeliveryCount = 4,
+            LockDuration = TimeSpan.FromSeconds(5),
+            DefaultMessageTimeToLive = TimeSpan.FromHours(1),
+            DeadLetteringOnMessageExpiration = true,
+        }, Ct);
+        Assert.Equal("billing", created.Value.Name);
+        Assert.Equal(4, created.Value.MaxDeliveryCount);
+        Assert.True((await admin.QueueExistsAsync("billing", Ct)).Value);
+
+        var conflict = await Assert.ThrowsAsync<ServiceBusException>(() => admin.CreateQueueAsync("billing", Ct));
+        Assert.Equal(ServiceBusFailureReason.MessagingEntityAlreadyExists, conflict.Reason);
+
+        var read = (await admin.GetQueueAsync("billing", Ct)).Value;
+        Assert.Equal(TimeSpan.FromSeconds(5), read.LockDuration);
+        Assert.Equal(TimeSpan.FromHours(1), read.DefaultMessageTimeToLive);
+        Assert.True(read.DeadLetteringOnMessageExpiration);
+        Assert.False(read.RequiresSession);
+
+        read.MaxDeliveryCount = 7;
+        var updated = (await admin.UpdateQueueAsync(read, Ct)).Value;
+        Assert.Equal(7, updated.MaxDeliveryCount);
+        Assert.Equal(7, (await admin.GetQueueAsync("billing", Ct)).Value.MaxDeliveryCount);
+
+        await admin.DeleteQueueAsync("billing", Ct);
+        Assert.False((await admin.QueueExistsAsync("billing", Ct)).Value);
+        var missing = await Assert.ThrowsAsync<ServiceBusException>(() => admin.GetQueueAsync("billing", Ct));
+        Assert.Equal(ServiceBusFailureReason.MessagingEntityNotFound, missing.Reason);
+    }
+
+    [Fact]
+    public async Task Topic_and_subscription_created_over_http_carry_messages_over_amqp()
+    {
+        await using var bus = await LocalBus.StartAsync();
+        var admin = new ServiceBusAdministrationClient(bus.Endpoint.AdministrationConnectionString);
+
+        await admin.CreateTopicAsync("news", Ct);
+        await admin.CreateSubscriptionAsync(new CreateSubscriptionOptions("news", "reader") { MaxDeliveryCount = 2, LockDuration = TimeSpan.FromSeconds(3) }, Ct);
+        Assert.True((await admin.TopicExistsAsync("news", Ct)).Value);
+        Assert.True((await admin.SubscriptionExistsAsync("news", "reader", Ct)).Value);
+        Assert.False((await admin.SubscriptionExistsAsync("news", "nobody", Ct)).Value);
+        var subscription = (await admin.GetSubscriptionAsync("news", "reader", Ct)).Value;
+        Assert.Equal(2, subscription.MaxDeliveryCount);
+        Assert.Equal(TimeSpan.FromSeconds(3), subscription.LockDuration);
+
+        await using var sender = bus.Client.CreateSender("news");
+        await sender.SendMessageAsync(new ServiceBusMessage("headline"), Ct);
+        var runtime = (await admin.GetSubscriptionRuntimePropertiesAsync("news", "reader", Ct)).Value;
+        Assert.Equal(1, runtime.ActiveMessageCount);
+        await using var receiver = bus.Client.CreateReceiver("news", "reader");
+        Assert.Equal("headline", (await receiver.ReceiveMessageAsync(LocalBus.Patience, Ct))?.Body.ToString());
+
+        await admin.DeleteSubscriptionAsync("news", "reader", Ct);
+        Assert.False((await admin.SubscriptionExistsAsync("news", "reader", Ct)).Value);
+        await admin.DeleteTopicAsync("news", Ct);
+        Assert.False((await admin.TopicExistsAsync("news", Ct)).Value);
+    }
+
+    [Fact]
+    public async Task Sessions_and_sql_filters_are_refused_clearly()
+    {
+        await using var bus = await LocalBus.StartAsync();
+        var admin = new ServiceBusAdministrationClient(bus.Endpoint.AdministrationConnectionString);
+        await admin.CreateTopicAsync("filtered", Ct);
+
+        var sessions = await Assert.ThrowsAnyAsync<Exception>(() => admin.CreateQueueAsync(new CreateQueueOptions("sessions") { RequiresSession = true }, Ct));
+        var filter = await Assert.ThrowsAnyAsync<Exception>(() => admin.CreateSubscriptionAsync(
+            new CreateSubscriptionOptions("filtered", "only-red"), new CreateRuleOptions("red", new SqlRuleFilter("color = 'red'")), Ct));
+
+        Assert.Contains("Sessions", sessions.Message, StringComparison.Ordinal);
+        Assert.Contains("not supported", filter.Message, StringComparison.Ordinal);
+        Assert.False((await admin.QueueExistsAsync("sessions", Ct)).Value);
+        Assert.False((await admin.SubscriptionExistsAsync("filtered", "only-red", Ct)).Value);
+    }
+}
