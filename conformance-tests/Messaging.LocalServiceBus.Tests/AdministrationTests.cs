@@ -74,6 +74,42 @@ public sealed class AdministrationTests
     }
 
     [Fact]
+    public async Task Listing_pages_through_every_entity()
+    {
+        await using var bus = await LocalBus.StartAsync();
+        for (int i = 0; i < 105; i++)
+        {
+            await bus.Endpoint.CreateTopicAsync($"topic-{i:D3}", cancellationToken: Ct);
+        }
+
+        await bus.Endpoint.CreateSubscriptionAsync("topic-042", "listener", cancellationToken: Ct);
+        await bus.Endpoint.CreateQueueAsync("lonely", cancellationToken: Ct);
+        var admin = new ServiceBusAdministrationClient(bus.Endpoint.AdministrationConnectionString);
+
+        var topics = new List<string>();
+        await foreach (var topic in admin.GetTopicsAsync(Ct))
+        {
+            topics.Add(topic.Name);
+        }
+
+        var queues = new List<string>();
+        await foreach (var queue in admin.GetQueuesAsync(Ct))
+        {
+            queues.Add(queue.Name);
+        }
+
+        var subscriptions = new List<string>();
+        await foreach (var subscription in admin.GetSubscriptionsAsync("topic-042", Ct))
+        {
+            subscriptions.Add(subscription.SubscriptionName);
+        }
+
+        Assert.Equal(Enumerable.Range(0, 105).Select(i => $"topic-{i:D3}"), topics);
+        Assert.Equal(["lonely"], queues);
+        Assert.Equal(["listener"], subscriptions);
+    }
+
+    [Fact]
     public async Task Sessions_and_sql_filters_are_refused_clearly()
     {
         await using var bus = await LocalBus.StartAsync();

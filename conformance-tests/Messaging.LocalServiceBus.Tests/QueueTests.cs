@@ -68,6 +68,25 @@ public sealed class QueueTests
     }
 
     [Fact]
+    public async Task A_receiver_gets_no_more_messages_than_its_link_credit()
+    {
+        await using var bus = await LocalBus.StartAsync();
+        await bus.Endpoint.CreateQueueAsync("credit", cancellationToken: Ct);
+        await using var sender = bus.Client.CreateSender("credit");
+        await sender.SendMessagesAsync(Enumerable.Range(0, 5).Select(i => new ServiceBusMessage($"m{i}")), Ct);
+
+        await using var first = bus.Client.CreateReceiver("credit", new ServiceBusReceiverOptions { PrefetchCount = 0 });
+        var taken = await first.ReceiveMessagesAsync(2, LocalBus.Patience, Ct);
+
+        // Had the endpoint ignored credit, the first receiver would hold every lock and the second would get nothing.
+        await using var second = bus.Client.CreateReceiver("credit", new ServiceBusReceiverOptions { PrefetchCount = 0 });
+        var rest = await ReceiveAtLeastAsync(second, 5 - taken.Count);
+        Assert.InRange(taken.Count, 1, 2);
+        Assert.Equal(5, taken.Count + rest.Count);
+        Assert.Equal(Enumerable.Range(0, 5).Select(i => $"m{i}"), taken.Concat(rest).Select(m => m.Body.ToString()));
+    }
+
+    [Fact]
     public async Task Receive_and_delete_removes_the_message_on_delivery()
     {
         await using var bus = await LocalBus.StartAsync();

@@ -67,10 +67,10 @@ internal sealed class AdministrationServer(ServiceBusNamespace serviceBus) : IAs
             bool update = context.Request.Headers.IfMatch.Count > 0;
             var (status, document) = segments switch
             {
-                ["$Resources", "queues"] when HttpMethods.IsGet(method) => (200, Feed("Queues", serviceBus.ListQueues().Select(q => QueueEntry(q, context)))),
-                ["$Resources", "topics"] when HttpMethods.IsGet(method) => (200, Feed("Topics", serviceBus.ListTopics().Select(t => TopicEntry(t, context)))),
+                ["$Resources", "queues"] when HttpMethods.IsGet(method) => (200, Feed("Queues", Page(serviceBus.ListQueues(), context).Select(q => QueueEntry(q, context)))),
+                ["$Resources", "topics"] when HttpMethods.IsGet(method) => (200, Feed("Topics", Page(serviceBus.ListTopics(), context).Select(t => TopicEntry(t, context)))),
                 [var topic, var word] when IsSubscriptions(word) && HttpMethods.IsGet(method)
-                    => (200, Feed("Subscriptions", serviceBus.ListSubscriptions(topic).Select(s => SubscriptionEntry(s, context)))),
+                    => (200, Feed("Subscriptions", Page(serviceBus.ListSubscriptions(topic), context).Select(s => SubscriptionEntry(s, context)))),
                 [var name] => HandleQueueOrTopic(method, name, body, update, context),
                 [var topic, var word, var subscription] when IsSubscriptions(word) => HandleSubscription(method, topic, subscription, body, update, context),
                 [var topic, var word, var subscription, var rulesWord, ..] when IsSubscriptions(word) && string.Equals(rulesWord, "Rules", StringComparison.OrdinalIgnoreCase)
@@ -87,6 +87,14 @@ internal sealed class AdministrationServer(ServiceBusNamespace serviceBus) : IAs
         {
             await WriteErrorAsync(context, 400, $"The request body is not a valid entity description: {exception.Message}").ConfigureAwait(false);
         }
+    }
+
+    // The SDK pages listings with $skip/$top and stops at a short or empty page.
+    static IEnumerable<T> Page<T>(IEnumerable<T> items, HttpContext context)
+    {
+        int skip = int.TryParse(context.Request.Query["$skip"], out var s) && s > 0 ? s : 0;
+        int top = int.TryParse(context.Request.Query["$top"], out var t) && t > 0 ? t : 100;
+        return items.Skip(skip).Take(top);
     }
 
     static bool IsSubscriptions(string word) => string.Equals(word, "Subscriptions", StringComparison.OrdinalIgnoreCase);

@@ -157,7 +157,7 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
     {
         lock (gate)
         {
-            return [.. queues.Values];
+            return [.. queues.Values.OrderBy(q => q.Path, StringComparer.OrdinalIgnoreCase)];
         }
     }
 
@@ -165,7 +165,7 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
     {
         lock (gate)
         {
-            return [.. topics.Values];
+            return [.. topics.Values.OrderBy(t => t.Name, StringComparer.OrdinalIgnoreCase)];
         }
     }
 
@@ -174,7 +174,7 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
         lock (gate)
         {
             var topic = topics.GetValueOrDefault(topicName) ?? throw ServiceBusErrorException.EntityNotFound(topicName);
-            return [.. topic.Subscriptions.Values];
+            return [.. topic.Subscriptions.Values.OrderBy(s => s.Path, StringComparer.OrdinalIgnoreCase)];
         }
     }
 
