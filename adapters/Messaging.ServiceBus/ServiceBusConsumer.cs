@@ -254,7 +254,10 @@ internal sealed partial class ServiceBusConsumer : ITransportConsumer
         {
             return;
         }
-        await _stopReceiving.CancelAsync().ConfigureAwait(false);
+        if (!_stopReceiving.IsCancellationRequested)
+        {
+            await _stopReceiving.CancelAsync().ConfigureAwait(false);
+        }
         await Task.WhenAll(_loops).ConfigureAwait(false);
         Release(); // the consumer's own reference: drained once the last in-flight message is settled
     }
@@ -267,15 +270,40 @@ internal sealed partial class ServiceBusConsumer : ITransportConsumer
         }
     }
 
+    /// <summary>
+    /// Tears the consumer down as a crash would: receiving stops and the links close before the handlers are cancelled, so
+    /// their messages stay locked until the lock expires and Service Bus counts that delivery. Abandoning them instead
+    /// would hand them straight back to a link that still has credit from its last receive call.
+    /// </summary>
     internal async Task AbortAsync()
     {
+        if (!_stopReceiving.IsCancellationRequested)
+        {
+            await _stopReceiving.CancelAsync().ConfigureAwait(false);
+        }
+        await CloseReceiversAsync().ConfigureAwait(false);
         if (!_abort.IsCancellationRequested)
         {
             await _abort.CancelAsync().ConfigureAwait(false);
         }
         await StopReceivingAsync().ConfigureAwait(false);
-        // Let the handlers unwind and return their messages, but do not wait for a broker that may be gone.
+        // Let the handlers unwind, but do not wait for a broker that may be gone.
         await Task.WhenAny(_drained.Task, Task.Delay(TimeSpan.FromSeconds(5))).ConfigureAwait(false);
+    }
+
+    private async Task CloseReceiversAsync()
+    {
+        foreach (var receiver in _receivers)
+        {
+            try
+            {
+                await receiver.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is ServiceBusException or TimeoutException or ObjectDisposedException or OperationCanceledException)
+            {
+                LogReceiverCloseFailed(ex, receiver.EntityPath);
+            }
+        }
     }
 
     public async ValueTask DisposeAsync()
@@ -286,17 +314,6 @@ internal sealed partial class ServiceBusConsumer : ITransportConsumer
         }
         _transport.Forget(this);
         await AbortAsync().ConfigureAwait(false);
-        foreach (var receiver in _receivers)
-        {
-            try
-            {
-                await receiver.DisposeAsync().ConfigureAwait(false);
-            }
-            catch (Exception ex) when (ex is ServiceBusException or TimeoutException or ObjectDisposedException)
-            {
-                LogReceiverCloseFailed(ex, receiver.EntityPath);
-            }
-        }
         _stopReceiving.Dispose();
         _abort.Dispose();
     }

@@ -18,3 +18,13 @@ public sealed class RabbitMqCollection
 public sealed class RabbitMqConformance(RabbitMqFixture fixture) : ConformanceSuite<RabbitMqFixture>(fixture);
 
 public sealed class PubSubConformance(PubSubFixture fixture) : ConformanceSuite<PubSubFixture>(fixture);
+
+/// <summary>The Service Bus suite runs in its own collection: its restart case stops the endpoint every other case of it uses.</summary>
+[CollectionDefinition(Name)]
+public sealed class ServiceBusCollection
+{
+    public const string Name = "Service Bus";
+}
+
+[Collection(ServiceBusCollection.Name)]
+public sealed class ServiceBusConformance(ServiceBusFixture fixture) : ConformanceSuite<ServiceBusFixture>(fixture);
