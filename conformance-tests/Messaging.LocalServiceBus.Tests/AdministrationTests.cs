@@ -110,6 +110,18 @@ public sealed class AdministrationTests
     }
 
     [Fact]
+    public async Task Requests_signed_with_another_key_are_refused()
+    {
+        await using var bus = await LocalBus.StartAsync();
+        var wrongKey = bus.Endpoint.AdministrationConnectionString.Replace("SharedAccessKey=SAS_KEY_VALUE", "SharedAccessKey=guess", StringComparison.Ordinal);
+        var admin = new ServiceBusAdministrationClient(wrongKey, new ServiceBusAdministrationClientOptions { Retry = { MaxRetries = 0 } });
+
+        await Assert.ThrowsAsync<UnauthorizedAccessException>(() => admin.CreateQueueAsync("intruder", Ct));
+
+        Assert.False((await new ServiceBusAdministrationClient(bus.Endpoint.AdministrationConnectionString).QueueExistsAsync("intruder", Ct)).Value);
+    }
+
+    [Fact]
     public async Task Sessions_and_sql_filters_are_refused_clearly()
     {
         await using var bus = await LocalBus.StartAsync();

@@ -403,6 +403,20 @@ public sealed class QueueTests
     }
 
     [Fact]
+    public async Task Receiving_from_an_unknown_entity_or_with_sessions_fails_clearly()
+    {
+        await using var bus = await LocalBus.StartAsync();
+        await bus.Endpoint.CreateQueueAsync("plain", cancellationToken: Ct);
+        await using var receiver = bus.Client.CreateReceiver("nowhere");
+
+        var missing = await Assert.ThrowsAsync<ServiceBusException>(() => receiver.ReceiveMessageAsync(TimeSpan.FromSeconds(1), Ct));
+        var sessions = await Assert.ThrowsAnyAsync<Exception>(() => bus.Client.AcceptNextSessionAsync("plain", cancellationToken: Ct));
+
+        Assert.Equal(ServiceBusFailureReason.MessagingEntityNotFound, missing.Reason);
+        Assert.Contains("Session", sessions.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Token_signed_with_another_key_is_refused()
     {
         await using var bus = await LocalBus.StartAsync();

@@ -22,8 +22,9 @@ public sealed class LocalServiceBusEndpoint : IAsyncDisposable
     {
         this.options = options;
         serviceBus = new ServiceBusNamespace(options.Log);
-        amqp = new AmqpServer(serviceBus, options.SharedAccessKeyName, options.SharedAccessKey, options.Log);
-        administration = new AdministrationServer(serviceBus);
+        var tokens = new SasTokenValidator(options.SharedAccessKeyName, options.SharedAccessKey);
+        amqp = new AmqpServer(serviceBus, tokens, options.Log);
+        administration = new AdministrationServer(serviceBus, tokens);
     }
 
     public int AmqpPort => amqp.Port;

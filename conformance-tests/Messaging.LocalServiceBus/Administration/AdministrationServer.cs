@@ -17,7 +17,7 @@ namespace Messaging.LocalServiceBus.Administration;
 /// emulator): PUT/GET/DELETE on /{queue}, /{topic}, /{topic}/Subscriptions/{subscription}, with
 /// QueueDescription / TopicDescription / SubscriptionDescription entries.
 /// </summary>
-internal sealed class AdministrationServer(ServiceBusNamespace serviceBus) : IAsyncDisposable
+internal sealed class AdministrationServer(ServiceBusNamespace serviceBus, SasTokenValidator tokens) : IAsyncDisposable
 {
     internal static readonly XNamespace Atom = "http://www.w3.org/2005/Atom";
     internal static readonly XNamespace ServiceBus = "http://schemas.microsoft.com/netservices/2010/10/servicebus/connect";
@@ -53,6 +53,12 @@ internal sealed class AdministrationServer(ServiceBusNamespace serviceBus) : IAs
     async Task HandleAsync(HttpContext context)
     {
         var segments = (context.Request.Path.Value ?? string.Empty).Split('/', StringSplitOptions.RemoveEmptyEntries).Select(Uri.UnescapeDataString).ToArray();
+        if (tokens.Validate(context.Request.Headers.Authorization.ToString(), DateTimeOffset.UtcNow) is { } unauthorized)
+        {
+            await WriteErrorAsync(context, 401, $"Unauthorized: {unauthorized}").ConfigureAwait(false);
+            return;
+        }
+
         try
         {
             var method = context.Request.Method;

@@ -27,11 +27,11 @@ internal sealed class AmqpServer : IRuntimeProvider
     TransportListener? listener;
     bool accepting;
 
-    public AmqpServer(ServiceBusNamespace serviceBus, string keyName, string key, Action<string>? log)
+    public AmqpServer(ServiceBusNamespace serviceBus, SasTokenValidator tokens, Action<string>? log)
     {
         this.serviceBus = serviceBus;
         this.log = log;
-        cbs = new CbsNode(keyName, key);
+        cbs = new CbsNode(tokens);
     }
 
     public int Port { get; private set; }
@@ -180,6 +180,11 @@ internal sealed class AmqpServer : IRuntimeProvider
     {
         if (link.IsReceiver)
         {
+            if (link.Settings.Target is Microsoft.Azure.Amqp.Transaction.Coordinator)
+            {
+                throw ServiceBusErrorException.NotSupported("Transactions are not supported by the local Service Bus endpoint.");
+            }
+
             var address = EntityAddress.Normalize((link.Settings.Target as Target)?.Address?.ToString());
             var receiving = (ReceivingAmqpLink)link;
             if (address == CbsNode.Address)

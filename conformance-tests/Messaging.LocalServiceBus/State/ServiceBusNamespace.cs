@@ -571,7 +571,7 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
             ReleaseLockLocked(store, message);
             if (store.IsDeadLetter)
             {
-                // A dead-lettered message cannot be dead-lettered again; Service Bus treats it as a no-op abandon.
+                // The dead-letter sub-queue has no dead-letter queue of its own: the message stays where it is, unlocked.
                 ReturnToStoreLocked(store, message, now, toSignal);
             }
             else
