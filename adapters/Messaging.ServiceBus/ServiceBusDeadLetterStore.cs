@@ -100,15 +100,19 @@ internal sealed class ServiceBusDeadLetterStore(ServiceBusTransport transport) :
         ];
     }
 
-    private DeadLetteredEvent ToDeadLettered(ServiceBusReceivedMessage message, char code, string subscription)
+    private DeadLetteredEvent ToDeadLettered(ServiceBusReceivedMessage message, char code, string subscription) =>
+        Describe(message, code, subscription, transport.Codec);
+
+    /// <summary>A dead-lettered message as the store reports it: the event (when it is one), the raw body and the uniform metadata.</summary>
+    internal static DeadLetteredEvent Describe(ServiceBusReceivedMessage message, char code, string subscription, ServiceBusCloudEventCodec codec)
     {
         var body = message.Body.ToArray();
         CloudEvent? cloudEvent = null;
         try
         {
-            cloudEvent = transport.Codec.Decode(message);
+            cloudEvent = codec.Decode(message);
         }
-        catch (InvalidCloudEventException)
+        catch (Exception ex) when (ex is InvalidCloudEventException or FormatException or ArgumentException or InvalidOperationException)
         {
             // Dead-lettered because it is not a CloudEvent; the raw body is still returned.
         }

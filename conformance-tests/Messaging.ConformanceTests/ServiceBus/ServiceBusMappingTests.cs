@@ -224,4 +224,57 @@ public sealed class ServiceBusMappingTests
         Assert.Contains("at most 50", error.Message, StringComparison.Ordinal);
         Assert.Equal("orders-billing.redelivery", ServiceBusNames.RedeliveryQueue("orders-billing"));
     }
+
+    [Fact]
+    public void Dead_letter_metadata_reads_back_from_our_properties_or_falls_back_to_the_brokers_reason()
+    {
+        var time = new DateTimeOffset(2026, 11, 27, 12, 0, 0, TimeSpan.Zero);
+        var sent = Codec().Encode(Sample());
+        var ours = new Dictionary<string, object>(sent.ApplicationProperties)
+        {
+            ["DeadLetterReason"] = "MaxAttemptsExceeded",
+            ["DeadLetterErrorDescription"] = "The handler failed on all 3 attempt(s).",
+        };
+        foreach (var (key, value) in new Messaging.DeadLetters.DeadLetterMetadata
+        {
+            Reason = Messaging.DeadLetters.DeadLetterReason.MaxAttemptsExceeded,
+            Description = "The handler failed on all 3 attempt(s).",
+            ExceptionType = "System.InvalidOperationException",
+            ExceptionMessage = "boom",
+            AttemptCount = 3,
+            SourceSubscription = "billing",
+            Time = time,
+        }.ToProperties())
+        {
+            ours[key] = value;
+        }
+        var letter = ServiceBusDeadLetterStore.Describe(
+            ServiceBusModelFactory.ServiceBusReceivedMessage(body: sent.Body, contentType: sent.ContentType, properties: ours, sequenceNumber: 42), 's', "billing", Codec());
+        Assert.Equal("s:42", letter.DeadLetterId);
+        Assert.Equal("map-1", letter.Event!.Id);
+        Assert.Equal(Messaging.DeadLetters.DeadLetterReason.MaxAttemptsExceeded, letter.Metadata.Reason);
+        Assert.Equal(3, letter.Metadata.AttemptCount);
+        Assert.Equal("boom", letter.Metadata.ExceptionMessage);
+        Assert.Equal(time, letter.Metadata.Time);
+
+        var moved = new Dictionary<string, object>(sent.ApplicationProperties)
+        {
+            ["DeadLetterReason"] = ServiceBusNames.BrokerDeliveryLimitReason,
+            ["DeadLetterErrorDescription"] = "Message could not be consumed after 10 delivery attempts.",
+            [ServiceBusNames.PriorAttemptsProperty] = 2,
+        };
+        var byBroker = ServiceBusDeadLetterStore.Describe(
+            ServiceBusModelFactory.ServiceBusReceivedMessage(body: sent.Body, contentType: sent.ContentType, properties: moved, deliveryCount: 10, sequenceNumber: 7), 'r', "billing", Codec());
+        Assert.Equal("r:7", byBroker.DeadLetterId);
+        Assert.Equal(Messaging.DeadLetters.DeadLetterReason.DeliveryLimitExceeded, byBroker.Metadata.Reason);
+        Assert.Equal(12, byBroker.Metadata.AttemptCount);
+        Assert.Equal("billing", byBroker.Metadata.SourceSubscription);
+        Assert.Contains("10 delivery attempts", byBroker.Metadata.Description, StringComparison.Ordinal);
+
+        var notAnEvent = ServiceBusDeadLetterStore.Describe(
+            ServiceBusModelFactory.ServiceBusReceivedMessage(body: BinaryData.FromString("just bytes"), properties: new Dictionary<string, object>()), 's', "billing", Codec());
+        Assert.Null(notAnEvent.Event);
+        Assert.Equal("just bytes", System.Text.Encoding.UTF8.GetString(notAnEvent.Body.Span));
+        Assert.Equal(Messaging.DeadLetters.DeadLetterReason.Unknown, notAnEvent.Metadata.Reason);
+    }
 }

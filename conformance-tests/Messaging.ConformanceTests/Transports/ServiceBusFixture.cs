@@ -55,16 +55,26 @@ public sealed class ServiceBusFixture : ITransportFixture, IAsyncLifetime
 
     public void Configure(IServiceCollection services, MessagingBuilder messaging)
     {
-        messaging.AddServiceBus(o =>
-        {
-            o.ConnectionString = _connectionString;
-            o.AdministrationConnectionString = _administrationConnectionString;
-            // A shorter wait keeps graceful stops of idle receivers quick in a suite that starts and stops many hosts.
-            o.ReceiveWaitTime = TimeSpan.FromSeconds(5);
-            // Short locks: a crashed consumer's message comes back within the cases' waits (and running handlers renew theirs).
-            o.LockDuration = TimeSpan.FromSeconds(10);
-        }).UseTransport(ServiceBusTransport.TransportName);
+        messaging.AddServiceBus(o => Apply(o)).UseTransport(ServiceBusTransport.TransportName);
     }
+
+    /// <summary>The settings every host of the suite uses; tests of the adapter itself start from them too.</summary>
+    public ServiceBusTransportOptions Apply(ServiceBusTransportOptions o)
+    {
+        o.ConnectionString = _connectionString;
+        o.AdministrationConnectionString = _administrationConnectionString;
+        // A shorter wait keeps graceful stops of idle receivers quick in a suite that starts and stops many hosts.
+        o.ReceiveWaitTime = TimeSpan.FromSeconds(5);
+        // Short locks: a crashed consumer's message comes back within the cases' waits (and running handlers renew theirs).
+        o.LockDuration = TimeSpan.FromSeconds(10);
+        return o;
+    }
+
+    /// <summary>A client of the namespace under test, for checks on the wire.</summary>
+    public ServiceBusClient Client => _client ?? throw new InvalidOperationException(UnavailableReason);
+
+    /// <summary>The administration client of the namespace under test.</summary>
+    public ServiceBusAdministrationClient Administration => _administration ?? throw new InvalidOperationException(UnavailableReason);
 
     public string BinaryAttributeName(string attribute) => ServiceBusCloudEventCodec.AttributePrefixed(attribute);
 
