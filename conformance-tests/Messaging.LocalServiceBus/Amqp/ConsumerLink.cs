@@ -84,7 +84,8 @@ internal sealed class ConsumerLink : IStoreConsumer
 
             var message = taken.Message.Content.ToAmqp(
                 taken.PriorDeliveries,
-                ServiceBusNamespace.BrokerAnnotations(taken.Message, taken.LockToken, taken.LockedUntil));
+                ServiceBusNamespace.BrokerAnnotations(taken.Message, taken.LockToken, taken.LockedUntil),
+                taken.Message.TimeToLive);
             var tag = (taken.LockToken ?? Guid.NewGuid()).ToByteArray();
             link.SendMessageNoWait(message, new ArraySegment<byte>(tag), default);
         }

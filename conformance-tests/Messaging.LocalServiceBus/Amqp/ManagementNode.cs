@@ -101,7 +101,7 @@ internal sealed class ManagementNode
         var list = new List<object>();
         foreach (var message in messages)
         {
-            var amqp = message.Content.ToAmqp((uint)message.DeliveryCount, ServiceBusNamespace.BrokerAnnotations(message, null, default));
+            var amqp = message.Content.ToAmqp((uint)message.DeliveryCount, ServiceBusNamespace.BrokerAnnotations(message, null, default), message.TimeToLive);
             list.Add(new AmqpMap { [new MapKey("message")] = Encode(amqp) });
         }
 
@@ -117,7 +117,7 @@ internal sealed class ManagementNode
         var list = new List<object>();
         foreach (var delivery in deliveries)
         {
-            var amqp = delivery.Message.Content.ToAmqp(delivery.PriorDeliveries, ServiceBusNamespace.BrokerAnnotations(delivery.Message, delivery.LockToken, delivery.LockedUntil));
+            var amqp = delivery.Message.Content.ToAmqp(delivery.PriorDeliveries, ServiceBusNamespace.BrokerAnnotations(delivery.Message, delivery.LockToken, delivery.LockedUntil), delivery.Message.TimeToLive);
             var entry = new AmqpMap { [new MapKey("message")] = Encode(amqp) };
             if (delivery.LockToken is { } token)
             {

@@ -15,6 +15,9 @@ internal sealed class BrokeredMessage
     public required DateTime EnqueuedTime { get; set; }
     public DateTime? ScheduledEnqueueTime { get; set; }
     public DateTime? ExpiresAt { get; set; }
+
+    /// <summary>The effective time-to-live (the smaller of the message's and the entity's); null when unlimited.</summary>
+    public TimeSpan? TimeToLive { get; set; }
     public MessageState State { get; set; }
 
     /// <summary>Deliveries made so far; the AMQP header carries the value before the current delivery.</summary>

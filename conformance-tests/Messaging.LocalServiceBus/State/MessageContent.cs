@@ -147,7 +147,7 @@ internal sealed class MessageContent
     };
 
     /// <summary>Builds a new AMQP message carrying this content plus the header and annotations a broker adds.</summary>
-    public AmqpMessage ToAmqp(uint deliveryCount, IEnumerable<KeyValuePair<string, object>> brokerAnnotations, IEnumerable<KeyValuePair<string, object>>? extraApplicationProperties = null)
+    public AmqpMessage ToAmqp(uint deliveryCount, IEnumerable<KeyValuePair<string, object>> brokerAnnotations, TimeSpan? effectiveTimeToLive = null)
     {
         AmqpMessage message;
         if (DataBody is not null)
@@ -169,9 +169,16 @@ internal sealed class MessageContent
 
         message.Header.Durable = Durable;
         message.Header.Priority = Priority;
-        message.Header.Ttl = HeaderTtl;
+        message.Header.Ttl = effectiveTimeToLive is { } ttl && ttl.TotalMilliseconds < uint.MaxValue ? (uint)ttl.TotalMilliseconds : HeaderTtl;
         message.Header.DeliveryCount = deliveryCount;
         Properties.ApplyTo(message.Properties);
+        if (effectiveTimeToLive is { } effective && message.Properties.CreationTime is { } created && message.Properties.AbsoluteExpiryTime is not null
+            && DateTime.MaxValue - created > effective)
+        {
+            // The SDK derives TimeToLive from absolute-expiry-time minus creation-time when both are present.
+            message.Properties.AbsoluteExpiryTime = created + effective;
+        }
+
         foreach (var pair in Annotations)
         {
             message.MessageAnnotations.Map[pair.Key] = pair.Value;
@@ -185,14 +192,6 @@ internal sealed class MessageContent
         foreach (var pair in ApplicationProperties)
         {
             message.ApplicationProperties.Map[pair.Key] = pair.Value;
-        }
-
-        if (extraApplicationProperties is not null)
-        {
-            foreach (var pair in extraApplicationProperties)
-            {
-                message.ApplicationProperties.Map[new MapKey(pair.Key)] = pair.Value;
-            }
         }
 
         return message;

@@ -423,12 +423,14 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
             ttl = Min(ttl, TimeSpan.FromMilliseconds(headerTtl));
         }
 
+        bool unlimited = ttl >= DateTime.MaxValue - now;
         return new BrokeredMessage
         {
             SequenceNumber = sequenceNumber,
             Content = content,
             EnqueuedTime = now,
-            ExpiresAt = ttl >= DateTime.MaxValue - now ? null : now + ttl,
+            TimeToLive = unlimited ? null : ttl,
+            ExpiresAt = unlimited ? null : now + ttl,
         };
     }
 
@@ -742,6 +744,7 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
                 {
                     message.State = MessageState.Active;
                     message.EnqueuedTime = now;
+                    message.ExpiresAt = message.TimeToLive is { } ttl ? now + ttl : null;
                     toSignal.Add(store);
                 }
                 else if (IsExpired(store, message, now))
