@@ -74,6 +74,49 @@ public sealed class AdministrationTests
     }
 
     [Fact]
+    public async Task Dead_lettered_messages_are_forwarded_where_the_queue_says()
+    {
+        await using var bus = await LocalBus.StartAsync();
+        var admin = new ServiceBusAdministrationClient(bus.Endpoint.AdministrationConnectionString);
+        await admin.CreateQueueAsync("graveyard", Ct);
+        await admin.CreateQueueAsync(new CreateQueueOptions("fragile") { ForwardDeadLetteredMessagesTo = "graveyard" }, Ct);
+        Assert.EndsWith("/graveyard", (await admin.GetQueueAsync("fragile", Ct)).Value.ForwardDeadLetteredMessagesTo, StringComparison.Ordinal);
+
+        await using var sender = bus.Client.CreateSender("fragile");
+        await sender.SendMessageAsync(new ServiceBusMessage("broken"), Ct);
+        await using var receiver = bus.Client.CreateReceiver("fragile");
+        var message = await receiver.ReceiveMessageAsync(LocalBus.Patience, Ct);
+        await receiver.DeadLetterMessageAsync(message!, "Broken", "cannot be fixed", Ct);
+
+        await using var graveyard = bus.Client.CreateReceiver("graveyard");
+        var forwarded = await graveyard.ReceiveMessageAsync(LocalBus.Patience, Ct);
+        Assert.Equal("broken", forwarded?.Body.ToString());
+        Assert.Equal("Broken", forwarded?.DeadLetterReason);
+        await using var ownDeadLetters = bus.Client.CreateReceiver("fragile", new ServiceBusReceiverOptions { SubQueue = SubQueue.DeadLetter });
+        Assert.Empty(await ownDeadLetters.PeekMessagesAsync(10, cancellationToken: Ct));
+    }
+
+    [Fact]
+    public async Task Subscriptions_report_their_single_default_rule()
+    {
+        await using var bus = await LocalBus.StartAsync();
+        await bus.Endpoint.CreateTopicAsync("ruled", cancellationToken: Ct);
+        await bus.Endpoint.CreateSubscriptionAsync("ruled", "all", cancellationToken: Ct);
+        var admin = new ServiceBusAdministrationClient(bus.Endpoint.AdministrationConnectionString);
+
+        var rules = new List<RuleProperties>();
+        await foreach (var rule in admin.GetRulesAsync("ruled", "all", Ct))
+        {
+            rules.Add(rule);
+        }
+
+        var only = Assert.Single(rules);
+        Assert.Equal("$Default", only.Name);
+        Assert.IsType<TrueRuleFilter>(only.Filter);
+        await Assert.ThrowsAnyAsync<Exception>(() => admin.CreateRuleAsync("ruled", "all", new CreateRuleOptions("blue", new SqlRuleFilter("color = 'blue'")), Ct));
+    }
+
+    [Fact]
     public async Task Listing_pages_through_every_entity()
     {
         await using var bus = await LocalBus.StartAsync();

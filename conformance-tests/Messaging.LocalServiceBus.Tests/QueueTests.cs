@@ -371,6 +371,26 @@ public sealed class QueueTests
     }
 
     [Fact]
+    public async Task Value_and_sequence_bodies_round_trip()
+    {
+        await using var bus = await LocalBus.StartAsync();
+        await bus.Endpoint.CreateQueueAsync("bodies", cancellationToken: Ct);
+        await using var sender = bus.Client.CreateSender("bodies");
+        var value = new Azure.Core.Amqp.AmqpAnnotatedMessage(Azure.Core.Amqp.AmqpMessageBody.FromValue("a value"));
+        var sequence = new Azure.Core.Amqp.AmqpAnnotatedMessage(Azure.Core.Amqp.AmqpMessageBody.FromSequence([new List<object> { 1, "two" }]));
+        await sender.SendMessageAsync(new ServiceBusMessage(value), Ct);
+        await sender.SendMessageAsync(new ServiceBusMessage(sequence), Ct);
+
+        await using var receiver = bus.Client.CreateReceiver("bodies", new ServiceBusReceiverOptions { ReceiveMode = ServiceBusReceiveMode.ReceiveAndDelete });
+        var received = await ReceiveAtLeastAsync(receiver, 2);
+
+        Assert.True(received[0].GetRawAmqpMessage().Body.TryGetValue(out var receivedValue));
+        Assert.Equal("a value", receivedValue);
+        Assert.True(received[1].GetRawAmqpMessage().Body.TryGetSequence(out var receivedSequence));
+        Assert.Equal([1, "two"], Assert.Single(receivedSequence!));
+    }
+
+    [Fact]
     public async Task Expired_message_is_dead_lettered_when_the_queue_asks_for_it()
     {
         await using var bus = await LocalBus.StartAsync();

@@ -228,7 +228,7 @@ internal sealed class AdministrationServer(ServiceBusNamespace serviceBus, SasTo
     XElement QueueEntry(MessageEntity queue, HttpContext context)
     {
         var counts = serviceBus.CountMessages(queue);
-        return Entry(queue.Path, context, AtomDescriptions.WriteQueue((LocalQueueOptions)queue.Options, queue.CreatedAt, queue.UpdatedAt, counts, CountDetails));
+        return Entry(queue.Path, context, AtomDescriptions.WriteQueue((LocalQueueOptions)queue.Options, queue.CreatedAt, queue.UpdatedAt, counts, CountDetails, BaseAddress(context)));
     }
 
     static XElement TopicEntry(TopicEntity topic, HttpContext context) =>
@@ -238,8 +238,11 @@ internal sealed class AdministrationServer(ServiceBusNamespace serviceBus, SasTo
     {
         var counts = serviceBus.CountMessages(subscription);
         var name = subscription.Path[(subscription.Path.LastIndexOf('/') + 1)..];
-        return Entry(name, context, AtomDescriptions.WriteSubscription((LocalSubscriptionOptions)subscription.Options, subscription.CreatedAt, subscription.UpdatedAt, counts, CountDetails));
+        return Entry(name, context, AtomDescriptions.WriteSubscription((LocalSubscriptionOptions)subscription.Options, subscription.CreatedAt, subscription.UpdatedAt, counts, CountDetails, BaseAddress(context)));
     }
+
+    // Service Bus reports forwarding targets as absolute URIs of the namespace.
+    static Uri BaseAddress(HttpContext context) => new($"{context.Request.Scheme}://{context.Request.Host}/");
 
     static XElement DefaultRuleEntry(HttpContext context) => Entry("$Default", context, AtomDescriptions.WriteDefaultRule());
 

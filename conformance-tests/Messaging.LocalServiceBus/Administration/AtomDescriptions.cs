@@ -58,7 +58,7 @@ internal static class AtomDescriptions
         };
     }
 
-    public static XElement WriteQueue(LocalQueueOptions options, DateTime created, DateTime updated, (long Active, long DeadLetter, long Scheduled) counts, XNamespace countNamespace) =>
+    public static XElement WriteQueue(LocalQueueOptions options, DateTime created, DateTime updated, (long Active, long DeadLetter, long Scheduled) counts, XNamespace countNamespace, Uri baseAddress) =>
         new(Sb + "QueueDescription",
             new XAttribute(XNamespace.Xmlns + "i", Xsi.NamespaceName),
             Element("LockDuration", XmlConvert.ToString(options.LockDuration)),
@@ -80,7 +80,7 @@ internal static class AtomDescriptions
             Element("AutoDeleteOnIdle", XmlConvert.ToString(TimeSpan.MaxValue)),
             Element("EnablePartitioning", options.EnablePartitioning),
             Element("EntityAvailabilityStatus", "Available"),
-            options.ForwardDeadLetteredMessagesTo is { } forward ? Element("ForwardDeadLetteredMessagesTo", forward) : null,
+            options.ForwardDeadLetteredMessagesTo is { } forward ? Element("ForwardDeadLetteredMessagesTo", new Uri(baseAddress, forward).AbsoluteUri) : null,
             Element("EnableExpress", false));
 
     public static XElement WriteTopic(LocalTopicOptions options, DateTime created, DateTime updated, int subscriptionCount) =>
@@ -104,7 +104,7 @@ internal static class AtomDescriptions
             Element("EnableSubscriptionPartitioning", false),
             Element("EnableExpress", false));
 
-    public static XElement WriteSubscription(LocalSubscriptionOptions options, DateTime created, DateTime updated, (long Active, long DeadLetter, long Scheduled) counts, XNamespace countNamespace) =>
+    public static XElement WriteSubscription(LocalSubscriptionOptions options, DateTime created, DateTime updated, (long Active, long DeadLetter, long Scheduled) counts, XNamespace countNamespace, Uri baseAddress) =>
         new(Sb + "SubscriptionDescription",
             new XAttribute(XNamespace.Xmlns + "i", Xsi.NamespaceName),
             Element("LockDuration", XmlConvert.ToString(options.LockDuration)),
@@ -119,7 +119,7 @@ internal static class AtomDescriptions
             Timestamps(created, updated),
             Counts(counts, countNamespace),
             Element("AutoDeleteOnIdle", XmlConvert.ToString(TimeSpan.MaxValue)),
-            options.ForwardDeadLetteredMessagesTo is { } forward ? Element("ForwardDeadLetteredMessagesTo", forward) : null,
+            options.ForwardDeadLetteredMessagesTo is { } forward ? Element("ForwardDeadLetteredMessagesTo", new Uri(baseAddress, forward).AbsoluteUri) : null,
             Element("EntityAvailabilityStatus", "Available"));
 
     public static XElement WriteDefaultRule() =>
