@@ -42,9 +42,18 @@ internal sealed class ConsumerLink : IStoreConsumer
 
     public void Signal() => signals.Writer.TryWrite(true);
 
+    int closedOnce;
+
+    // Locks held by this link stay until they expire, as on Service Bus: a closed link does not release its messages.
     void OnClosed()
     {
+        if (Interlocked.Exchange(ref closedOnce, 1) != 0)
+        {
+            return;
+        }
+
         serviceBus.RemoveConsumer(store, this);
+        signals.Writer.TryComplete();
         closed.Cancel();
     }
 
@@ -64,10 +73,7 @@ internal sealed class ConsumerLink : IStoreConsumer
         catch (Exception exception)
         {
             log?.Invoke($"receiver link '{link.Name}' on '{store.Path}' stopped: {exception}");
-        }
-        finally
-        {
-            closed.Dispose();
+            link.SafeClose(exception);
         }
     }
 
