@@ -80,7 +80,7 @@ internal sealed class AdministrationServer(ServiceBusNamespace serviceBus, SasTo
                 [var name] => HandleQueueOrTopic(method, name, body, update, context),
                 [var topic, var word, var subscription] when IsSubscriptions(word) => HandleSubscription(method, topic, subscription, body, update, context),
                 [var topic, var word, var subscription, var rulesWord, ..] when IsSubscriptions(word) && string.Equals(rulesWord, "Rules", StringComparison.OrdinalIgnoreCase)
-                    => HandleRules(method, topic, subscription, segments.Length > 4 ? segments[4] : null, body, context),
+                    => HandleRules(method, topic, subscription, segments.Length > 4 ? segments[4] : null, context),
                 _ => throw ServiceBusErrorException.BadArgument($"'{context.Request.Path}' is not a Service Bus management resource."),
             };
             await WriteAsync(context, status, document).ConfigureAwait(false);
@@ -203,7 +203,7 @@ internal sealed class AdministrationServer(ServiceBusNamespace serviceBus, SasTo
     }
 
     // Only the default rule exists: every subscription receives every message (TrueFilter).
-    (int, XElement?) HandleRules(string method, string topic, string subscription, string? rule, XElement? body, HttpContext context)
+    (int, XElement?) HandleRules(string method, string topic, string subscription, string? rule, HttpContext context)
     {
         _ = serviceBus.FindSubscription(topic, subscription) ?? throw ServiceBusErrorException.EntityNotFound($"{topic}/Subscriptions/{subscription}");
         if (HttpMethods.IsGet(method) && rule is null)
@@ -216,7 +216,6 @@ internal sealed class AdministrationServer(ServiceBusNamespace serviceBus, SasTo
             return (200, DefaultRuleEntry(context));
         }
 
-        _ = body;
         throw ServiceBusErrorException.NotSupported(
             "Subscription rules other than the default TrueFilter rule are not supported by the local Service Bus endpoint (no SQL or correlation filters, no rule changes).");
     }

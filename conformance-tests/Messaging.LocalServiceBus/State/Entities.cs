@@ -60,7 +60,6 @@ internal sealed class MessageStore(MessageEntity entity, bool isDeadLetter)
     public SortedDictionary<long, BrokeredMessage> Messages { get; } = [];
     public Dictionary<Guid, BrokeredMessage> Locks { get; } = [];
     public List<IStoreConsumer> Consumers { get; } = [];
-    public long LastPeekedSequenceNumber { get; set; }
 }
 
 /// <summary>A queue or a subscription: an active store plus its dead-letter sub-queue.</summary>

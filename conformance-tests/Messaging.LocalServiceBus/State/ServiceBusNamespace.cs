@@ -656,9 +656,9 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
     {
         lock (gate)
         {
-            long from = fromSequenceNumber ?? store.LastPeekedSequenceNumber + 1;
-            var result = store.Messages.Values.Where(m => m.SequenceNumber >= from).Take(Math.Max(count, 0)).ToList();
-            return result;
+            // The SDK remembers where its last peek ended and always sends from-sequence-number.
+            long from = fromSequenceNumber ?? 0;
+            return store.Messages.Values.Where(m => m.SequenceNumber >= from).Take(Math.Max(count, 0)).ToList();
         }
     }
 
