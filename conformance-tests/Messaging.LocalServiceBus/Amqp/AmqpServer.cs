@@ -112,6 +112,13 @@ internal sealed class AmqpServer : IRuntimeProvider
             connection = new AmqpConnection(args.Transport, (ProtocolHeader)args.UserToken, false, settings, connectionSettings);
             connections[connection] = new ConnectionState();
             connection.Closed += (sender, _) => connections.TryRemove((AmqpConnection)sender!, out ConnectionState? _);
+            if (!Volatile.Read(ref accepting))
+            {
+                // Stop ran between the check above and the registration: this connection must not survive the outage.
+                connection.Abort();
+                return;
+            }
+
             var opening = connection;
             _ = OpenConnectionAsync(opening);
         }
