@@ -12,8 +12,9 @@ namespace Messaging.ServiceBus;
 /// <summary>
 /// Consumes one subscription: its Service Bus subscription and its redelivery queue, through two receive loops that share
 /// one limit of concurrent handlers. The SDK's prefetch stays off: prefetched messages are locked without lock renewal
-/// and stay locked (then count as a delivery) when the receiver closes. Instead each receive asks for as many messages as
-/// handler slots are free (at most the subscription's prefetch), so messages wait for a handler only briefly and a
+/// and stay locked (then count as a delivery) when the receiver closes. Instead each receive asks for at most as many
+/// messages as handler slots are free (capped by the subscription's prefetch and
+/// <see cref="ServiceBusTransportOptions.MaxMessagesPerReceive"/>), so messages wait for a handler only briefly and a
 /// graceful stop hands every received message to a handler rather than back to the broker.
 /// </summary>
 internal sealed partial class ServiceBusConsumer : ITransportConsumer
@@ -70,7 +71,7 @@ internal sealed partial class ServiceBusConsumer : ITransportConsumer
     {
         var stop = _stopReceiving.Token;
         var failures = 0;
-        var maxBatch = Math.Max(1, Math.Min(_subscription.Prefetch, _subscription.Concurrency));
+        var maxBatch = Math.Max(1, Math.Min(_transport.Options.MaxMessagesPerReceive, Math.Min(_subscription.Prefetch, _subscription.Concurrency)));
         while (!stop.IsCancellationRequested)
         {
             IReadOnlyList<ServiceBusReceivedMessage> messages;

@@ -79,6 +79,10 @@ internal sealed class ServiceBusOptionsValidator : IValidateOptions<ServiceBusTr
         {
             errors.Add($"{Prefix}:ReceiveWaitTime must be between 00:00:00.1 and 00:05:00 (was {o.ReceiveWaitTime}).");
         }
+        if (o.MaxMessagesPerReceive is < 1 or > 1000)
+        {
+            errors.Add($"{Prefix}:MaxMessagesPerReceive must be between 1 and 1000 (was {o.MaxMessagesPerReceive}).");
+        }
         if (o.MaxRetries is < 0 or > 100)
         {
             errors.Add($"{Prefix}:MaxRetries must be between 0 and 100 (was {o.MaxRetries}).");

@@ -79,6 +79,13 @@ public sealed class ServiceBusTransportOptions
     /// <summary>How long a running handler keeps its message locked by renewing the lock; after that the lock may be lost.</summary>
     public TimeSpan MaxAutoLockRenewalDuration { get; set; } = TimeSpan.FromMinutes(5);
 
+    /// <summary>
+    /// Most messages one receive call asks for (never more than free handler slots). The default, 1, is what the SDK's own
+    /// processor does: a receive that gets fewer messages than it asked for leaves link credit behind, which the SDK then
+    /// drains, releasing whatever arrives meanwhile. Larger values save round trips on a busy subscription.
+    /// </summary>
+    public int MaxMessagesPerReceive { get; set; } = 1;
+
     /// <summary>How long one receive call waits for messages before asking again.</summary>
     public TimeSpan ReceiveWaitTime { get; set; } = TimeSpan.FromSeconds(20);
 
