@@ -144,4 +144,28 @@ public sealed class ServiceBusTransportTests(ServiceBusFixture fixture) : IClass
             new MessagingTopology([_topic], [new SubscriptionDefinition { Name = tooLong, Topic = _topic }]), Ct));
         Assert.Contains("at most 50", error.Message, StringComparison.Ordinal);
     }
+
+    [Fact(Timeout = 90_000)]
+    public async Task A_handler_running_longer_than_the_lock_keeps_it_by_renewal_and_completes_once()
+    {
+        await using var transport = Transport(o => o.LockDuration = TimeSpan.FromSeconds(5));
+        await transport.ProvisionAsync(Topology(), Ct);
+        var calls = 0;
+        var completed = new TaskCompletionSource();
+        await using var consumer = await transport.StartConsumerAsync(new SubscriptionDefinition { Name = Subscription, Topic = _topic }, async (delivery, ct) =>
+        {
+            Interlocked.Increment(ref calls);
+            // Three lock durations: without renewal the lock expires and the completion below is refused.
+            await Task.Delay(TimeSpan.FromSeconds(15), ct);
+            await delivery.CompleteAsync(ct);
+            completed.TrySetResult();
+        }, Ct);
+        await transport.PublishAsync(_topic, [Event()], Ct);
+
+        await completed.Task.WaitAsync(TimeSpan.FromSeconds(60), Ct);
+        await Wait.StaysAsync(() => Volatile.Read(ref calls) == 1, "a single delivery (the lock was never lost)", TimeSpan.FromSeconds(6));
+        await using var receiver = fixture.Client.CreateReceiver(_topic, Subscription);
+        Assert.Null(await receiver.PeekMessageAsync(cancellationToken: Ct));
+        await consumer.StopAsync(Ct);
+    }
 }
