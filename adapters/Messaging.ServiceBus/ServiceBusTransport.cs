@@ -92,6 +92,11 @@ public sealed partial class ServiceBusTransport : IMessageTransport
     public async Task ProvisionAsync(MessagingTopology topology, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(topology);
+        // Refuse names Service Bus would refuse before creating anything, so a bad topology leaves no half-made entities.
+        foreach (var subscription in topology.Subscriptions)
+        {
+            ServiceBusNames.EnsureValidSubscription(subscription.Name);
+        }
         foreach (var topic in topology.Topics.Concat(topology.Subscriptions.Select(s => s.Topic)).Distinct(StringComparer.Ordinal))
         {
             await EnsureAsync(
@@ -101,7 +106,6 @@ public sealed partial class ServiceBusTransport : IMessageTransport
         }
         foreach (var subscription in topology.Subscriptions)
         {
-            ServiceBusNames.EnsureValidSubscription(subscription.Name);
             Remember(subscription);
             await EnsureAsync(
                 () => _administration.SubscriptionExistsAsync(ServiceBusNames.Topic(subscription.Topic), ServiceBusNames.Subscription(subscription.Name), cancellationToken),

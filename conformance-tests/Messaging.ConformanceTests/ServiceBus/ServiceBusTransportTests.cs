@@ -143,6 +143,7 @@ public sealed class ServiceBusTransportTests(ServiceBusFixture fixture) : IClass
         var error = await Assert.ThrowsAsync<ArgumentException>(() => transport.ProvisionAsync(
             new MessagingTopology([_topic], [new SubscriptionDefinition { Name = tooLong, Topic = _topic }]), Ct));
         Assert.Contains("at most 50", error.Message, StringComparison.Ordinal);
+        Assert.False((await fixture.Administration.TopicExistsAsync(_topic, Ct)).Value);
     }
 
     [Fact(Timeout = 90_000)]
