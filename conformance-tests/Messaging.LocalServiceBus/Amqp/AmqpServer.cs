@@ -45,7 +45,6 @@ internal sealed class AmqpServer : IRuntimeProvider
                 return;
             }
 
-            Port = port == 0 ? ReserveFreePort() : port;
             var amqpSettings = new AmqpSettings { RuntimeProvider = this };
             var sasl = new SaslTransportProvider();
             sasl.Versions.Add(new AmqpVersion(1, 0, 0));
@@ -55,13 +54,28 @@ internal sealed class AmqpServer : IRuntimeProvider
             var amqp = new AmqpTransportProvider();
             amqp.Versions.Add(new AmqpVersion(1, 0, 0));
             amqpSettings.TransportProviders.Add(amqp);
-
-            var tcp = new TcpTransportSettings { Host = IPAddress.Loopback.ToString(), Port = Port };
-            var transportListener = new AmqpTransportListener([tcp.CreateListener()], amqpSettings);
             settings = amqpSettings;
             accepting = true;
-            transportListener.Listen(OnAcceptTransport);
-            listener = transportListener;
+
+            // The library's TCP listener does not report the port it bound, so "any free port" means reserving one
+            // first; another process may take it in between, hence a few attempts.
+            for (int attempt = 1; ; attempt++)
+            {
+                var candidate = port == 0 ? ReserveFreePort() : port;
+                var tcp = new TcpTransportSettings { Host = IPAddress.Loopback.ToString(), Port = candidate };
+                var transportListener = new AmqpTransportListener([tcp.CreateListener()], amqpSettings);
+                try
+                {
+                    transportListener.Listen(OnAcceptTransport);
+                    Port = candidate;
+                    listener = transportListener;
+                    return;
+                }
+                catch (SocketException) when (port == 0 && attempt < 5)
+                {
+                    transportListener.Abort();
+                }
+            }
         }
     }
 

@@ -20,6 +20,7 @@ internal sealed class ConsumerLink : IStoreConsumer
     readonly bool peekLock;
     readonly Channel<bool> signals = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
     readonly CancellationTokenSource closed = new();
+    int closedOnce;
 
     ConsumerLink(SendingAmqpLink link, ServiceBusNamespace serviceBus, MessageStore store, Action<string>? log)
     {
@@ -35,14 +36,14 @@ internal sealed class ConsumerLink : IStoreConsumer
         var consumer = new ConsumerLink(link, serviceBus, store, log);
         link.RegisterCreditListener((_, _, _) => consumer.Signal());
         link.RegisterDispositionListener(consumer.OnDisposition);
-        link.SafeAddClosed((_, _) => consumer.OnClosed());
         _ = consumer.RunAsync();
         serviceBus.AddConsumer(store, consumer);
+
+        // Registered last: on a link that is already closed this runs at once and must find the consumer to remove.
+        link.SafeAddClosed((_, _) => consumer.OnClosed());
     }
 
     public void Signal() => signals.Writer.TryWrite(true);
-
-    int closedOnce;
 
     // Locks held by this link stay until they expire, as on Service Bus: a closed link does not release its messages.
     void OnClosed()
