@@ -15,14 +15,18 @@ public sealed class EndpointTests
         await using var sender = bus.Client.CreateSender("durable");
         await sender.SendMessageAsync(new ServiceBusMessage("before"), Ct);
 
+        var admin = new Azure.Messaging.ServiceBus.Administration.ServiceBusAdministrationClient(
+            bus.Endpoint.AdministrationConnectionString, new Azure.Messaging.ServiceBus.Administration.ServiceBusAdministrationClientOptions { Retry = { MaxRetries = 0 } });
         await bus.Endpoint.StopListeningAsync(Ct);
-        using (var probe = new TcpClient())
+        foreach (var port in new[] { bus.Endpoint.AmqpPort, bus.Endpoint.ManagementPort })
         {
-            await Assert.ThrowsAnyAsync<SocketException>(() => probe.ConnectAsync("127.0.0.1", bus.Endpoint.AmqpPort, Ct).AsTask());
+            using var probe = new TcpClient();
+            await Assert.ThrowsAnyAsync<SocketException>(() => probe.ConnectAsync("127.0.0.1", port, Ct).AsTask());
         }
 
         await bus.Endpoint.StartListeningAsync(Ct);
         await sender.SendMessageAsync(new ServiceBusMessage("after"), Ct);
+        Assert.True((await admin.QueueExistsAsync("durable", Ct)).Value);
 
         await using var receiver = bus.Client.CreateReceiver("durable", new ServiceBusReceiverOptions { ReceiveMode = ServiceBusReceiveMode.ReceiveAndDelete });
         var received = await QueueTests.ReceiveAtLeastAsync(receiver, 2);

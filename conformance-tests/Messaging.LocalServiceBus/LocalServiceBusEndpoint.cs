@@ -94,20 +94,22 @@ public sealed class LocalServiceBusEndpoint : IAsyncDisposable
         return Task.CompletedTask;
     }
 
-    /// <summary>Simulated outage: the AMQP port stops accepting and every open connection is dropped; all entities and messages stay.</summary>
-    public Task StopListeningAsync(CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Simulated outage: the AMQP and administration ports stop accepting and every open connection is dropped;
+    /// all entities, messages and locks stay (locks keep expiring meanwhile).
+    /// </summary>
+    public async Task StopListeningAsync(CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
         amqp.Stop();
-        return Task.CompletedTask;
+        await administration.StopAsync().ConfigureAwait(false);
     }
 
-    /// <summary>Ends a simulated outage: listens on the same AMQP port again.</summary>
-    public Task StartListeningAsync(CancellationToken cancellationToken = default)
+    /// <summary>Ends a simulated outage: listens on the same AMQP and administration ports again.</summary>
+    public async Task StartListeningAsync(CancellationToken cancellationToken = default)
     {
-        cancellationToken.ThrowIfCancellationRequested();
         amqp.Start(amqp.Port);
-        return Task.CompletedTask;
+        await administration.StartAsync(administration.Port, cancellationToken).ConfigureAwait(false);
     }
 
     async Task RunTimerAsync(CancellationToken cancellationToken)

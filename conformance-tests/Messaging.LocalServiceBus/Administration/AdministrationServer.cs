@@ -30,6 +30,11 @@ internal sealed class AdministrationServer(ServiceBusNamespace serviceBus, SasTo
 
     public async Task StartAsync(int port, CancellationToken cancellationToken)
     {
+        if (app is not null)
+        {
+            return;
+        }
+
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.UseKestrel(kestrel => kestrel.Listen(IPAddress.Loopback, port));
@@ -41,14 +46,19 @@ internal sealed class AdministrationServer(ServiceBusNamespace serviceBus, SasTo
         app = web;
     }
 
-    public async ValueTask DisposeAsync()
+    /// <summary>Closes the HTTP port and its connections; a later <see cref="StartAsync"/> listens on the same port.</summary>
+    public async Task StopAsync()
     {
-        if (app is not null)
+        var web = app;
+        app = null;
+        if (web is not null)
         {
-            await app.StopAsync().ConfigureAwait(false);
-            await app.DisposeAsync().ConfigureAwait(false);
+            await web.StopAsync().ConfigureAwait(false);
+            await web.DisposeAsync().ConfigureAwait(false);
         }
     }
+
+    public async ValueTask DisposeAsync() => await StopAsync().ConfigureAwait(false);
 
     async Task HandleAsync(HttpContext context)
     {
