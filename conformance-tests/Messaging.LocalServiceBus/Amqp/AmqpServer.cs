@@ -210,15 +210,18 @@ internal sealed class AmqpServer : IRuntimeProvider
             var receiving = (ReceivingAmqpLink)link;
             if (address == CbsNode.Address)
             {
-                RequestResponse.Attach(receiving, StateOf(link), cbs.Handle);
+                var connection = StateOf(link);
+                RequestResponse.Attach(receiving, connection, request => cbs.Handle(request, connection));
             }
             else if (EntityAddress.IsManagement(address, out var owner))
             {
+                StateOf(link).EnsureAuthorized(address);
                 var node = new ManagementNode(serviceBus, owner);
                 RequestResponse.Attach(receiving, StateOf(link), node.Handle);
             }
             else
             {
+                StateOf(link).EnsureAuthorized(address);
                 serviceBus.EnsureSendTarget(address);
                 ProducerLink.Attach(receiving, serviceBus, address, log);
             }
@@ -241,6 +244,7 @@ internal sealed class AmqpServer : IRuntimeProvider
             throw ServiceBusErrorException.NotSupported("Session receivers are not supported by the local Service Bus endpoint.");
         }
 
+        StateOf(link).EnsureAuthorized(source);
         var store = serviceBus.ResolveStore(source);
         ConsumerLink.Attach(sending, serviceBus, store, log);
     }
@@ -260,10 +264,33 @@ internal sealed class AmqpServer : IRuntimeProvider
     }
 }
 
-/// <summary>Per-connection routing of request-response replies: reply-to address to the link that carries them.</summary>
+/// <summary>
+/// What one connection may do: the entity paths its put-token requests were granted for, and the routing of
+/// request-response replies (reply-to address to the link that carries them).
+/// </summary>
 internal sealed class ConnectionState
 {
     readonly ConcurrentDictionary<string, SendingAmqpLink> replyLinks = new(StringComparer.Ordinal);
+    readonly ConcurrentDictionary<string, bool> authorizedPaths = new(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>Records a granted audience; an empty path is the whole namespace.</summary>
+    public void Authorize(string path) => authorizedPaths[path] = true;
+
+    /// <summary>Service Bus refuses a link to an entity unless a token for the entity (or a parent path) was put first.</summary>
+    public void EnsureAuthorized(string address)
+    {
+        foreach (var path in authorizedPaths.Keys)
+        {
+            if (path.Length == 0
+                || string.Equals(path, address, StringComparison.OrdinalIgnoreCase)
+                || address.StartsWith(path + "/", StringComparison.OrdinalIgnoreCase))
+            {
+                return;
+            }
+        }
+
+        throw ServiceBusErrorException.Unauthorized(address);
+    }
 
     public void RegisterReplyLink(string address, SendingAmqpLink link)
     {

@@ -5,14 +5,14 @@ namespace Messaging.LocalServiceBus.Amqp;
 
 /// <summary>
 /// Claims-based security: accepts put-token requests carrying a SAS token signed with the configured key, as the SDK
-/// sends before attaching to an entity. Tokens are validated (key name, signature, expiry) but links are not
-/// checked against the audiences granted: every connection that authenticated once may reach every entity.
+/// sends before attaching to an entity. A valid token (key name, signature, expiry) grants its audience to the
+/// connection; entity links are then checked against the granted audiences. Token expiry does not close links.
 /// </summary>
 internal sealed class CbsNode(SasTokenValidator validator)
 {
     public const string Address = "$cbs";
 
-    public AmqpMessage Handle(AmqpMessage request)
+    public AmqpMessage Handle(AmqpMessage request, ConnectionState connection)
     {
         var properties = request.ApplicationProperties?.Map;
         var operation = properties?["operation"]?.ToString();
@@ -33,9 +33,27 @@ internal sealed class CbsNode(SasTokenValidator validator)
             return Response(400, $"Token type '{type}' is not supported; only servicebus.windows.net:sastoken is.");
         }
 
+        var audience = properties["name"]?.ToString();
+        if (string.IsNullOrEmpty(audience))
+        {
+            return Response(400, "The put-token request names no audience.");
+        }
+
         var failure = validator.Validate(token, DateTimeOffset.UtcNow);
-        return failure is null ? Response(202, "Accepted") : Response(401, failure);
+        if (failure is not null)
+        {
+            return Response(401, failure);
+        }
+
+        connection.Authorize(AudiencePath(audience));
+        return Response(202, "Accepted");
     }
+
+    // The SDK names the entity URI (sb://host:port/path); a bare path is accepted too.
+    static string AudiencePath(string audience) =>
+        audience.Contains("://", StringComparison.Ordinal) && Uri.TryCreate(audience, UriKind.Absolute, out var uri)
+            ? Uri.UnescapeDataString(uri.AbsolutePath).Trim('/')
+            : audience.Trim('/');
 
     static AmqpMessage Response(int status, string description)
     {

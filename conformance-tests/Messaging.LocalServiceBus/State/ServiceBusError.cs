@@ -21,6 +21,9 @@ internal sealed class ServiceBusErrorException(string condition, int statusCode,
     public static ServiceBusErrorException NotSupported(string detail) =>
         new("amqp:not-implemented", 501, detail);
 
+    public static ServiceBusErrorException Unauthorized(string path) =>
+        new("amqp:unauthorized-access", 401, $"Unauthorized access to '{path}': no put-token on $cbs has granted a claim for it on this connection.");
+
     public static ServiceBusErrorException BadArgument(string detail) =>
         new("com.microsoft:argument-error", 400, detail);
 }
