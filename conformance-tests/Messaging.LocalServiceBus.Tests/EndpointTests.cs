@@ -97,6 +97,24 @@ public sealed class EndpointTests
     }
 
     [Fact]
+    public async Task Topology_file_is_read_from_its_path()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"local-servicebus-{Guid.NewGuid():N}.json");
+        await File.WriteAllTextAsync(path, """{ "UserConfig": { "Namespaces": [ { "Name": "ns", "Queues": [ { "Name": "from-file", "Properties": { "MaxDeliveryCount": 2 } } ] } ] } }""", Ct);
+        try
+        {
+            await using var endpoint = await LocalServiceBusEndpoint.StartAsync(new LocalServiceBusOptions { ConfigFilePath = path }, Ct);
+            var admin = new Azure.Messaging.ServiceBus.Administration.ServiceBusAdministrationClient(endpoint.AdministrationConnectionString);
+
+            Assert.Equal(2, (await admin.GetQueueAsync("from-file", Ct)).Value.MaxDeliveryCount);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
     public async Task Config_file_with_rule_filters_is_refused_with_the_reason()
     {
         const string config = """

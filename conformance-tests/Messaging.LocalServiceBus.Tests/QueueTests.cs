@@ -257,6 +257,36 @@ public sealed class QueueTests
     }
 
     [Fact]
+    public async Task Deferred_messages_are_settled_over_the_management_link()
+    {
+        await using var bus = await LocalBus.StartAsync();
+        await bus.Endpoint.CreateQueueAsync("parked", cancellationToken: Ct);
+        await using var sender = bus.Client.CreateSender("parked");
+        await sender.SendMessagesAsync([new ServiceBusMessage("abandon me"), new ServiceBusMessage("dead-letter me")], Ct);
+        await using var receiver = bus.Client.CreateReceiver("parked");
+        var received = await ReceiveAtLeastAsync(receiver, 2);
+        foreach (var message in received)
+        {
+            await receiver.DeferMessageAsync(message, cancellationToken: Ct);
+        }
+
+        var deferred = await receiver.ReceiveDeferredMessagesAsync(received.Select(m => m.SequenceNumber), Ct);
+        Assert.Equal(2, deferred.Count);
+        await receiver.AbandonMessageAsync(deferred[0], new Dictionary<string, object> { ["note"] = "still parked" }, Ct);
+        await receiver.DeadLetterMessageAsync(deferred[1], "GaveUp", "parked too long", Ct);
+
+        var again = await receiver.ReceiveDeferredMessageAsync(deferred[0].SequenceNumber, Ct);
+        Assert.Equal("still parked", again.ApplicationProperties["note"]);
+        Assert.Equal(3, again.DeliveryCount);
+        await receiver.CompleteMessageAsync(again, Ct);
+        await using var deadLetters = bus.Client.CreateReceiver("parked", new ServiceBusReceiverOptions { SubQueue = SubQueue.DeadLetter });
+        var dead = await deadLetters.ReceiveMessageAsync(LocalBus.Patience, Ct);
+        Assert.Equal("dead-letter me", dead?.Body.ToString());
+        Assert.Equal("GaveUp", dead?.DeadLetterReason);
+        Assert.Equal("parked too long", dead?.DeadLetterErrorDescription);
+    }
+
+    [Fact]
     public async Task Scheduled_message_appears_at_its_time_and_a_cancelled_one_never_does()
     {
         await using var bus = await LocalBus.StartAsync();
