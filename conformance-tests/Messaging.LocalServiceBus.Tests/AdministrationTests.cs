@@ -46,6 +46,21 @@ public sealed class AdministrationTests
     }
 
     [Fact]
+    public async Task Deleting_a_queue_detaches_its_receivers()
+    {
+        await using var bus = await LocalBus.StartAsync();
+        await bus.Endpoint.CreateQueueAsync("doomed", cancellationToken: Ct);
+        await using var receiver = bus.Client.CreateReceiver("doomed");
+        Assert.Null(await receiver.ReceiveMessageAsync(TimeSpan.FromMilliseconds(200), Ct));
+        var admin = new ServiceBusAdministrationClient(bus.Endpoint.AdministrationConnectionString);
+
+        await admin.DeleteQueueAsync("doomed", Ct);
+        var failure = await Assert.ThrowsAsync<ServiceBusException>(() => receiver.ReceiveMessageAsync(TimeSpan.FromSeconds(5), Ct));
+
+        Assert.Equal(ServiceBusFailureReason.MessagingEntityNotFound, failure.Reason);
+    }
+
+    [Fact]
     public async Task Topic_and_subscription_created_over_http_carry_messages_over_amqp()
     {
         await using var bus = await LocalBus.StartAsync();

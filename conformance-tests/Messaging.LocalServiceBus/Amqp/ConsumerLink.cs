@@ -45,6 +45,9 @@ internal sealed class ConsumerLink : IStoreConsumer
 
     public void Signal() => signals.Writer.TryWrite(true);
 
+    public void Detach(ServiceBusErrorException error) =>
+        link.SafeClose(new AmqpException(new Error { Condition = error.Condition, Description = error.Message }));
+
     // Locks held by this link stay until they expire, as on Service Bus: a closed link does not release its messages.
     void OnClosed()
     {

@@ -49,6 +49,9 @@ internal sealed record EntitySettings(
 internal interface IStoreConsumer
 {
     void Signal();
+
+    /// <summary>The entity was deleted: the receiver is detached with the given error.</summary>
+    void Detach(ServiceBusErrorException error);
 }
 
 /// <summary>The messages of a queue or subscription, or of their dead-letter sub-queue.</summary>

@@ -107,25 +107,58 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
 
     public bool DeleteQueue(string name)
     {
+        MessageEntity? removed;
         lock (gate)
         {
-            return queues.Remove(name);
+            queues.Remove(name, out removed);
         }
+
+        DetachReceivers(removed is null ? [] : [removed]);
+        return removed is not null;
     }
 
     public bool DeleteTopic(string name)
     {
+        TopicEntity? removed;
         lock (gate)
         {
-            return topics.Remove(name);
+            topics.Remove(name, out removed);
         }
+
+        DetachReceivers(removed is null ? [] : [.. removed.Subscriptions.Values]);
+        return removed is not null;
     }
 
     public bool DeleteSubscription(string topicName, string name)
     {
+        MessageEntity? removed = null;
         lock (gate)
         {
-            return topics.TryGetValue(topicName, out var topic) && topic.Subscriptions.Remove(name);
+            if (topics.TryGetValue(topicName, out var topic))
+            {
+                topic.Subscriptions.Remove(name, out removed);
+            }
+        }
+
+        DetachReceivers(removed is null ? [] : [removed]);
+        return removed is not null;
+    }
+
+    // Service Bus detaches the links of a deleted entity; their clients then see the entity as not found.
+    void DetachReceivers(IReadOnlyList<MessageEntity> entities)
+    {
+        foreach (var entity in entities)
+        {
+            List<IStoreConsumer> consumers;
+            lock (gate)
+            {
+                consumers = [.. entity.Active.Consumers, .. entity.DeadLetter.Consumers];
+            }
+
+            foreach (var consumer in consumers)
+            {
+                consumer.Detach(ServiceBusErrorException.EntityNotFound(entity.Path));
+            }
         }
     }
 
