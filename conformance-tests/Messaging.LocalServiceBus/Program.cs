@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 using Messaging.LocalServiceBus;
 
 var options = new LocalServiceBusOptions { AmqpPort = 5672, ManagementPort = 5300, Log = line => Console.Error.WriteLine(line) };
@@ -23,11 +24,16 @@ for (int i = 0; i < args.Length; i++)
 }
 
 using var shutdown = new CancellationTokenSource();
-Console.CancelKeyPress += (_, e) =>
+
+// Ctrl+C and SIGTERM (docker stop, CI teardown) both end the process through an orderly endpoint disposal.
+void Stop(PosixSignalContext context)
 {
-    e.Cancel = true;
+    context.Cancel = true;
     shutdown.Cancel();
-};
+}
+
+using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
+using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
 
 await using var endpoint = await LocalServiceBusEndpoint.StartAsync(options, shutdown.Token);
 Console.WriteLine($"ConnectionString={endpoint.ConnectionString}");
