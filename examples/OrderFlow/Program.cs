@@ -1,8 +1,9 @@
 // Order flow: order placed -> payment -> shipping. Runs on the in-memory transport by default;
-// switch broker with configuration only, e.g.  dotnet run --project examples/OrderFlow -- --Messaging:Transport=RabbitMQ  (or PubSub, SnsSqs)
+// switch broker with configuration only, e.g.  dotnet run --project examples/OrderFlow -- --Messaging:Transport=RabbitMQ  (or PubSub, SnsSqs, ServiceBus)
 using Messaging.Aws;
 using Messaging.PubSub;
 using Messaging.RabbitMQ;
+using Messaging.ServiceBus;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -16,6 +17,7 @@ builder.Services.AddMessaging(builder.Configuration)
     .AddRabbitMq()
     .AddPubSub()
     .AddSnsSqs()
+    .AddServiceBus()
     .MapEvent<OrderPlaced>("orders", "com.example.order.placed")
     .MapEvent<PaymentCompleted>("payments", "com.example.payment.completed")
     .AddSubscription("payments", "orders", s => s.Handle<OrderPlaced, PaymentHandler>())

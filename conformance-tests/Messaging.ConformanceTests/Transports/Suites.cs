@@ -20,3 +20,13 @@ public sealed class RabbitMqConformance(RabbitMqFixture fixture) : ConformanceSu
 public sealed class PubSubConformance(PubSubFixture fixture) : ConformanceSuite<PubSubFixture>(fixture);
 
 public sealed class AwsConformance(AwsFixture fixture) : ConformanceSuite<AwsFixture>(fixture);
+
+/// <summary>The Service Bus suite runs in its own collection: its restart case stops the endpoint every other case of it uses.</summary>
+[CollectionDefinition(Name)]
+public sealed class ServiceBusCollection
+{
+    public const string Name = "Service Bus";
+}
+
+[Collection(ServiceBusCollection.Name)]
+public sealed class ServiceBusConformance(ServiceBusFixture fixture) : ConformanceSuite<ServiceBusFixture>(fixture);

@@ -1,0 +1,137 @@
+using System.Text;
+using Azure.Messaging.ServiceBus;
+using CloudNative.CloudEvents;
+using Messaging.Envelope;
+
+namespace Messaging.ServiceBus;
+
+/// <summary>
+/// CloudEvents over Service Bus, following the CloudEvents AMQP 1.0 protocol binding. Binary mode: every attribute is
+/// an application property named <c>cloudEvents_{attribute}</c> holding the attribute's canonical string form (strings
+/// keep timestamps and URIs exact, where AMQP timestamps would cut them to milliseconds), <c>datacontenttype</c> is the
+/// message's content type and the data is the body. The CloudEvent <c>id</c> is also the MessageId (so Service Bus
+/// duplicate detection applies to re-published events; ids above Service Bus's 128 characters are left to the broker's
+/// own message id) and, when configured, <c>subject</c> is also the message Subject. On receive, the prefixes
+/// <c>cloudEvents_</c>, <c>cloudEvents:</c>, <c>ce-</c> and <c>ce_</c> are accepted, native AMQP property types are read
+/// back into canonical strings, and a content type of <c>application/cloudevents+json</c> means structured mode.
+/// </summary>
+public sealed class ServiceBusCloudEventCodec(
+    ServiceBusContentMode mode,
+    IReadOnlyList<CloudEventAttribute> extensionAttributes,
+    long maxEventSizeBytes,
+    bool copySubject = true)
+{
+    /// <summary>Service Bus's limit on MessageId.</summary>
+    public const int MaxMessageIdLength = 128;
+
+    private static readonly string[] AcceptedPrefixes = ["cloudEvents_", "cloudEvents:", "ce-", "ce_"];
+
+    /// <summary>Encodes an event; throws <see cref="EventTooLargeException"/> above the size limit.</summary>
+    public ServiceBusMessage Encode(CloudEvent cloudEvent)
+    {
+        ArgumentNullException.ThrowIfNull(cloudEvent);
+        var message = new ServiceBusMessage();
+        long size = 0;
+        if (cloudEvent.Id is { Length: > 0 and <= MaxMessageIdLength } id)
+        {
+            message.MessageId = id;
+            size += id.Length;
+        }
+        if (copySubject && cloudEvent.Subject is { Length: > 0 } subject)
+        {
+            message.Subject = subject;
+            size += Encoding.UTF8.GetByteCount(subject);
+        }
+        if (mode == ServiceBusContentMode.Structured)
+        {
+            var body = StructuredJson.Encode(cloudEvent);
+            message.Body = new BinaryData(body);
+            message.ContentType = StructuredJson.MediaType + "; charset=utf-8";
+            size += body.Length + message.ContentType.Length;
+        }
+        else
+        {
+            foreach (var (name, value) in CloudEventAttributeMap.ToAttributes(cloudEvent))
+            {
+                var key = AttributePrefixed(name);
+                message.ApplicationProperties[key] = value;
+                size += key.Length + Encoding.UTF8.GetByteCount(value);
+            }
+            var data = CloudEventData.GetBytes(cloudEvent) ?? [];
+            message.Body = new BinaryData(data);
+            message.ContentType = cloudEvent.DataContentType;
+            size += data.Length + (cloudEvent.DataContentType?.Length ?? 0);
+        }
+        if (size > maxEventSizeBytes)
+        {
+            throw new EventTooLargeException(cloudEvent.Id ?? "?", size, maxEventSizeBytes, ServiceBusTransport.TransportName);
+        }
+        return message;
+    }
+
+    /// <summary>Decodes a received message; throws <see cref="InvalidCloudEventException"/> when it is not a CloudEvent.</summary>
+    public CloudEvent Decode(ServiceBusReceivedMessage message)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        return Decode(message.ContentType, message.ApplicationProperties, message.Body.ToMemory());
+    }
+
+    /// <summary>Decodes the parts of a message that carry a CloudEvent.</summary>
+    public CloudEvent Decode(string? contentType, IReadOnlyDictionary<string, object> applicationProperties, ReadOnlyMemory<byte> body)
+    {
+        ArgumentNullException.ThrowIfNull(applicationProperties);
+        if (StructuredJson.IsStructured(contentType))
+        {
+            return StructuredJson.Decode(body, contentType, extensionAttributes);
+        }
+        var attributes = new List<KeyValuePair<string, string>>();
+        foreach (var (key, value) in applicationProperties)
+        {
+            var name = StripPrefix(key);
+            if (name is null || PropertyValue(value) is not { } text)
+            {
+                continue;
+            }
+            if (name == "datacontenttype")
+            {
+                contentType ??= text;
+                continue;
+            }
+            attributes.Add(new(name, text));
+        }
+        if (attributes.Count == 0)
+        {
+            throw new InvalidCloudEventException(
+                "The message carries no CloudEvents attributes (no cloudEvents_*/ce-* application properties) and is not application/cloudevents+json.");
+        }
+        return CloudEventAttributeMap.FromAttributes(attributes, contentType, body, extensionAttributes);
+    }
+
+    /// <summary>The application property name of a CloudEvents attribute in binary mode.</summary>
+    public static string AttributePrefixed(string attribute) => ServiceBusNames.AttributePrefix + attribute;
+
+    /// <summary>
+    /// The canonical string of an application property written by any producer: strings as they are, AMQP timestamps as
+    /// RFC 3339, AMQP binary as base64 (the CloudEvents string form of Binary), numbers and booleans invariantly.
+    /// </summary>
+    internal static string? PropertyValue(object? value) => value switch
+    {
+        byte[] bytes => Convert.ToBase64String(bytes),
+        ReadOnlyMemory<byte> memory => Convert.ToBase64String(memory.Span),
+        BinaryData binary => Convert.ToBase64String(binary.ToMemory().Span),
+        Uri uri => uri.OriginalString,
+        _ => CloudEventAttributeMap.HeaderValueToString(value),
+    };
+
+    private static string? StripPrefix(string key)
+    {
+        foreach (var prefix in AcceptedPrefixes)
+        {
+            if (key.Length > prefix.Length && key.StartsWith(prefix, StringComparison.OrdinalIgnoreCase))
+            {
+                return key[prefix.Length..].ToLowerInvariant();
+            }
+        }
+        return null;
+    }
+}

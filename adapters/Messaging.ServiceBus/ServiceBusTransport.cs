@@ -1,0 +1,278 @@
+using System.Collections.Concurrent;
+using Azure.Messaging.ServiceBus;
+using Azure.Messaging.ServiceBus.Administration;
+using CloudNative.CloudEvents;
+using Messaging.DeadLetters;
+using Messaging.Envelope;
+using Messaging.Topology;
+using Messaging.Transport;
+using Microsoft.Extensions.Logging;
+
+namespace Messaging.ServiceBus;
+
+/// <summary>
+/// Azure Service Bus transport. Topology: topic = Service Bus topic; subscription = Service Bus subscription of that topic
+/// (default rule: every message) plus one queue, <c>{subscription}.redelivery</c>, that its consumers read as well and that
+/// receives the subscription's retry copies and dead-letter replays (Service Bus cannot address one subscription of a
+/// topic without SQL filter rules). Messages are received in PeekLock mode; attempts are counted by the broker
+/// (<c>DeliveryCount</c>) plus a property carried by retry copies; dead letters use the native dead-letter sub-queues.
+/// </summary>
+public sealed partial class ServiceBusTransport : IMessageTransport
+{
+    /// <summary>The name that selects this transport in configuration.</summary>
+    public const string TransportName = "ServiceBus";
+
+    private readonly ServiceBusClient _client;
+    private readonly ServiceBusAdministrationClient _administration;
+    private readonly ConcurrentDictionary<string, ServiceBusSender> _senders = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, string> _topicOfSubscription = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<ServiceBusConsumer, byte> _consumers = new();
+    private readonly ServiceBusDeadLetterStore _deadLetters;
+    private readonly ILogger _logger;
+    private int _disposed;
+
+    public ServiceBusTransport(ServiceBusTransportOptions options, IReadOnlyList<CloudEventAttribute> extensionAttributes, ILoggerFactory loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        Options = options;
+        _logger = loggerFactory.CreateLogger<ServiceBusTransport>();
+        var clientOptions = new ServiceBusClientOptions
+        {
+            TransportType = options.UseWebSockets ? ServiceBusTransportType.AmqpWebSockets : ServiceBusTransportType.AmqpTcp,
+            Identifier = options.ClientIdentifier,
+            RetryOptions = new ServiceBusRetryOptions
+            {
+                Mode = ServiceBusRetryMode.Exponential,
+                MaxRetries = options.MaxRetries,
+                Delay = options.RetryDelay,
+                MaxDelay = TimeSpan.FromSeconds(10),
+                TryTimeout = options.TryTimeout,
+            },
+        };
+        if (!string.IsNullOrWhiteSpace(options.ConnectionString))
+        {
+            _client = new ServiceBusClient(options.ConnectionString, clientOptions);
+            _administration = new ServiceBusAdministrationClient(options.AdministrationConnectionString ?? options.ConnectionString);
+            Endpoint = _client.FullyQualifiedNamespace;
+        }
+        else
+        {
+            var credential = options.Credential ?? throw new InvalidOperationException(
+                $"{ServiceBusTransportOptions.SectionName}:FullyQualifiedNamespace is set but no credential is available: register an Azure.Core.TokenCredential " +
+                "(for example DefaultAzureCredential from Azure.Identity) in dependency injection, or set ServiceBusTransportOptions.Credential.");
+            _client = new ServiceBusClient(options.FullyQualifiedNamespace, credential, clientOptions);
+            _administration = string.IsNullOrWhiteSpace(options.AdministrationConnectionString)
+                ? new ServiceBusAdministrationClient(options.FullyQualifiedNamespace, credential)
+                : new ServiceBusAdministrationClient(options.AdministrationConnectionString);
+            Endpoint = options.FullyQualifiedNamespace!;
+        }
+        Codec = new ServiceBusCloudEventCodec(options.ContentMode, extensionAttributes, options.MaxEventSizeBytes, options.CopySubjectToMessageSubject);
+        Capabilities = new TransportCapabilities { MaxEventSizeBytes = options.MaxEventSizeBytes };
+        _deadLetters = new ServiceBusDeadLetterStore(this);
+    }
+
+    public string Name => TransportName;
+
+    public TransportCapabilities Capabilities { get; }
+
+    public IDeadLetterStore DeadLetters => _deadLetters;
+
+    /// <summary>The namespace this transport talks to, for messages.</summary>
+    public string Endpoint { get; }
+
+    internal ServiceBusTransportOptions Options { get; }
+
+    internal ServiceBusCloudEventCodec Codec { get; }
+
+    internal ServiceBusClient Client => _client;
+
+    internal ILogger Logger => _logger;
+
+    public async Task ProvisionAsync(MessagingTopology topology, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(topology);
+        // Refuse names Service Bus would refuse before creating anything, so a bad topology leaves no half-made entities.
+        foreach (var subscription in topology.Subscriptions)
+        {
+            ServiceBusNames.EnsureValidSubscription(subscription.Name);
+        }
+        foreach (var topic in topology.Topics.Concat(topology.Subscriptions.Select(s => s.Topic)).Distinct(StringComparer.Ordinal))
+        {
+            await EnsureAsync(
+                () => _administration.TopicExistsAsync(ServiceBusNames.Topic(topic), cancellationToken),
+                () => _administration.CreateTopicAsync(ServiceBusNames.Topic(topic), cancellationToken),
+                $"topic '{topic}'").ConfigureAwait(false);
+        }
+        foreach (var subscription in topology.Subscriptions)
+        {
+            Remember(subscription);
+            await EnsureAsync(
+                () => _administration.SubscriptionExistsAsync(ServiceBusNames.Topic(subscription.Topic), ServiceBusNames.Subscription(subscription.Name), cancellationToken),
+                () => _administration.CreateSubscriptionAsync(new CreateSubscriptionOptions(ServiceBusNames.Topic(subscription.Topic), ServiceBusNames.Subscription(subscription.Name))
+                {
+                    MaxDeliveryCount = Options.MaxDeliveryCount,
+                    LockDuration = Options.LockDuration,
+                    DeadLetteringOnMessageExpiration = true,
+                }, cancellationToken),
+                $"subscription '{subscription.Name}' of topic '{subscription.Topic}'").ConfigureAwait(false);
+            var queue = ServiceBusNames.RedeliveryQueue(subscription.Name);
+            await EnsureAsync(
+                () => _administration.QueueExistsAsync(queue, cancellationToken),
+                () => _administration.CreateQueueAsync(new CreateQueueOptions(queue)
+                {
+                    MaxDeliveryCount = Options.MaxDeliveryCount,
+                    LockDuration = Options.LockDuration,
+                    DeadLetteringOnMessageExpiration = true,
+                }, cancellationToken),
+                $"redelivery queue '{queue}'").ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Exists-check then create; a concurrent creator winning the race (409) is success.</summary>
+    private async Task EnsureAsync<T>(Func<Task<Azure.Response<bool>>> exists, Func<Task<Azure.Response<T>>> create, string what)
+    {
+        try
+        {
+            if ((await exists().ConfigureAwait(false)).Value)
+            {
+                return;
+            }
+            await create().ConfigureAwait(false);
+            LogCreated(what);
+        }
+        catch (ServiceBusException ex) when (ex.Reason == ServiceBusFailureReason.MessagingEntityAlreadyExists)
+        {
+            // Created meanwhile by another instance: the goal is reached.
+        }
+        catch (Exception ex) when (ex is Azure.RequestFailedException or ServiceBusException or UnauthorizedAccessException or HttpRequestException)
+        {
+            throw new InvalidOperationException(
+                $"Could not provision {what} on Service Bus '{Endpoint}': {ex.Message}. Check {ServiceBusTransportOptions.SectionName}:ConnectionString " +
+                "(Manage rights are needed to create entities) or AdministrationConnectionString, or create the entities yourself and set Messaging:Provisioning to false.", ex);
+        }
+    }
+
+    public async Task PublishAsync(string topic, IReadOnlyList<CloudEvent> events, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(events);
+        if (events.Count == 0)
+        {
+            return;
+        }
+        // Encode everything first: a too-large event fails the whole call before anything is sent.
+        var messages = new ServiceBusMessage[events.Count];
+        for (var i = 0; i < events.Count; i++)
+        {
+            messages[i] = Codec.Encode(events[i]);
+        }
+        var sender = Sender(ServiceBusNames.Topic(topic));
+        try
+        {
+            if (messages.Length == 1)
+            {
+                await sender.SendMessageAsync(messages[0], cancellationToken).ConfigureAwait(false);
+                return;
+            }
+            await SendBatchedAsync(sender, messages, events, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ServiceBusException ex) when (ex.Reason == ServiceBusFailureReason.MessagingEntityNotFound)
+        {
+            throw new InvalidOperationException(
+                $"Service Bus topic '{topic}' does not exist on '{Endpoint}'. Provision the topology (Messaging:Provisioning) or create the topic.", ex);
+        }
+        catch (ServiceBusException ex) when (ex.Reason == ServiceBusFailureReason.MessageSizeExceeded)
+        {
+            throw new EventTooLargeException(events[0].Id ?? "?", messages.Max(m => (long)m.Body.ToMemory().Length), Options.MaxEventSizeBytes, TransportName);
+        }
+    }
+
+    /// <summary>Fills ServiceBusMessageBatch objects (sized by the broker's link limit) and sends each when it is full.</summary>
+    private static async Task SendBatchedAsync(ServiceBusSender sender, ServiceBusMessage[] messages, IReadOnlyList<CloudEvent> events, CancellationToken cancellationToken)
+    {
+        var batch = await sender.CreateMessageBatchAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            for (var i = 0; i < messages.Length; i++)
+            {
+                if (batch.TryAddMessage(messages[i]))
+                {
+                    continue;
+                }
+                if (batch.Count == 0)
+                {
+                    throw new EventTooLargeException(events[i].Id ?? "?", messages[i].Body.ToMemory().Length, batch.MaxSizeInBytes, TransportName);
+                }
+                await sender.SendMessagesAsync(batch, cancellationToken).ConfigureAwait(false);
+                batch.Dispose();
+                batch = await sender.CreateMessageBatchAsync(cancellationToken).ConfigureAwait(false);
+                i--; // the message that did not fit goes first into the new batch
+            }
+            if (batch.Count > 0)
+            {
+                await sender.SendMessagesAsync(batch, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            batch.Dispose();
+        }
+    }
+
+    public async Task<ITransportConsumer> StartConsumerAsync(SubscriptionDefinition subscription, DeliveryCallback onDelivery, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(subscription);
+        ServiceBusNames.EnsureValidSubscription(subscription.Name);
+        Remember(subscription);
+        var consumer = new ServiceBusConsumer(this, subscription, onDelivery, _logger);
+        await consumer.StartAsync(cancellationToken).ConfigureAwait(false);
+        _consumers.TryAdd(consumer, 0);
+        return consumer;
+    }
+
+    internal ServiceBusSender Sender(string entity) => _senders.GetOrAdd(entity, static (name, client) => client.CreateSender(name), _client);
+
+    internal void Forget(ServiceBusConsumer consumer) => _consumers.TryRemove(consumer, out _);
+
+    private void Remember(SubscriptionDefinition subscription) => _topicOfSubscription[subscription.Name] = subscription.Topic;
+
+    /// <summary>The topic of a subscription: known from the topology, or looked up once through the administration API.</summary>
+    internal async Task<string> TopicOfAsync(string subscription, CancellationToken cancellationToken)
+    {
+        if (_topicOfSubscription.TryGetValue(subscription, out var topic))
+        {
+            return topic;
+        }
+        await foreach (var candidate in _administration.GetTopicsAsync(cancellationToken).ConfigureAwait(false))
+        {
+            if ((await _administration.SubscriptionExistsAsync(candidate.Name, subscription, cancellationToken).ConfigureAwait(false)).Value)
+            {
+                _topicOfSubscription[subscription] = candidate.Name;
+                return candidate.Name;
+            }
+        }
+        throw new InvalidOperationException($"No topic on Service Bus '{Endpoint}' has a subscription named '{subscription}'.");
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+        // Handlers still running are abandoned, not awaited: their messages go back to the entity and the return counts
+        // as a delivery, as it would after a crash (where the lock expires instead).
+        foreach (var consumer in _consumers.Keys)
+        {
+            await consumer.AbortAsync().ConfigureAwait(false);
+        }
+        foreach (var sender in _senders.Values)
+        {
+            await sender.DisposeAsync().ConfigureAwait(false);
+        }
+        await _client.DisposeAsync().ConfigureAwait(false);
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Created Service Bus {Entity}")]
+    private partial void LogCreated(string entity);
+}

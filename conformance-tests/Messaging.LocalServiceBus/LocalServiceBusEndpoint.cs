@@ -1,0 +1,172 @@
+using Messaging.LocalServiceBus.Administration;
+using Messaging.LocalServiceBus.Amqp;
+using Messaging.LocalServiceBus.State;
+
+namespace Messaging.LocalServiceBus;
+
+/// <summary>
+/// A local Azure Service Bus namespace on 127.0.0.1: AMQP 1.0 in the Service Bus dialect for ServiceBusClient and
+/// the ATOM administration API for ServiceBusAdministrationClient, state in memory.
+/// </summary>
+public sealed class LocalServiceBusEndpoint : IAsyncDisposable
+{
+    readonly LocalServiceBusOptions options;
+    readonly ServiceBusNamespace serviceBus;
+    readonly AmqpServer amqp;
+    readonly AdministrationServer administration;
+    readonly CancellationTokenSource stopping = new();
+    Task? timerLoop;
+    int disposed;
+
+    LocalServiceBusEndpoint(LocalServiceBusOptions options)
+    {
+        this.options = options;
+        serviceBus = new ServiceBusNamespace(options.Log);
+        var tokens = new SasTokenValidator(options.SharedAccessKeyName, options.SharedAccessKey);
+        amqp = new AmqpServer(serviceBus, tokens, options.Log);
+        administration = new AdministrationServer(serviceBus, tokens);
+    }
+
+    public int AmqpPort => amqp.Port;
+
+    public int ManagementPort => administration.Port;
+
+    /// <summary>For ServiceBusClient: plain AMQP on the AMQP port, as the SDK connects to the development emulator.</summary>
+    public string ConnectionString =>
+        $"Endpoint=sb://127.0.0.1:{AmqpPort};SharedAccessKeyName={options.SharedAccessKeyName};SharedAccessKey={options.SharedAccessKey};UseDevelopmentEmulator=true";
+
+    /// <summary>For ServiceBusAdministrationClient: plain HTTP on the management port.</summary>
+    public string AdministrationConnectionString =>
+        $"Endpoint=sb://127.0.0.1:{ManagementPort};SharedAccessKeyName={options.SharedAccessKeyName};SharedAccessKey={options.SharedAccessKey};UseDevelopmentEmulator=true";
+
+    public static async Task<LocalServiceBusEndpoint> StartAsync(LocalServiceBusOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new LocalServiceBusOptions();
+        if (options.TimerResolution <= TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), "TimerResolution must be positive.");
+        }
+
+        var endpoint = new LocalServiceBusEndpoint(options);
+        try
+        {
+            if (options.ConfigFilePath is { } path)
+            {
+                var fileContent = await File.ReadAllTextAsync(path, cancellationToken).ConfigureAwait(false);
+                Translate(() => EmulatorConfigFile.Apply(fileContent, endpoint.serviceBus));
+            }
+
+            if (options.ConfigJson is { } json)
+            {
+                Translate(() => EmulatorConfigFile.Apply(json, endpoint.serviceBus));
+            }
+
+            endpoint.amqp.Start(options.AmqpPort);
+            await endpoint.administration.StartAsync(options.ManagementPort, cancellationToken).ConfigureAwait(false);
+            endpoint.timerLoop = endpoint.RunTimerAsync(endpoint.stopping.Token);
+            return endpoint;
+        }
+        catch
+        {
+            await endpoint.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    public Task CreateQueueAsync(string name, LocalQueueOptions? queueOptions = null, CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        Translate(() => serviceBus.CreateQueue(name, queueOptions ?? new LocalQueueOptions()));
+        return Task.CompletedTask;
+    }
+
+    public Task CreateTopicAsync(string name, LocalTopicOptions? topicOptions = null, CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        Translate(() => serviceBus.CreateTopic(name, topicOptions ?? new LocalTopicOptions()));
+        return Task.CompletedTask;
+    }
+
+    public Task CreateSubscriptionAsync(string topic, string subscription, LocalSubscriptionOptions? subscriptionOptions = null, CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        Translate(() => serviceBus.CreateSubscription(topic, subscription, subscriptionOptions ?? new LocalSubscriptionOptions()));
+        return Task.CompletedTask;
+    }
+
+    /// <summary>
+    /// Simulated outage: the AMQP and administration ports stop accepting and every open connection is dropped;
+    /// all entities, messages and locks stay (locks keep expiring meanwhile).
+    /// </summary>
+    public async Task StopListeningAsync(CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        amqp.Stop();
+        await administration.StopAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>Ends a simulated outage: listens on the same AMQP and administration ports again.</summary>
+    public async Task StartListeningAsync(CancellationToken cancellationToken = default)
+    {
+        amqp.Start(amqp.Port);
+        await administration.StartAsync(administration.Port, cancellationToken).ConfigureAwait(false);
+    }
+
+    async Task RunTimerAsync(CancellationToken cancellationToken)
+    {
+        using var timer = new PeriodicTimer(options.TimerResolution);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
+            {
+                try
+                {
+                    serviceBus.Tick(DateTime.UtcNow);
+                }
+                catch (Exception exception)
+                {
+                    options.Log?.Invoke($"timer tick failed: {exception}");
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref disposed, 1) != 0)
+        {
+            return;
+        }
+
+        await stopping.CancelAsync().ConfigureAwait(false);
+        if (timerLoop is not null)
+        {
+            await timerLoop.ConfigureAwait(false);
+        }
+
+        amqp.Stop();
+        await administration.DisposeAsync().ConfigureAwait(false);
+        stopping.Dispose();
+    }
+
+    static void Translate(Action action)
+    {
+        try
+        {
+            action();
+        }
+        catch (ServiceBusErrorException error)
+        {
+            throw error.StatusCode switch
+            {
+                409 => new InvalidOperationException(error.Message, error),
+                501 => new NotSupportedException(error.Message, error),
+                404 => new InvalidOperationException(error.Message, error),
+                _ => new ArgumentException(error.Message, error),
+            };
+        }
+    }
+}

@@ -1,0 +1,107 @@
+namespace Messaging.LocalServiceBus.State;
+
+internal enum MessageState
+{
+    Active,
+    Scheduled,
+    Deferred,
+}
+
+/// <summary>One copy of a message inside one queue, subscription or dead-letter sub-queue.</summary>
+internal sealed class BrokeredMessage
+{
+    public required long SequenceNumber { get; init; }
+    public required MessageContent Content { get; set; }
+    public required DateTime EnqueuedTime { get; set; }
+    public DateTime? ScheduledEnqueueTime { get; set; }
+    public DateTime? ExpiresAt { get; set; }
+
+    /// <summary>The effective time-to-live (the smaller of the message's and the entity's); null when unlimited.</summary>
+    public TimeSpan? TimeToLive { get; set; }
+    public MessageState State { get; set; }
+
+    /// <summary>Deliveries made so far; the AMQP header carries the value before the current delivery.</summary>
+    public int DeliveryCount { get; set; }
+
+    public Guid? LockToken { get; set; }
+    public DateTime LockedUntil { get; set; }
+    public string? DeadLetterSource { get; set; }
+
+    public bool IsLocked(DateTime now) => LockToken is not null && LockedUntil > now;
+}
+
+/// <summary>Entity settings shared by queues and subscriptions.</summary>
+internal sealed record EntitySettings(
+    TimeSpan LockDuration,
+    int MaxDeliveryCount,
+    TimeSpan DefaultMessageTimeToLive,
+    bool DeadLetteringOnMessageExpiration,
+    string? ForwardDeadLetteredMessagesTo)
+{
+    public static EntitySettings From(LocalQueueOptions options) => new(
+        options.LockDuration, options.MaxDeliveryCount, options.DefaultMessageTimeToLive, options.DeadLetteringOnMessageExpiration, options.ForwardDeadLetteredMessagesTo);
+
+    public static EntitySettings From(LocalSubscriptionOptions options) => new(
+        options.LockDuration, options.MaxDeliveryCount, options.DefaultMessageTimeToLive, options.DeadLetteringOnMessageExpiration, options.ForwardDeadLetteredMessagesTo);
+}
+
+/// <summary>Something that pulls messages from a store (an AMQP receiver link) and must be told when some may be available.</summary>
+internal interface IStoreConsumer
+{
+    void Signal();
+
+    /// <summary>The entity was deleted: the receiver is detached with the given error.</summary>
+    void Detach(ServiceBusErrorException error);
+}
+
+/// <summary>The messages of a queue or subscription, or of their dead-letter sub-queue.</summary>
+internal sealed class MessageStore(MessageEntity entity, bool isDeadLetter)
+{
+    public MessageEntity Entity { get; } = entity;
+    public bool IsDeadLetter { get; } = isDeadLetter;
+    public string Path => IsDeadLetter ? Entity.Path + "/$DeadLetterQueue" : Entity.Path;
+    public SortedDictionary<long, BrokeredMessage> Messages { get; } = [];
+    public Dictionary<Guid, BrokeredMessage> Locks { get; } = [];
+    public List<IStoreConsumer> Consumers { get; } = [];
+}
+
+/// <summary>A queue or a subscription: an active store plus its dead-letter sub-queue.</summary>
+internal sealed class MessageEntity
+{
+    public MessageEntity(string path, EntitySettings settings, object options, TopicEntity? topic)
+    {
+        Path = path;
+        Settings = settings;
+        Options = options;
+        Topic = topic;
+        Active = new MessageStore(this, isDeadLetter: false);
+        DeadLetter = new MessageStore(this, isDeadLetter: true);
+    }
+
+    public string Path { get; }
+    public EntitySettings Settings { get; set; }
+
+    /// <summary>The LocalQueueOptions or LocalSubscriptionOptions it was created with (kept for the administration API).</summary>
+    public object Options { get; set; }
+
+    public TopicEntity? Topic { get; }
+    public MessageStore Active { get; }
+    public MessageStore DeadLetter { get; }
+    public long LastSequenceNumber { get; set; }
+    public DateTime CreatedAt { get; } = DateTime.UtcNow;
+    public DateTime UpdatedAt { get; set; } = DateTime.UtcNow;
+}
+
+internal sealed class TopicEntity(string name, LocalTopicOptions options)
+{
+    public string Name { get; } = name;
+    public LocalTopicOptions Options { get; set; } = options;
+    public Dictionary<string, MessageEntity> Subscriptions { get; } = new(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>Messages scheduled on the topic stay here until their time, then fan out.</summary>
+    public SortedDictionary<long, BrokeredMessage> Scheduled { get; } = [];
+
+    public long LastSequenceNumber { get; set; }
+    public DateTime CreatedAt { get; } = DateTime.UtcNow;
+    public DateTime UpdatedAt { get; set; } = DateTime.UtcNow;
+}
