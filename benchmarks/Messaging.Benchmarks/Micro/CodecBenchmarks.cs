@@ -1,13 +1,17 @@
 using BenchmarkDotNet.Attributes;
 using CloudNative.CloudEvents;
+using System.Text;
+using Azure.Messaging.ServiceBus;
+using Messaging.Aws;
 using Messaging.Envelope;
 using Messaging.PubSub;
 using Messaging.RabbitMQ;
+using Messaging.ServiceBus;
 using RabbitMQ.Client;
 
 namespace Messaging.Benchmarks.Micro;
 
-/// <summary>Per-event cost of each wire mapping: encode on publish, decode on receive (1 KB of data, typical attributes).</summary>
+/// <summary>Per-event cost of each wire mapping: encode on publish, decode on receive (1 KB of JSON data, typical attributes).</summary>
 [MemoryDiagnoser]
 public class CodecBenchmarks
 {
@@ -19,7 +23,7 @@ public class CodecBenchmarks
         Subject = "orders/42",
         Time = DateTimeOffset.UtcNow,
         DataContentType = "application/json",
-        Data = new byte[1024],
+        Data = Encoding.UTF8.GetBytes("{\"order\":\"" + new string('x', 1010) + "\"}"),
     };
 
     private RabbitMqCloudEventCodec _rabbit = null!;
@@ -28,6 +32,10 @@ public class CodecBenchmarks
     private ReadOnlyMemory<byte> _rabbitBody;
     private Messaging.PubSub.Grpc.PubsubMessage _pubsubMessage = null!;
     private ReadOnlyMemory<byte> _structured;
+    private ServiceBusCloudEventCodec _serviceBus = null!;
+    private ServiceBusMessage _serviceBusMessage = null!;
+    private SnsSqsCodec _snsSqs = null!;
+    private SqsWireMessage _sqsMessage = null!;
 
     [GlobalSetup]
     public void Setup()
@@ -38,6 +46,10 @@ public class CodecBenchmarks
         (_rabbitProperties, _rabbitBody, _) = _rabbit.Encode(_event);
         _pubsubMessage = _pubsub.Encode(_event);
         _structured = StructuredJson.Encode(_event);
+        _serviceBus = new ServiceBusCloudEventCodec(ServiceBusContentMode.Binary, [], 1 << 24);
+        _serviceBusMessage = _serviceBus.Encode(_event);
+        _snsSqs = new SnsSqsCodec([]);
+        _sqsMessage = _snsSqs.Encode(_event);
     }
 
     [Benchmark]
@@ -51,6 +63,18 @@ public class CodecBenchmarks
 
     [Benchmark]
     public CloudEvent PubSubDecode() => _pubsub.Decode(_pubsubMessage);
+
+    [Benchmark]
+    public object ServiceBusEncode() => _serviceBus.Encode(_event);
+
+    [Benchmark]
+    public CloudEvent ServiceBusDecode() => _serviceBus.Decode(_serviceBusMessage.ContentType, _serviceBusMessage.ApplicationProperties.AsReadOnly(), _serviceBusMessage.Body.ToMemory());
+
+    [Benchmark]
+    public object SnsSqsEncode() => _snsSqs.Encode(_event);
+
+    [Benchmark]
+    public CloudEvent SnsSqsDecode() => _snsSqs.Decode(_sqsMessage.Body, _sqsMessage.Attributes);
 
     [Benchmark]
     public ReadOnlyMemory<byte> StructuredEncode() => StructuredJson.Encode(_event);
