@@ -68,7 +68,6 @@ public sealed class SnsSqsCodec
 
     internal const string StringDataType = "String";
     private const string StructuredContentType = StructuredJson.MediaType + "; charset=utf-8";
-    private static readonly string[] AcceptedPrefixes = [AttributePrefix, "ce-", "cloudEvents_", "cloudEvents:"];
     // The default encoder escapes '+' in base64 data as six characters; relaxed escaping keeps data_base64 at 4/3 of the data.
     // Control characters are still escaped, so the body stays within the characters SQS accepts.
     private static readonly CloudNative.CloudEvents.SystemTextJson.JsonEventFormatter Formatter = new(
@@ -142,7 +141,7 @@ public sealed class SnsSqsCodec
                 contentType ??= value;
                 continue;
             }
-            if (StripPrefix(key) is not { } name)
+            if (CloudEventAttributeMap.AttributeName(key) is not { } name)
             {
                 continue;
             }
@@ -226,18 +225,6 @@ public sealed class SnsSqsCodec
             // Corrupt JSON without a structured content type: not recognisably a CloudEvent at all.
             return false;
         }
-    }
-
-    private static string? StripPrefix(string key)
-    {
-        foreach (var prefix in AcceptedPrefixes)
-        {
-            if (key.Length > prefix.Length && key.StartsWith(prefix, StringComparison.OrdinalIgnoreCase))
-            {
-                return key[prefix.Length..].ToLowerInvariant();
-            }
-        }
-        return null;
     }
 
     private static bool TryGetSqsText(byte[] data, out string? text)

@@ -16,13 +16,10 @@ namespace Messaging.RabbitMQ;
 /// </summary>
 public sealed class RabbitMqCloudEventCodec(RabbitMqContentMode mode, IReadOnlyList<CloudEventAttribute> extensionAttributes, long maxEventSizeBytes)
 {
-    private static readonly string[] AcceptedPrefixes = ["cloudEvents_", "cloudEvents:", "ce-", "ce_"];
-
-    // Header names repeat on every message; computing them once keeps two strings per header off the hot path. Names
-    // come from producers we do not control, so the caches stop growing at a bound and the rest is computed each time.
+    // Header names repeat on every message; computing them once keeps a string per header off the hot path. The
+    // names are the application's own attributes, but the cache still stops growing at a bound.
     private const int NameCacheLimit = 512;
     private static readonly ConcurrentDictionary<string, string> HeaderNames = new(StringComparer.Ordinal);
-    private static readonly ConcurrentDictionary<string, string?> AttributeNames = new(StringComparer.Ordinal);
 
     public (BasicProperties Properties, ReadOnlyMemory<byte> Body, string RoutingKey) Encode(CloudEvent cloudEvent)
     {
@@ -80,7 +77,7 @@ public sealed class RabbitMqCloudEventCodec(RabbitMqContentMode mode, IReadOnlyL
         {
             foreach (var (key, value) in headers)
             {
-                var name = StripPrefix(key);
+                var name = CloudEventAttributeMap.AttributeName(key);
                 if (name is null || HeaderValue(value) is not { } text)
                 {
                     continue;
@@ -119,31 +116,5 @@ public sealed class RabbitMqCloudEventCodec(RabbitMqContentMode mode, IReadOnlyL
             HeaderNames.TryAdd(attribute, name);
         }
         return name;
-    }
-
-    private static string? StripPrefix(string key)
-    {
-        if (AttributeNames.TryGetValue(key, out var name))
-        {
-            return name;
-        }
-        name = ComputeAttributeName(key);
-        if (AttributeNames.Count < NameCacheLimit)
-        {
-            AttributeNames.TryAdd(key, name);
-        }
-        return name;
-    }
-
-    private static string? ComputeAttributeName(string key)
-    {
-        foreach (var prefix in AcceptedPrefixes)
-        {
-            if (key.Length > prefix.Length && key.StartsWith(prefix, StringComparison.OrdinalIgnoreCase))
-            {
-                return key[prefix.Length..].ToLowerInvariant();
-            }
-        }
-        return null;
     }
 }

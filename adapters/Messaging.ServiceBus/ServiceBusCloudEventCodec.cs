@@ -24,8 +24,6 @@ public sealed class ServiceBusCloudEventCodec(
     /// <summary>Service Bus's limit on MessageId.</summary>
     public const int MaxMessageIdLength = 128;
 
-    private static readonly string[] AcceptedPrefixes = ["cloudEvents_", "cloudEvents:", "ce-", "ce_"];
-
     /// <summary>Encodes an event; throws <see cref="EventTooLargeException"/> above the size limit.</summary>
     public ServiceBusMessage Encode(CloudEvent cloudEvent)
     {
@@ -87,7 +85,7 @@ public sealed class ServiceBusCloudEventCodec(
         var attributes = new List<KeyValuePair<string, string>>();
         foreach (var (key, value) in applicationProperties)
         {
-            var name = StripPrefix(key);
+            var name = CloudEventAttributeMap.AttributeName(key);
             if (name is null || PropertyValue(value) is not { } text)
             {
                 continue;
@@ -122,16 +120,4 @@ public sealed class ServiceBusCloudEventCodec(
         Uri uri => uri.OriginalString,
         _ => CloudEventAttributeMap.HeaderValueToString(value),
     };
-
-    private static string? StripPrefix(string key)
-    {
-        foreach (var prefix in AcceptedPrefixes)
-        {
-            if (key.Length > prefix.Length && key.StartsWith(prefix, StringComparison.OrdinalIgnoreCase))
-            {
-                return key[prefix.Length..].ToLowerInvariant();
-            }
-        }
-        return null;
-    }
 }

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -130,6 +131,45 @@ public static class CloudEventAttributeMap
             }
         }
         return true;
+    }
+
+    /// <summary>
+    /// The prefixes binary-mode bindings put before attribute names: <c>cloudEvents_</c> (AMQP 1.0 binding),
+    /// <c>cloudEvents:</c> (its older drafts), <c>ce-</c> (HTTP, Google Pub/Sub), <c>ce_</c> (Kafka, AWS message attributes).
+    /// </summary>
+    public static IReadOnlyList<string> AcceptedPrefixes { get; } = ["cloudEvents_", "cloudEvents:", "ce-", "ce_"];
+
+    // Property names repeat on every message, so the answer is kept; names come from producers we do not control, so
+    // the cache stops growing at a bound and the rest is computed each time.
+    private const int NameCacheLimit = 512;
+    private static readonly ConcurrentDictionary<string, string?> AttributeNames = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The CloudEvents attribute carried by a binary-mode header, application property or message attribute named
+    /// <paramref name="propertyName"/> with any of the <see cref="AcceptedPrefixes"/> (matched case-insensitively; the
+    /// attribute name is lower-cased), or <c>null</c> when the property is not a CloudEvents attribute.
+    /// </summary>
+    public static string? AttributeName(string propertyName)
+    {
+        ArgumentNullException.ThrowIfNull(propertyName);
+        if (AttributeNames.TryGetValue(propertyName, out var name))
+        {
+            return name;
+        }
+        name = null;
+        foreach (var prefix in AcceptedPrefixes)
+        {
+            if (propertyName.Length > prefix.Length && propertyName.StartsWith(prefix, StringComparison.OrdinalIgnoreCase))
+            {
+                name = propertyName[prefix.Length..].ToLowerInvariant();
+                break;
+            }
+        }
+        if (AttributeNames.Count < NameCacheLimit)
+        {
+            AttributeNames.TryAdd(propertyName, name);
+        }
+        return name;
     }
 
     /// <summary>Decodes a header value written by any AMQP-style client into its string form.</summary>
