@@ -50,10 +50,13 @@ internal sealed class LibraryTarget(string transport, Action<MessagingBuilder> a
         _publisher = _host.Services.GetRequiredService<IEventPublisher>();
     }
 
+    // One parsed source for every event, as a service keeps its own (the raw clients send a constant string).
+    private static readonly Uri Source = new("urn:bench");
+
     private static CloudEvent Event(byte[] payload) => new()
     {
         Id = Guid.NewGuid().ToString(),
-        Source = new Uri("urn:bench"),
+        Source = Source,
         Type = "com.example.bench",
         DataContentType = "application/octet-stream",
         Data = payload,

@@ -79,7 +79,14 @@ public static class CloudEventAttributeMap
             }
             try
             {
-                cloudEvent.SetAttributeFromString(name, value);
+                if (name == "source")
+                {
+                    cloudEvent.Source = ParseSource(specVersion, value);
+                }
+                else
+                {
+                    cloudEvent.SetAttributeFromString(name, value);
+                }
             }
             catch (ArgumentException ex)
             {
@@ -100,6 +107,24 @@ public static class CloudEventAttributeMap
         }
         EnsureValid(cloudEvent);
         return cloudEvent;
+    }
+
+    /// <summary>
+    /// A subscription sees the same few sources on every event, and parsing a URI costs more than the rest of the
+    /// attributes together; <see cref="Uri"/> is immutable, so parsed sources are shared (up to a bound).
+    /// </summary>
+    private static Uri ParseSource(CloudEventsSpecVersion specVersion, string value)
+    {
+        if (Sources.TryGetValue(value, out var source))
+        {
+            return source;
+        }
+        source = (Uri)specVersion.SourceAttribute.Parse(value);
+        if (Sources.Count < NameCacheLimit)
+        {
+            Sources.TryAdd(value, source);
+        }
+        return source;
     }
 
     /// <summary>Throws <see cref="InvalidCloudEventException"/> naming the missing required attributes.</summary>
@@ -143,6 +168,7 @@ public static class CloudEventAttributeMap
     // the cache stops growing at a bound and the rest is computed each time.
     private const int NameCacheLimit = 512;
     private static readonly ConcurrentDictionary<string, string?> AttributeNames = new(StringComparer.Ordinal);
+    private static readonly ConcurrentDictionary<string, Uri> Sources = new(StringComparer.Ordinal);
 
     /// <summary>
     /// The CloudEvents attribute carried by a binary-mode header, application property or message attribute named
