@@ -43,6 +43,9 @@ public sealed class PubSubFixture : ITransportFixture, IAsyncLifetime
         {
             o.ProjectId = _project;
             o.EmulatorHost = _host;
+            // The shortest lease Pub/Sub allows: a delivery lost with a crashed consumer (one the emulator handed to the
+            // dying stream after the courtesy nack) comes back within the suite's waits, as it would after a real crash.
+            o.AckDeadline = TimeSpan.FromSeconds(10);
         });
     }
 
