@@ -20,6 +20,7 @@ public sealed class RabbitMqCloudEventCodec(RabbitMqContentMode mode, IReadOnlyL
     // names are the application's own attributes, but the cache still stops growing at a bound.
     private const int NameCacheLimit = 512;
     private static readonly ConcurrentDictionary<string, string> HeaderNames = new(StringComparer.Ordinal);
+    private static readonly Dictionary<string, object?> EmptyHeaders = [];
 
     public (BasicProperties Properties, ReadOnlyMemory<byte> Body, string RoutingKey) Encode(CloudEvent cloudEvent)
     {
@@ -71,31 +72,10 @@ public sealed class RabbitMqCloudEventCodec(RabbitMqContentMode mode, IReadOnlyL
         {
             return StructuredJson.Decode(body, properties.ContentType, extensionAttributes);
         }
-        var attributes = new List<KeyValuePair<string, string>>();
-        string? contentType = properties.ContentType;
-        if (properties.Headers is { } headers)
-        {
-            foreach (var (key, value) in headers)
-            {
-                var name = CloudEventAttributeMap.AttributeName(key);
-                if (name is null || HeaderValue(value) is not { } text)
-                {
-                    continue;
-                }
-                if (name == "datacontenttype")
-                {
-                    contentType ??= text;
-                    continue;
-                }
-                attributes.Add(new(name, text));
-            }
-        }
-        if (attributes.Count == 0)
-        {
-            throw new InvalidCloudEventException(
-                "The message carries no CloudEvents attributes (no cloudEvents_*/ce-* headers) and is not application/cloudevents+json.");
-        }
-        return CloudEventAttributeMap.FromAttributes(attributes, contentType, body, extensionAttributes, dataIsOwned: bodyIsOwned);
+        return CloudEventAttributeMap.FromProperties(
+            properties.Headers ?? EmptyHeaders, HeaderValue, properties.ContentType, body, extensionAttributes,
+            "The message carries no CloudEvents attributes (no cloudEvents_*/ce-* headers) and is not application/cloudevents+json.",
+            dataIsOwned: bodyIsOwned);
     }
 
     internal static string? HeaderValue(object? value) => value switch

@@ -82,27 +82,9 @@ public sealed class ServiceBusCloudEventCodec(
         {
             return StructuredJson.Decode(body, contentType, extensionAttributes);
         }
-        var attributes = new List<KeyValuePair<string, string>>();
-        foreach (var (key, value) in applicationProperties)
-        {
-            var name = CloudEventAttributeMap.AttributeName(key);
-            if (name is null || PropertyValue(value) is not { } text)
-            {
-                continue;
-            }
-            if (name == "datacontenttype")
-            {
-                contentType ??= text;
-                continue;
-            }
-            attributes.Add(new(name, text));
-        }
-        if (attributes.Count == 0)
-        {
-            throw new InvalidCloudEventException(
-                "The message carries no CloudEvents attributes (no cloudEvents_*/ce-* application properties) and is not application/cloudevents+json.");
-        }
-        return CloudEventAttributeMap.FromAttributes(attributes, contentType, body, extensionAttributes);
+        return CloudEventAttributeMap.FromProperties(
+            applicationProperties, PropertyValue, contentType, body, extensionAttributes,
+            "The message carries no CloudEvents attributes (no cloudEvents_*/ce-* application properties) and is not application/cloudevents+json.");
     }
 
     /// <summary>The application property name of a CloudEvents attribute in binary mode.</summary>

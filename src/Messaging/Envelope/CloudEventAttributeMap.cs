@@ -127,6 +127,52 @@ public static class CloudEventAttributeMap
         return source;
     }
 
+    /// <summary>
+    /// Builds a CloudEvent from a binary-mode message's properties (headers, application properties): every property whose
+    /// name carries one of the <see cref="AcceptedPrefixes"/> is an attribute; a <c>datacontenttype</c> attribute is used
+    /// only when the binding carried no content type of its own. Throws <see cref="InvalidCloudEventException"/> with
+    /// <paramref name="noAttributesError"/> when no property is a CloudEvents attribute.
+    /// </summary>
+    /// <param name="properties">The message's properties, with values as the client library gives them.</param>
+    /// <param name="valueToString">The canonical string of a property value, or <c>null</c> for a value that is not one.</param>
+    /// <param name="contentType">The content type the binding carried, if any.</param>
+    /// <param name="data">The body.</param>
+    /// <param name="extensionAttributes">Extension attributes known to the application, for typed values.</param>
+    /// <param name="noAttributesError">What to say when the message carries no CloudEvents attribute.</param>
+    /// <param name="dataIsOwned">As for <see cref="FromAttributes"/>.</param>
+    public static CloudEvent FromProperties<TValue>(
+        IEnumerable<KeyValuePair<string, TValue>> properties,
+        Func<TValue, string?> valueToString,
+        string? contentType,
+        ReadOnlyMemory<byte> data,
+        IEnumerable<CloudEventAttribute>? extensionAttributes,
+        string noAttributesError,
+        bool dataIsOwned = false)
+    {
+        ArgumentNullException.ThrowIfNull(properties);
+        ArgumentNullException.ThrowIfNull(valueToString);
+        var attributes = new List<KeyValuePair<string, string>>();
+        foreach (var (key, value) in properties)
+        {
+            var name = AttributeName(key);
+            if (name is null || valueToString(value) is not { } text)
+            {
+                continue;
+            }
+            if (name == "datacontenttype")
+            {
+                contentType ??= text;
+                continue;
+            }
+            attributes.Add(new(name, text));
+        }
+        if (attributes.Count == 0)
+        {
+            throw new InvalidCloudEventException(noAttributesError);
+        }
+        return FromAttributes(attributes, contentType, data, extensionAttributes, dataIsOwned);
+    }
+
     /// <summary>Throws <see cref="InvalidCloudEventException"/> naming the missing required attributes.</summary>
     public static void EnsureValid(CloudEvent cloudEvent)
     {
