@@ -21,7 +21,11 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
     private readonly ConcurrentDictionary<TimeSpan, Task> _retryQueues = new();
     private readonly string _queue;
     private readonly SemaphoreSlim _slots;
+
+    /// <summary>How long handled deliveries may wait behind a slower one before they are acknowledged one by one.</summary>
+    internal static readonly TimeSpan AckLinger = TimeSpan.FromMilliseconds(100);
     private IChannel? _channel;
+    private RabbitMqAckBatcher? _acks;
     private string? _consumerTag;
     private int _inFlight;
     private volatile bool _stopping;
@@ -44,7 +48,14 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
             publisherConfirmationsEnabled: false,
             publisherConfirmationTrackingEnabled: false,
             consumerDispatchConcurrency: 1), cancellationToken).ConfigureAwait(false);
-        await _channel.BasicQosAsync(0, (ushort)Math.Clamp(Math.Max(_subscription.Prefetch, _subscription.Concurrency), 1, ushort.MaxValue), global: false, cancellationToken).ConfigureAwait(false);
+        var window = (ushort)Math.Clamp(Math.Max(_subscription.Prefetch, _subscription.Concurrency), 1, ushort.MaxValue);
+        await _channel.BasicQosAsync(0, window, global: false, cancellationToken).ConfigureAwait(false);
+        var channel = _channel;
+        _acks = new RabbitMqAckBatcher(
+            (tag, multiple) => channel.BasicAckAsync(tag, multiple, CancellationToken.None),
+            ex => LogAckFailed(_subscription.Name, ex.Message),
+            individualThreshold: Math.Max(1, window / 4),
+            linger: AckLinger);
         var consumer = new AsyncEventingBasicConsumer(_channel);
         consumer.ReceivedAsync += OnReceivedAsync;
         try
@@ -59,10 +70,11 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
 
     private async Task OnReceivedAsync(object sender, BasicDeliverEventArgs args)
     {
+        var sequence = _acks!.Track(args.DeliveryTag);
         if (_stopping)
         {
             // Arrived after the stop began: hand it back untouched for another consumer.
-            await SafeAsync(() => _channel!.BasicNackAsync(args.DeliveryTag, multiple: false, requeue: true, CancellationToken.None).AsTask()).ConfigureAwait(false);
+            await NackAsync(args.DeliveryTag, sequence).ConfigureAwait(false);
             return;
         }
         // The client dispatches one message at a time; the concurrency limit is ours. Waiting for a slot here holds the
@@ -78,10 +90,17 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
         }
         Interlocked.Increment(ref _inFlight);
         // The client's body buffer is only valid during this callback.
-        _ = ProcessAsync(args.DeliveryTag, args.BasicProperties, args.Body.ToArray(), args.Redelivered);
+        _ = ProcessAsync(args.DeliveryTag, sequence, args.BasicProperties, args.Body.ToArray(), args.Redelivered);
     }
 
-    private async Task ProcessAsync(ulong deliveryTag, IReadOnlyBasicProperties properties, byte[] body, bool redelivered)
+    /// <summary>Returns a delivery to the queue with a frame of its own, before any multiple-ack can pass over it.</summary>
+    private async Task NackAsync(ulong deliveryTag, long sequence)
+    {
+        await SafeAsync(() => _channel!.BasicNackAsync(deliveryTag, multiple: false, requeue: true, CancellationToken.None).AsTask()).ConfigureAwait(false);
+        _acks!.SettledElsewhere(sequence);
+    }
+
+    private async Task ProcessAsync(ulong deliveryTag, long sequence, IReadOnlyBasicProperties properties, byte[] body, bool redelivered)
     {
         try
         {
@@ -96,17 +115,22 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
             {
                 error = ex.Message;
             }
-            var delivery = new Delivery(this, deliveryTag, properties, body, cloudEvent, error, attempt);
+            var delivery = new Delivery(this, sequence, properties, body, cloudEvent, error, attempt);
             try
             {
                 await _onDelivery(delivery, _abort.Token).ConfigureAwait(false);
+                if (!_abort.IsCancellationRequested && delivery.TryClaim())
+                {
+                    // Never expected; left alone it would hold back the acknowledgement of every later delivery.
+                    await NackAsync(deliveryTag, sequence).ConfigureAwait(false);
+                }
             }
             catch (Exception ex) when (!_abort.IsCancellationRequested)
             {
                 LogSettleFailed(ex, _subscription.Name, properties.MessageId);
-                if (!delivery.Settled)
+                if (delivery.TryClaim())
                 {
-                    await SafeAsync(() => _channel!.BasicNackAsync(deliveryTag, multiple: false, requeue: true, CancellationToken.None).AsTask()).ConfigureAwait(false);
+                    await NackAsync(deliveryTag, sequence).ConfigureAwait(false);
                 }
             }
             catch (Exception)
@@ -216,6 +240,10 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
         {
             await _abort.CancelAsync().ConfigureAwait(false);
         }
+        if (_acks is not null)
+        {
+            await _acks.FlushAsync().ConfigureAwait(false);
+        }
     }
 
     internal async Task AbortAsync()
@@ -235,6 +263,12 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
         }
         _transport.Forget(this);
         await AbortAsync().ConfigureAwait(false);
+        if (_acks is not null)
+        {
+            // Handled deliveries are acknowledged even when the consumer goes away without a stop.
+            await _acks.FlushAsync().ConfigureAwait(false);
+            await _acks.DisposeAsync().ConfigureAwait(false);
+        }
         if (_channel is not null)
         {
             await SafeAsync(() => _channel.CloseAsync()).ConfigureAwait(false);
@@ -260,7 +294,7 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
 
     private sealed class Delivery(
         RabbitMqConsumer owner,
-        ulong deliveryTag,
+        long sequence,
         IReadOnlyBasicProperties properties,
         byte[] body,
         CloudEvent? cloudEvent,
@@ -310,26 +344,26 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
             await AckAsync().ConfigureAwait(false);
         }
 
-        private async Task AckAsync()
+        /// <summary>Takes the right to settle; false when it is already settled.</summary>
+        public bool TryClaim() => Interlocked.Exchange(ref _settled, 1) == 0;
+
+        private Task AckAsync()
         {
-            if (Interlocked.Exchange(ref _settled, 1) == 1)
+            // The frame goes out with the channel's next batch. If the channel was recovered meanwhile, the tag is
+            // stale: the client drops the ack and the broker redelivers.
+            if (TryClaim())
             {
-                return;
+                owner._acks!.Ack(sequence);
             }
-            // If the channel was recovered meanwhile, the tag is stale: the client drops the ack and the broker redelivers.
-            try
-            {
-                await owner._channel!.BasicAckAsync(deliveryTag, multiple: false, CancellationToken.None).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (IsChannelGone(ex))
-            {
-                owner.LogChannelGone(owner._subscription.Name, ex.Message);
-            }
+            return Task.CompletedTask;
         }
     }
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Could not settle message {MessageId} on subscription {Subscription}; it was returned to the queue")]
     private partial void LogSettleFailed(Exception exception, string subscription, string? messageId);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Could not acknowledge deliveries of subscription {Subscription}; they return to the queue: {Reason}")]
+    private partial void LogAckFailed(string subscription, string reason);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Channel of subscription {Subscription} is closed: {Reason}")]
     private partial void LogChannelGone(string subscription, string reason);
