@@ -49,6 +49,13 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
                 clientCpu[i] = [];
                 brokerCpu[i] = [];
             }
+            // Warm-up, not measured: the first run of each target pays for JIT compilation (tiered, so code is
+            // recompiled once it is hot), connection set-up and the broker's first queues; libraries with more code
+            // pay more. A quarter of a measured run, end to end, brings each target to steady state.
+            foreach (var target in targets)
+            {
+                await EndToEndAsync(target, Math.Max(1, count / 4), size, cancellationToken);
+            }
             for (var round = 0; round < settings.Rounds; round++)
             {
                 foreach (var i in Rotation(round))

@@ -9,11 +9,16 @@ public sealed record BenchMessage(byte[] Payload);
 
 /// <summary>
 /// MassTransit 8.5.12 on the same broker: quorum queue, publisher confirms (MassTransit's default), prefetch 200
-/// (as the raw client), MassTransit's default concurrency (= prefetch) and its default JSON serializer.
+/// and 8 messages handled at once (this library's defaults), and MassTransit's default JSON serializer.
 /// </summary>
+/// <remarks>
+/// MassTransit's own default concurrency is the prefetch count (200); measured here it ran end to end 10 to 20%
+/// slower than with 8, so the comparable setting is also the kinder one.
+/// </remarks>
 internal sealed class MassTransitTarget(string uri) : IBenchTarget
 {
     private const int Window = 256;
+    private const int Concurrency = 8;
     private IHost? _host;
     private IBus? _bus;
     private string _queue = "";
@@ -48,6 +53,7 @@ internal sealed class MassTransitTarget(string uri) : IBenchTarget
                     {
                         e.SetQuorumQueue();
                         e.PrefetchCount = 200;
+                        e.ConcurrentMessageLimit = Concurrency;
                         e.ConfigureConsumer<BenchConsumer>(context);
                     });
                 }
