@@ -146,8 +146,9 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
                         window.Enqueue(new InFlight(chunk, i, Send(channel, m, chunk.CancellationToken)));
                     }
                 }
-                // Nothing else queued: wait for the outstanding confirms so every chunk completes.
-                while (window.Count > 0)
+                // Nothing else queued: settle outstanding confirms, oldest first, so every chunk completes, but go back to
+                // sending as soon as more is queued: callers that publish one event at a time keep the window full.
+                while (window.Count > 0 && !reader.TryPeek(out _))
                 {
                     await window.Dequeue().CompleteAsync().ConfigureAwait(false);
                 }
