@@ -133,8 +133,28 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
         return sorted.Length == 0 ? double.NaN : sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
+    /// <summary>
+    /// Waits (up to 5 s) until the broker is idle: deleting the previous run's queue, compacting its log and the like
+    /// would otherwise be charged to whichever target runs next.
+    /// </summary>
+    private async Task QuiesceAsync(CancellationToken cancellationToken)
+    {
+        var step = TimeSpan.FromMilliseconds(100);
+        for (var i = 0; i < 50; i++)
+        {
+            var (_, before) = _cpu.Read();
+            await Task.Delay(step, cancellationToken);
+            var (_, after) = _cpu.Read();
+            if (before is null || after is null || after.Value - before.Value < step * 0.05)
+            {
+                return;
+            }
+        }
+    }
+
     private async Task<(double Rate, double ClientCpu)> PublishOnlyAsync(IBenchTarget target, int count, int size, CancellationToken cancellationToken)
     {
+        await QuiesceAsync(cancellationToken);
         await target.StartAsync(consume: false, new Recorder(), cancellationToken);
         try
         {
@@ -154,6 +174,7 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
     /// <returns>Events per second, and CPU microseconds per event of this process and of the broker (when measurable).</returns>
     private async Task<(double Rate, double ClientCpu, double? BrokerCpu)> EndToEndAsync(IBenchTarget target, int count, int size, CancellationToken cancellationToken)
     {
+        await QuiesceAsync(cancellationToken);
         var recorder = new Recorder();
         await target.StartAsync(consume: true, recorder, cancellationToken);
         try
@@ -175,6 +196,7 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
 
     private async Task<(double, double, double)> LatencyAsync(IBenchTarget target, double rate, int size, CancellationToken cancellationToken)
     {
+        await QuiesceAsync(cancellationToken);
         var recorder = new Recorder { RecordLatency = true };
         await target.StartAsync(consume: true, recorder, cancellationToken);
         try

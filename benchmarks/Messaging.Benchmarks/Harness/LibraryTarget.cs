@@ -11,8 +11,10 @@ using Microsoft.Extensions.Hosting;
 namespace Messaging.Benchmarks.Harness;
 
 /// <summary>This library on a given transport, with its default settings (no benchmark-only tuning).</summary>
-internal sealed class LibraryTarget(string transport, Action<MessagingBuilder> addTransport, Func<string, Task> cleanup, IDictionary<string, string?>? settings = null) : IBenchTarget
+internal sealed class LibraryTarget(string transport, Action<MessagingBuilder> addTransport, Func<string, Task> cleanup, IDictionary<string, string?>? settings = null, int window = 256) : IBenchTarget
 {
+    private int Window => window;
+
     private IHost? _host;
     private IEventPublisher? _publisher;
     private string _topic = "";
@@ -62,14 +64,22 @@ internal sealed class LibraryTarget(string transport, Action<MessagingBuilder> a
         Data = payload,
     };
 
-    public Task PublishManyAsync(int count, int size, CancellationToken cancellationToken)
+    /// <summary>
+    /// One event per call, at most <see cref="Window"/> calls awaiting their confirms, as the raw client and MassTransit
+    /// publish: it is how services publish, and nothing is built ahead of time.
+    /// </summary>
+    public async Task PublishManyAsync(int count, int size, CancellationToken cancellationToken)
     {
-        var events = new CloudEvent[count];
+        var pending = new Queue<Task>(Window);
         for (var i = 0; i < count; i++)
         {
-            events[i] = Event(Recorder.Payload(size));
+            if (pending.Count >= Window)
+            {
+                await pending.Dequeue();
+            }
+            pending.Enqueue(_publisher!.PublishAsync(_topic, Event(Recorder.Payload(size)), cancellationToken));
         }
-        return _publisher!.PublishBatchAsync(_topic, events, cancellationToken);
+        await Task.WhenAll(pending);
     }
 
     public Task PublishOneAsync(byte[] payload, CancellationToken cancellationToken) => _publisher!.PublishAsync(_topic, Event(payload), cancellationToken);
