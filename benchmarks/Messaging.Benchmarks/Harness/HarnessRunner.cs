@@ -4,7 +4,7 @@ using System.Text;
 
 namespace Messaging.Benchmarks.Harness;
 
-internal sealed record HarnessSettings(int Rounds, IReadOnlyList<int> Sizes, Func<int, int> EventCount, TimeSpan LatencyDuration, double LatencyFraction);
+internal sealed record HarnessSettings(int Rounds, IReadOnlyList<int> Sizes, Func<int, int> EventCount, TimeSpan LatencyDuration, double LatencyFraction, bool WaitForIdleBroker = true);
 
 /// <summary>
 /// Runs the same scenarios through every target of one transport, alternating the targets within each round, and
@@ -139,6 +139,10 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
     /// </summary>
     private async Task QuiesceAsync(CancellationToken cancellationToken)
     {
+        if (!settings.WaitForIdleBroker)
+        {
+            return;
+        }
         var step = TimeSpan.FromMilliseconds(100);
         for (var i = 0; i < 50; i++)
         {
