@@ -119,6 +119,9 @@ public abstract partial class ConformanceSuite<TFixture>
         await using var second = await StartAsync(probe, configure);
         await Wait.UntilAsync(() => probe.Handled.Select(h => h.Event.Id).Distinct().Count() == 40, "the rest is handled after restart", TimeSpan.FromSeconds(60));
         Assert.Equal(events.Select(e => e.Id).Order(), probe.Handled.Select(h => h.Event.Id).Distinct().Order());
+        // What was handled before the stop was settled by the stop: nothing comes back a second time.
+        var handledTwice = probe.Handled.GroupBy(h => h.Event.Id).Where(g => g.Count() > 1).Select(g => g.Key).ToList();
+        Assert.True(handledTwice.Count == 0, $"{handledTwice.Count} event(s) were handled again after a graceful stop: {string.Join(", ", handledTwice.Take(5))}");
     });
 
     [Fact(Timeout = 60_000)]
