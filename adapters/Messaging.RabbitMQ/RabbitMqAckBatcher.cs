@@ -13,31 +13,31 @@ namespace Messaging.RabbitMQ;
 /// <para>A slow delivery holds back the multiple-ack of everything behind it. So that it never holds back the broker's
 /// prefetch credit or leaves handled deliveries unacknowledged for long, deliveries completed behind an unsettled one
 /// are acknowledged one by one once there are <c>individualThreshold</c> of them, or once they have waited
-/// <c>linger</c>.</para>
+/// <c>linger</c>; tracking then keeps only the unsettled ones, so it stays as small as the prefetch window.</para>
+/// <para>The broker refuses an acknowledgement that names a tag it no longer holds, so a multiple-ack only ever names
+/// a delivery that has not been acknowledged yet, and a delivery returned with its own nack is recorded
+/// (<see cref="SettledElsewhere"/>) only after that frame was written.</para>
 /// <para>Tags are the client's: after a connection recovery the client keeps them increasing and drops
 /// acknowledgements of tags from the lost channel, so tracking carries on unchanged.</para>
 /// </remarks>
 internal sealed class RabbitMqAckBatcher : IAsyncDisposable
 {
-    private const byte Pending = 0;
-    private const byte AckRequested = 1;
-    private const byte SettledOnWire = 2;
-
     private readonly Func<ulong, bool, ValueTask> _ack;
     private readonly Action<Exception> _onSendFailed;
     private readonly int _individualThreshold;
     private readonly TimeSpan _linger;
     private readonly Lock _gate = new();
     private readonly Timer _lingerTimer;
-    private ulong[] _tags = new ulong[64];
-    private byte[] _states = new byte[64];
+    private readonly Func<Task> _flushLoop;
+    private readonly List<ulong> _individual = [];
+    private Slot[] _ring = new Slot[64];
     private int _head;
     private int _count;
-    private long _headSequence;
-    private int _requestedBehindHead;
+    private int _requested;
     private bool _flushScheduled;
     private bool _forceIndividual;
     private bool _lingerArmed;
+    private bool _disposed;
     private Task _flush = Task.CompletedTask;
 
     /// <param name="ack">Sends <c>basic.ack(tag, multiple)</c>.</param>
@@ -50,10 +50,23 @@ internal sealed class RabbitMqAckBatcher : IAsyncDisposable
         _onSendFailed = onSendFailed;
         _individualThreshold = Math.Max(1, individualThreshold);
         _linger = linger;
+        _flushLoop = FlushLoopAsync;
         _lingerTimer = new Timer(static state => ((RabbitMqAckBatcher)state!).OnLinger(), this, Timeout.Infinite, Timeout.Infinite);
     }
 
-    /// <summary>Deliveries still tracked: the oldest unsettled one and everything delivered after it (for tests).</summary>
+    /// <summary>One delivery's place in the channel's order.</summary>
+    internal sealed class Slot(ulong tag)
+    {
+        internal const byte Pending = 0;
+        internal const byte AckRequested = 1;
+        internal const byte SettledOnWire = 2;
+
+        internal ulong Tag { get; } = tag;
+
+        internal byte State { get; set; }
+    }
+
+    /// <summary>Deliveries still tracked: the oldest unsettled one and what is not yet acknowledged after it (for tests).</summary>
     internal int Outstanding
     {
         get
@@ -66,33 +79,32 @@ internal sealed class RabbitMqAckBatcher : IAsyncDisposable
     }
 
     /// <summary>Starts tracking a delivery. Called in the order the broker delivers, before anything settles it.</summary>
-    public long Track(ulong deliveryTag)
+    public Slot Track(ulong deliveryTag)
     {
+        var slot = new Slot(deliveryTag);
         lock (_gate)
         {
-            if (_count == _tags.Length)
+            if (_count == _ring.Length)
             {
-                Grow();
+                Resize(_ring.Length * 2);
             }
-            var index = (_head + _count) % _tags.Length;
-            _tags[index] = deliveryTag;
-            _states[index] = Pending;
+            _ring[(_head + _count) & (_ring.Length - 1)] = slot;
             _count++;
-            return _headSequence + _count - 1;
         }
+        return slot;
     }
 
     /// <summary>Asks for the delivery to be acknowledged; the frame goes out with the next flush.</summary>
-    public void Ack(long sequence)
+    public void Ack(Slot slot)
     {
         lock (_gate)
         {
-            var index = IndexOf(sequence);
-            if (index < 0 || _states[index] != Pending)
+            if (slot.State != Slot.Pending)
             {
                 return;
             }
-            _states[index] = AckRequested;
+            slot.State = Slot.AckRequested;
+            _requested++;
             ScheduleFlushLocked();
         }
     }
@@ -101,16 +113,15 @@ internal sealed class RabbitMqAckBatcher : IAsyncDisposable
     /// Records that the delivery was settled by a frame of its own (a nack or reject) that the client has already
     /// written, so later multiple-acks may pass over it.
     /// </summary>
-    public void SettledElsewhere(long sequence)
+    public void SettledElsewhere(Slot slot)
     {
         lock (_gate)
         {
-            var index = IndexOf(sequence);
-            if (index < 0)
+            if (slot.State == Slot.AckRequested)
             {
-                return;
+                _requested--;
             }
-            _states[index] = SettledOnWire;
+            slot.State = Slot.SettledOnWire;
             ScheduleFlushLocked();
         }
     }
@@ -123,19 +134,12 @@ internal sealed class RabbitMqAckBatcher : IAsyncDisposable
             Task flush;
             lock (_gate)
             {
-                if (!_flushScheduled)
+                if (!_flushScheduled && _requested == 0)
                 {
-                    if (!HasRequestsLocked())
-                    {
-                        return;
-                    }
-                    _forceIndividual = true;
-                    ScheduleFlushLocked();
+                    return;
                 }
-                else
-                {
-                    _forceIndividual = true;
-                }
+                _forceIndividual = true;
+                ScheduleFlushLocked();
                 flush = _flush;
             }
             await flush.ConfigureAwait(false);
@@ -144,19 +148,11 @@ internal sealed class RabbitMqAckBatcher : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        await _lingerTimer.DisposeAsync().ConfigureAwait(false);
-    }
-
-    private bool HasRequestsLocked()
-    {
-        for (var i = 0; i < _count; i++)
+        lock (_gate)
         {
-            if (_states[(_head + i) % _states.Length] == AckRequested)
-            {
-                return true;
-            }
+            _disposed = true;
         }
-        return false;
+        await _lingerTimer.DisposeAsync().ConfigureAwait(false);
     }
 
     private void ScheduleFlushLocked()
@@ -166,7 +162,11 @@ internal sealed class RabbitMqAckBatcher : IAsyncDisposable
             return;
         }
         _flushScheduled = true;
-        _flush = Task.Run(FlushLoopAsync);
+        // The loop belongs to the channel, not to whichever handler completed first: it does not inherit its context.
+        using (ExecutionContext.SuppressFlow())
+        {
+            _flush = Task.Run(_flushLoop);
+        }
     }
 
     private void OnLinger()
@@ -174,7 +174,7 @@ internal sealed class RabbitMqAckBatcher : IAsyncDisposable
         lock (_gate)
         {
             _lingerArmed = false;
-            if (_requestedBehindHead == 0)
+            if (_requested == 0)
             {
                 return;
             }
@@ -185,44 +185,36 @@ internal sealed class RabbitMqAckBatcher : IAsyncDisposable
 
     private async Task FlushLoopAsync()
     {
-        List<ulong>? individual = null;
         while (true)
         {
             ulong multipleUpTo = 0;
-            individual?.Clear();
+            _individual.Clear();
             lock (_gate)
             {
-                // The settled prefix goes in one frame.
-                while (_count > 0 && _states[_head] != Pending)
+                // The settled prefix goes in one frame, naming its highest tag that was never acknowledged.
+                while (_count > 0 && _ring[_head].State != Slot.Pending)
                 {
-                    if (_states[_head] == AckRequested)
+                    var slot = _ring[_head];
+                    if (slot.State == Slot.AckRequested)
                     {
-                        multipleUpTo = _tags[_head];
+                        multipleUpTo = Math.Max(multipleUpTo, slot.Tag);
+                        slot.State = Slot.SettledOnWire;
+                        _requested--;
                     }
-                    _head = (_head + 1) % _tags.Length;
+                    _ring[_head] = null!;
+                    _head = (_head + 1) & (_ring.Length - 1);
                     _count--;
-                    _headSequence++;
                 }
-                _requestedBehindHead = CountRequestedLocked();
-                if (_requestedBehindHead > 0 && (_forceIndividual || _requestedBehindHead >= _individualThreshold))
+                // Whatever is still requested waits behind an unsettled delivery.
+                if (_requested > 0 && (_forceIndividual || _requested >= _individualThreshold))
                 {
-                    individual ??= [];
-                    for (var i = 0; i < _count; i++)
-                    {
-                        var index = (_head + i) % _tags.Length;
-                        if (_states[index] == AckRequested)
-                        {
-                            individual.Add(_tags[index]);
-                            _states[index] = SettledOnWire;
-                        }
-                    }
-                    _requestedBehindHead = 0;
+                    TakeIndividualLocked();
                 }
                 _forceIndividual = false;
-                if (multipleUpTo == 0 && (individual is null || individual.Count == 0))
+                if (multipleUpTo == 0 && _individual.Count == 0)
                 {
                     _flushScheduled = false;
-                    if (_requestedBehindHead > 0 && !_lingerArmed)
+                    if (_requested > 0 && !_lingerArmed && !_disposed)
                     {
                         _lingerArmed = true;
                         _lingerTimer.Change(_linger, Timeout.InfiniteTimeSpan);
@@ -236,56 +228,65 @@ internal sealed class RabbitMqAckBatcher : IAsyncDisposable
                 {
                     await _ack(multipleUpTo, true).ConfigureAwait(false);
                 }
-                if (individual is not null)
+                foreach (var tag in _individual)
                 {
-                    foreach (var tag in individual)
-                    {
-                        await _ack(tag, false).ConfigureAwait(false);
-                    }
+                    await _ack(tag, false).ConfigureAwait(false);
                 }
             }
             catch (Exception ex)
             {
-                _onSendFailed(ex);
+                ReportQuietly(ex);
             }
         }
     }
 
-    private int CountRequestedLocked()
+    /// <summary>Moves every requested acknowledgement to the one-by-one list and keeps only unsettled deliveries tracked.</summary>
+    private void TakeIndividualLocked()
     {
-        var requested = 0;
+        var kept = 0;
+        var mask = _ring.Length - 1;
         for (var i = 0; i < _count; i++)
         {
-            if (_states[(_head + i) % _states.Length] == AckRequested)
+            var slot = _ring[(_head + i) & mask];
+            if (slot.State == Slot.AckRequested)
             {
-                requested++;
+                _individual.Add(slot.Tag);
+                slot.State = Slot.SettledOnWire;
+            }
+            if (slot.State == Slot.Pending)
+            {
+                _ring[(_head + kept) & mask] = slot;
+                kept++;
             }
         }
-        return requested;
-    }
-
-    private int IndexOf(long sequence)
-    {
-        var offset = sequence - _headSequence;
-        if (offset < 0 || offset >= _count)
+        for (var i = kept; i < _count; i++)
         {
-            return -1; // already acknowledged by a frame of its own and passed over
+            _ring[(_head + i) & mask] = null!;
         }
-        return (int)((_head + offset) % _tags.Length);
+        _count = kept;
+        _requested = 0;
     }
 
-    private void Grow()
+    private void ReportQuietly(Exception ex)
     {
-        var tags = new ulong[_tags.Length * 2];
-        var states = new byte[_states.Length * 2];
+        try
+        {
+            _onSendFailed(ex);
+        }
+        catch (Exception)
+        {
+            // Reporting must never stop the loop: acknowledgements still waiting would never be sent.
+        }
+    }
+
+    private void Resize(int capacity)
+    {
+        var ring = new Slot[capacity];
         for (var i = 0; i < _count; i++)
         {
-            var index = (_head + i) % _tags.Length;
-            tags[i] = _tags[index];
-            states[i] = _states[index];
+            ring[i] = _ring[(_head + i) & (_ring.Length - 1)];
         }
-        _tags = tags;
-        _states = states;
+        _ring = ring;
         _head = 0;
     }
 }

@@ -24,6 +24,8 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
 
     /// <summary>How long handled deliveries may wait behind a slower one before they are acknowledged one by one.</summary>
     internal static readonly TimeSpan AckLinger = TimeSpan.FromMilliseconds(100);
+
+    private static readonly TimeSpan DisposeFlushTimeout = TimeSpan.FromSeconds(5);
     private IChannel? _channel;
     private RabbitMqAckBatcher? _acks;
     private string? _consumerTag;
@@ -70,11 +72,11 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
 
     private async Task OnReceivedAsync(object sender, BasicDeliverEventArgs args)
     {
-        var sequence = _acks!.Track(args.DeliveryTag);
+        var slot = _acks!.Track(args.DeliveryTag);
         if (_stopping)
         {
             // Arrived after the stop began: hand it back untouched for another consumer.
-            await NackAsync(args.DeliveryTag, sequence).ConfigureAwait(false);
+            await NackAsync(args.DeliveryTag, slot).ConfigureAwait(false);
             return;
         }
         // The client dispatches one message at a time; the concurrency limit is ours. Waiting for a slot here holds the
@@ -90,17 +92,17 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
         }
         Interlocked.Increment(ref _inFlight);
         // The client's body buffer is only valid during this callback.
-        _ = ProcessAsync(args.DeliveryTag, sequence, args.BasicProperties, args.Body.ToArray(), args.Redelivered);
+        _ = ProcessAsync(args.DeliveryTag, slot, args.BasicProperties, args.Body.ToArray(), args.Redelivered);
     }
 
     /// <summary>Returns a delivery to the queue with a frame of its own, before any multiple-ack can pass over it.</summary>
-    private async Task NackAsync(ulong deliveryTag, long sequence)
+    private async Task NackAsync(ulong deliveryTag, RabbitMqAckBatcher.Slot slot)
     {
         await SafeAsync(() => _channel!.BasicNackAsync(deliveryTag, multiple: false, requeue: true, CancellationToken.None).AsTask()).ConfigureAwait(false);
-        _acks!.SettledElsewhere(sequence);
+        _acks!.SettledElsewhere(slot);
     }
 
-    private async Task ProcessAsync(ulong deliveryTag, long sequence, IReadOnlyBasicProperties properties, byte[] body, bool redelivered)
+    private async Task ProcessAsync(ulong deliveryTag, RabbitMqAckBatcher.Slot slot, IReadOnlyBasicProperties properties, byte[] body, bool redelivered)
     {
         try
         {
@@ -115,14 +117,14 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
             {
                 error = ex.Message;
             }
-            var delivery = new Delivery(this, sequence, properties, body, cloudEvent, error, attempt);
+            var delivery = new Delivery(this, slot, properties, body, cloudEvent, error, attempt);
             try
             {
                 await _onDelivery(delivery, _abort.Token).ConfigureAwait(false);
                 if (!_abort.IsCancellationRequested && delivery.TryClaim())
                 {
                     // Never expected; left alone it would hold back the acknowledgement of every later delivery.
-                    await NackAsync(deliveryTag, sequence).ConfigureAwait(false);
+                    await NackAsync(deliveryTag, slot).ConfigureAwait(false);
                 }
             }
             catch (Exception ex) when (!_abort.IsCancellationRequested)
@@ -130,7 +132,7 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
                 LogSettleFailed(ex, _subscription.Name, properties.MessageId);
                 if (delivery.TryClaim())
                 {
-                    await NackAsync(deliveryTag, sequence).ConfigureAwait(false);
+                    await NackAsync(deliveryTag, slot).ConfigureAwait(false);
                 }
             }
             catch (Exception)
@@ -242,7 +244,14 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
         }
         if (_acks is not null)
         {
-            await _acks.FlushAsync().ConfigureAwait(false);
+            try
+            {
+                await _acks.FlushAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // Out of time: what is not acknowledged returns to the queue with the channel.
+            }
         }
     }
 
@@ -265,8 +274,15 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
         await AbortAsync().ConfigureAwait(false);
         if (_acks is not null)
         {
-            // Handled deliveries are acknowledged even when the consumer goes away without a stop.
-            await _acks.FlushAsync().ConfigureAwait(false);
+            // Handled deliveries are acknowledged even when the consumer goes away without a stop, if the channel lets us.
+            try
+            {
+                await _acks.FlushAsync().WaitAsync(DisposeFlushTimeout).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                // They return to the queue with the channel.
+            }
             await _acks.DisposeAsync().ConfigureAwait(false);
         }
         if (_channel is not null)
@@ -294,7 +310,7 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
 
     private sealed class Delivery(
         RabbitMqConsumer owner,
-        long sequence,
+        RabbitMqAckBatcher.Slot slot,
         IReadOnlyBasicProperties properties,
         byte[] body,
         CloudEvent? cloudEvent,
@@ -302,8 +318,6 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
         int attempt) : ITransportDelivery
     {
         private int _settled;
-
-        public bool Settled => Volatile.Read(ref _settled) == 1;
 
         public CloudEvent? Event => cloudEvent;
 
@@ -353,7 +367,7 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
             // stale: the client drops the ack and the broker redelivers.
             if (TryClaim())
             {
-                owner._acks!.Ack(sequence);
+                owner._acks!.Ack(slot);
             }
             return Task.CompletedTask;
         }

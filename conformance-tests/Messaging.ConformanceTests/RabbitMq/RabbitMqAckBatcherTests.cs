@@ -68,17 +68,17 @@ public sealed class RabbitMqAckBatcherTests
         }
     }
 
-    private static (RabbitMqAckBatcher Batcher, BrokerModel Broker, long[] Sequences) Start(int deliveries, int threshold, TimeSpan linger, Func<ulong, bool, ValueTask>? ack = null)
+    private static (RabbitMqAckBatcher Batcher, BrokerModel Broker, RabbitMqAckBatcher.Slot[] Slots) Start(int deliveries, int threshold, TimeSpan linger, Func<ulong, bool, ValueTask>? ack = null)
     {
         var broker = new BrokerModel();
         var batcher = new RabbitMqAckBatcher(ack ?? broker.Ack, ex => broker.Violations.Enqueue("send failed: " + ex.Message), threshold, linger);
-        var sequences = new long[deliveries + 1];
+        var slots = new RabbitMqAckBatcher.Slot[deliveries + 1];
         for (var tag = 1UL; tag <= (ulong)deliveries; tag++)
         {
             broker.Deliver(tag);
-            sequences[tag] = batcher.Track(tag);
+            slots[tag] = batcher.Track(tag);
         }
-        return (batcher, broker, sequences);
+        return (batcher, broker, slots);
     }
 
     [Fact]
@@ -87,7 +87,7 @@ public sealed class RabbitMqAckBatcherTests
         var broker = new BrokerModel();
         var firstSend = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var (batcher, _, sequences) = Start(100, threshold: 1000, Never, async (tag, multiple) =>
+        var (batcher, _, slots) = Start(100, threshold: 1000, Never, async (tag, multiple) =>
         {
             await broker.Ack(tag, multiple);
             if (firstSend.TrySetResult())
@@ -101,11 +101,11 @@ public sealed class RabbitMqAckBatcherTests
         }
         await using var _ = batcher;
 
-        batcher.Ack(sequences[1]);
+        batcher.Ack(slots[1]);
         await firstSend.Task.WaitAsync(Wait.DefaultTimeout, TestContext.Current.CancellationToken);
         for (var i = 2; i <= 100; i++)
         {
-            batcher.Ack(sequences[i]);
+            batcher.Ack(slots[i]);
         }
         release.SetResult();
         await Wait.UntilAsync(() => broker.Unacked().Length == 0, "every delivery is acknowledged");
@@ -118,12 +118,12 @@ public sealed class RabbitMqAckBatcherTests
     [Fact]
     public async Task Deliveries_completed_behind_a_running_one_wait_for_it_and_then_go_out_together()
     {
-        var (batcher, broker, sequences) = Start(5, threshold: 10, Never);
+        var (batcher, broker, slots) = Start(5, threshold: 10, Never);
         await using var _ = batcher;
 
-        batcher.Ack(sequences[2]);
-        batcher.Ack(sequences[3]);
-        batcher.Ack(sequences[1]);
+        batcher.Ack(slots[2]);
+        batcher.Ack(slots[3]);
+        batcher.Ack(slots[1]);
         await Wait.UntilAsync(() => broker.Unacked().Length == 2, "deliveries 1 to 3 are acknowledged");
 
         Assert.Empty(broker.Violations);
@@ -134,17 +134,17 @@ public sealed class RabbitMqAckBatcherTests
     [Fact]
     public async Task Enough_completions_behind_a_stuck_delivery_are_acknowledged_one_by_one_so_prefetch_credit_comes_back()
     {
-        var (batcher, broker, sequences) = Start(5, threshold: 2, Never);
+        var (batcher, broker, slots) = Start(5, threshold: 2, Never);
         await using var _ = batcher;
 
-        batcher.Ack(sequences[2]);
-        batcher.Ack(sequences[3]);
+        batcher.Ack(slots[2]);
+        batcher.Ack(slots[3]);
         await Wait.UntilAsync(() => broker.Unacked().Length == 3, "deliveries 2 and 3 are acknowledged");
         Assert.Equal([1UL, 4UL, 5UL], broker.Unacked());
 
         // The stuck one finishes; the multiple-ack may not name 2 or 3 again.
-        batcher.Ack(sequences[1]);
-        batcher.Ack(sequences[4]);
+        batcher.Ack(slots[1]);
+        batcher.Ack(slots[4]);
         await Wait.UntilAsync(() => broker.Unacked().Length == 1, "deliveries 1 and 4 are acknowledged");
 
         Assert.Empty(broker.Violations);
@@ -155,10 +155,10 @@ public sealed class RabbitMqAckBatcherTests
     [Fact]
     public async Task Completions_behind_a_stuck_delivery_are_acknowledged_after_the_linger()
     {
-        var (batcher, broker, sequences) = Start(2, threshold: 100, TimeSpan.FromMilliseconds(50));
+        var (batcher, broker, slots) = Start(2, threshold: 100, TimeSpan.FromMilliseconds(50));
         await using var _ = batcher;
 
-        batcher.Ack(sequences[2]);
+        batcher.Ack(slots[2]);
         await Wait.UntilAsync(() => broker.Unacked().Length == 1, "delivery 2 is acknowledged once it has waited");
 
         Assert.Empty(broker.Violations);
@@ -169,14 +169,14 @@ public sealed class RabbitMqAckBatcherTests
     [Fact]
     public async Task A_delivery_returned_with_its_own_nack_is_never_named_by_an_ack()
     {
-        var (batcher, broker, sequences) = Start(4, threshold: 10, Never);
+        var (batcher, broker, slots) = Start(4, threshold: 10, Never);
         await using var _ = batcher;
 
-        batcher.Ack(sequences[1]);
-        batcher.Ack(sequences[3]);
+        batcher.Ack(slots[1]);
+        batcher.Ack(slots[3]);
         broker.Nack(2);
-        batcher.SettledElsewhere(sequences[2]);
-        batcher.Ack(sequences[4]);
+        batcher.SettledElsewhere(slots[2]);
+        batcher.Ack(slots[4]);
         await Wait.UntilAsync(() => broker.Unacked().Length == 0, "every delivery is settled");
 
         Assert.Empty(broker.Violations);
@@ -187,11 +187,11 @@ public sealed class RabbitMqAckBatcherTests
     [Fact]
     public async Task Flush_acknowledges_everything_requested_even_behind_an_unsettled_delivery()
     {
-        var (batcher, broker, sequences) = Start(3, threshold: 100, Never);
+        var (batcher, broker, slots) = Start(3, threshold: 100, Never);
         await using var _ = batcher;
 
-        batcher.Ack(sequences[2]);
-        batcher.Ack(sequences[3]);
+        batcher.Ack(slots[2]);
+        batcher.Ack(slots[3]);
         await batcher.FlushAsync();
 
         Assert.Empty(broker.Violations);
@@ -200,17 +200,37 @@ public sealed class RabbitMqAckBatcherTests
     }
 
     [Fact]
+    public async Task Behind_a_stuck_delivery_tracking_keeps_only_unsettled_deliveries()
+    {
+        var (batcher, broker, slots) = Start(1001, threshold: 10, TimeSpan.FromMilliseconds(50));
+        await using var _ = batcher;
+
+        for (var i = 2; i <= 1001; i++)
+        {
+            batcher.Ack(slots[i]);
+        }
+        await Wait.UntilAsync(() => broker.Unacked().Length == 1, "everything behind the stuck delivery is acknowledged");
+        Assert.Equal(1, batcher.Outstanding);
+
+        batcher.Ack(slots[1]);
+        await Wait.UntilAsync(() => broker.Unacked().Length == 0, "the stuck delivery is acknowledged");
+        Assert.Empty(broker.Violations);
+        Assert.Equal((1UL, true), broker.Frames.Last());
+        Assert.Equal(0, batcher.Outstanding);
+    }
+
+    [Fact]
     public async Task Tracking_grows_past_its_initial_capacity_and_keeps_delivery_order()
     {
-        var (batcher, broker, sequences) = Start(300, threshold: 1000, Never);
+        var (batcher, broker, slots) = Start(300, threshold: 1000, Never);
         await using var _ = batcher;
 
         for (var i = 300; i >= 2; i--)
         {
-            batcher.Ack(sequences[i]);
+            batcher.Ack(slots[i]);
         }
         Assert.Equal(300, broker.Unacked().Length);
-        batcher.Ack(sequences[1]);
+        batcher.Ack(slots[1]);
         await Wait.UntilAsync(() => broker.Unacked().Length == 0, "every delivery is acknowledged");
 
         Assert.Empty(broker.Violations);
@@ -219,7 +239,7 @@ public sealed class RabbitMqAckBatcherTests
     }
 
     [Fact]
-    public async Task A_failed_send_is_reported_and_later_acknowledgements_still_go_out()
+    public async Task A_failed_send_is_reported_and_later_acknowledgements_still_go_out_even_if_reporting_throws()
     {
         var broker = new BrokerModel();
         var failures = new ConcurrentQueue<Exception>();
@@ -231,7 +251,11 @@ public sealed class RabbitMqAckBatcherTests
                 throw new IOException("connection reset");
             }
             return broker.Ack(tag, multiple);
-        }, failures.Enqueue, 10, Never);
+        }, ex =>
+        {
+            failures.Enqueue(ex);
+            throw new InvalidOperationException("a logging provider failed");
+        }, 10, Never);
         await using var _ = batcher;
         broker.Deliver(1);
         broker.Deliver(2);
