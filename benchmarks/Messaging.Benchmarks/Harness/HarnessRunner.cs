@@ -41,20 +41,24 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
             var publish = new List<double>[targets.Count];
             var endToEnd = new List<double>[targets.Count];
             var clientCpu = new List<double>[targets.Count];
+            var workItems = new List<double>[targets.Count];
             var brokerCpu = new List<double>[targets.Count];
             for (var i = 0; i < targets.Count; i++)
             {
                 publish[i] = [];
                 endToEnd[i] = [];
                 clientCpu[i] = [];
+                workItems[i] = [];
                 brokerCpu[i] = [];
             }
-            // Warm-up, not measured: the first run of each target pays for JIT compilation (tiered, so code is
-            // recompiled once it is hot), connection set-up and the broker's first queues; libraries with more code
-            // pay more. A quarter of a measured run, end to end, brings each target to steady state.
+            // Warm-up, not measured: the first runs of each target pay for JIT compilation (tiered: hot code is
+            // compiled again, with profile data, on a background thread whose CPU counts as the client's), connection
+            // set-up and the broker's first queues; libraries with more code pay more. One full publish-only run and
+            // one full end-to-end run per target get most of that out of the way; the median of the rounds does the rest.
             foreach (var target in targets)
             {
-                await EndToEndAsync(target, Math.Max(1, count / 4), size, cancellationToken);
+                await PublishOnlyAsync(target, count, size, cancellationToken);
+                await EndToEndAsync(target, count, size, cancellationToken);
             }
             for (var round = 0; round < settings.Rounds; round++)
             {
@@ -62,9 +66,10 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
                 {
                     var (published, publishCpu) = await PublishOnlyAsync(targets[i], count, size, cancellationToken);
                     publish[i].Add(published);
-                    var (eventsPerSecond, client, broker) = await EndToEndAsync(targets[i], count, size, cancellationToken);
+                    var (eventsPerSecond, client, broker, items) = await EndToEndAsync(targets[i], count, size, cancellationToken);
                     endToEnd[i].Add(eventsPerSecond);
                     clientCpu[i].Add(client);
+                    workItems[i].Add(items);
                     if (broker is { } b)
                     {
                         brokerCpu[i].Add(b);
@@ -75,6 +80,7 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
             Row(table, "publish-only (events/s)", size, publish.Select(Median).ToArray(), ours, others, higherIsBetter: true);
             Row(table, "end-to-end (events/s)", size, endToEnd.Select(Median).ToArray(), ours, others, higherIsBetter: true);
             Row(table, "end-to-end, client CPU per event (µs)", size, clientCpu.Select(Median).ToArray(), ours, others, higherIsBetter: false);
+            Row(table, "end-to-end, thread-pool work items per event", size, workItems.Select(Median).ToArray(), ours, others, higherIsBetter: false);
             if (brokerCpu.All(b => b.Count > 0))
             {
                 Row(table, "end-to-end, broker CPU per event (µs)", size, brokerCpu.Select(Median).ToArray(), ours, others, higherIsBetter: false);
@@ -175,8 +181,11 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
         }
     }
 
-    /// <returns>Events per second, and CPU microseconds per event of this process and of the broker (when measurable).</returns>
-    private async Task<(double Rate, double ClientCpu, double? BrokerCpu)> EndToEndAsync(IBenchTarget target, int count, int size, CancellationToken cancellationToken)
+    /// <returns>
+    /// Events per second; CPU microseconds per event of this process and of the broker (when measurable); thread-pool
+    /// work items this process ran per event (each is a hand-off between threads, and on few cores often a wake-up).
+    /// </returns>
+    private async Task<(double Rate, double ClientCpu, double? BrokerCpu, double WorkItems)> EndToEndAsync(IBenchTarget target, int count, int size, CancellationToken cancellationToken)
     {
         await QuiesceAsync(cancellationToken);
         var recorder = new Recorder();
@@ -184,13 +193,15 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
         try
         {
             var (client0, broker0) = _cpu.Read();
+            var items0 = ThreadPool.CompletedWorkItemCount;
             var watch = Stopwatch.StartNew();
             await target.PublishManyAsync(count, size, cancellationToken).WaitAsync(Timeout, cancellationToken);
             await recorder.WaitForAsync(count, Timeout);
             var elapsed = watch.Elapsed;
             var (client1, broker1) = _cpu.Read();
+            var items = (ThreadPool.CompletedWorkItemCount - items0) / (double)count;
             return (count / elapsed.TotalSeconds, (client1 - client0).TotalMicroseconds / count,
-                broker0 is { } b0 && broker1 is { } b1 ? (b1 - b0).TotalMicroseconds / count : null);
+                broker0 is { } b0 && broker1 is { } b1 ? (b1 - b0).TotalMicroseconds / count : null, items);
         }
         finally
         {
