@@ -66,14 +66,15 @@ internal sealed class AcknowledgeBatcher(PubSubConnection connection, string sub
                     await PubSubConnection.WithRetryAsync(o => connection.Subscriber.AcknowledgeAsync(request, o).ResponseAsync, CancellationToken.None)
                         .ConfigureAwait(false);
                 }
-                batchDone.TrySetResult();
+                // Every waiter of the batch resumes on one work item, rather than one each, and never on this loop.
+                ThreadPool.UnsafeQueueUserWorkItem(static done => done.TrySetResult(), batchDone, preferLocal: false);
             }
             catch (Exception ex)
             {
-                batchDone.TrySetException(ex);
+                ThreadPool.UnsafeQueueUserWorkItem(static state => state.Done.TrySetException(state.Error), (Done: batchDone, Error: ex), preferLocal: false);
             }
         }
     }
 
-    private static TaskCompletionSource NewCompletion() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private static TaskCompletionSource NewCompletion() => new();
 }

@@ -167,9 +167,24 @@ internal sealed class TopicPublisher : IAsyncDisposable
             request.Messages.AddRange(group.Select(p => p.Message));
             await PubSubConnection.WithRetryAsync(
                 o => _connection.Publisher.PublishAsync(request, o).ResponseAsync, _stop.Token).ConfigureAwait(false);
+            List<CallCompletion>? complete = null;
             foreach (var item in group)
             {
-                item.Call.Accepted();
+                if (item.Call.Accepted())
+                {
+                    (complete ??= []).Add(item.Call);
+                }
+            }
+            if (complete is not null)
+            {
+                // One work item completes every caller of this request, rather than one per caller.
+                ThreadPool.UnsafeQueueUserWorkItem(static calls =>
+                {
+                    foreach (var call in calls)
+                    {
+                        call.Complete();
+                    }
+                }, complete, preferLocal: false);
             }
         }
         catch (Exception ex)
@@ -177,10 +192,14 @@ internal sealed class TopicPublisher : IAsyncDisposable
             var error = ex is RpcException { StatusCode: StatusCode.NotFound }
                 ? new InvalidOperationException($"Pub/Sub topic '{TopicResource}' does not exist. Provision it first (Messaging:Provisioning).", ex)
                 : ex;
-            foreach (var item in group)
+            var failed = group.Select(item => item.Call).Distinct().ToList();
+            ThreadPool.UnsafeQueueUserWorkItem(static state =>
             {
-                item.Call.Failed(error);
-            }
+                foreach (var call in state.Failed)
+                {
+                    call.Fail(state.Error);
+                }
+            }, (Failed: failed, Error: error), preferLocal: false);
         }
     }
 
@@ -191,7 +210,7 @@ internal sealed class TopicPublisher : IAsyncDisposable
         await _loop.ConfigureAwait(false);
         while (_queue.Reader.TryRead(out var left))
         {
-            left.Call.Failed(new ObjectDisposedException(nameof(PubSubTransport)));
+            left.Call.Fail(new ObjectDisposedException(nameof(PubSubTransport)));
         }
         _stop.Dispose();
         _requestSlots.Dispose();
@@ -199,23 +218,23 @@ internal sealed class TopicPublisher : IAsyncDisposable
 
     private readonly record struct Pending(PubsubMessage Message, long Size, CallCompletion Call);
 
-    /// <summary>The outcome of one caller's messages: accepted when the last is accepted, failed at the first failure.</summary>
+    /// <summary>
+    /// The outcome of one caller's messages: accepted when the last is accepted, failed at the first failure. It is
+    /// completed on a work item of its own, never on a sending path, so continuations may run inline.
+    /// </summary>
     private sealed class CallCompletion(int count)
     {
-        private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource _done = new();
         private int _remaining = count;
 
         public Task Task => _done.Task;
 
-        public void Accepted()
-        {
-            if (Interlocked.Decrement(ref _remaining) == 0)
-            {
-                _done.TrySetResult();
-            }
-        }
+        /// <returns>True when that was the last of the caller's messages.</returns>
+        public bool Accepted() => Interlocked.Decrement(ref _remaining) == 0;
 
-        public void Failed(Exception error) => _done.TrySetException(error);
+        public void Complete() => _done.TrySetResult();
+
+        public void Fail(Exception error) => _done.TrySetException(error);
     }
 
     private sealed class Batch
