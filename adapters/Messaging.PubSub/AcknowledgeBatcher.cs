@@ -66,7 +66,9 @@ internal sealed class AcknowledgeBatcher(PubSubConnection connection, string sub
                     await PubSubConnection.WithRetryAsync(o => connection.Subscriber.AcknowledgeAsync(request, o).ResponseAsync, CancellationToken.None)
                         .ConfigureAwait(false);
                 }
-                // Every waiter of the batch resumes on one work item, rather than one each, and never on this loop.
+                // Every waiter of the batch resumes on one work item, rather than one each, and never on this loop. The
+                // waiters are the consumer's settle paths (application handlers have already returned), which never wait
+                // on one another, so running them one after another cannot deadlock.
                 ThreadPool.UnsafeQueueUserWorkItem(static done => done.TrySetResult(), batchDone, preferLocal: false);
             }
             catch (Exception ex)

@@ -167,24 +167,9 @@ internal sealed class TopicPublisher : IAsyncDisposable
             request.Messages.AddRange(group.Select(p => p.Message));
             await PubSubConnection.WithRetryAsync(
                 o => _connection.Publisher.PublishAsync(request, o).ResponseAsync, _stop.Token).ConfigureAwait(false);
-            List<CallCompletion>? complete = null;
             foreach (var item in group)
             {
-                if (item.Call.Accepted())
-                {
-                    (complete ??= []).Add(item.Call);
-                }
-            }
-            if (complete is not null)
-            {
-                // One work item completes every caller of this request, rather than one per caller.
-                ThreadPool.UnsafeQueueUserWorkItem(static calls =>
-                {
-                    foreach (var call in calls)
-                    {
-                        call.Complete();
-                    }
-                }, complete, preferLocal: false);
+                item.Call.Accepted();
             }
         }
         catch (Exception ex)
@@ -192,14 +177,10 @@ internal sealed class TopicPublisher : IAsyncDisposable
             var error = ex is RpcException { StatusCode: StatusCode.NotFound }
                 ? new InvalidOperationException($"Pub/Sub topic '{TopicResource}' does not exist. Provision it first (Messaging:Provisioning).", ex)
                 : ex;
-            var failed = group.Select(item => item.Call).Distinct().ToList();
-            ThreadPool.UnsafeQueueUserWorkItem(static state =>
+            foreach (var item in group)
             {
-                foreach (var call in state.Failed)
-                {
-                    call.Fail(state.Error);
-                }
-            }, (Failed: failed, Error: error), preferLocal: false);
+                item.Call.Failed(error);
+            }
         }
     }
 
@@ -210,7 +191,7 @@ internal sealed class TopicPublisher : IAsyncDisposable
         await _loop.ConfigureAwait(false);
         while (_queue.Reader.TryRead(out var left))
         {
-            left.Call.Fail(new ObjectDisposedException(nameof(PubSubTransport)));
+            left.Call.Failed(new ObjectDisposedException(nameof(PubSubTransport)));
         }
         _stop.Dispose();
         _requestSlots.Dispose();
@@ -218,23 +199,23 @@ internal sealed class TopicPublisher : IAsyncDisposable
 
     private readonly record struct Pending(PubsubMessage Message, long Size, CallCompletion Call);
 
-    /// <summary>
-    /// The outcome of one caller's messages: accepted when the last is accepted, failed at the first failure. It is
-    /// completed on a work item of its own, never on a sending path, so continuations may run inline.
-    /// </summary>
+    /// <summary>The outcome of one caller's messages: accepted when the last is accepted, failed at the first failure.</summary>
     private sealed class CallCompletion(int count)
     {
-        private readonly TaskCompletionSource _done = new();
+        private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private int _remaining = count;
 
         public Task Task => _done.Task;
 
-        /// <returns>True when that was the last of the caller's messages.</returns>
-        public bool Accepted() => Interlocked.Decrement(ref _remaining) == 0;
+        public void Accepted()
+        {
+            if (Interlocked.Decrement(ref _remaining) == 0)
+            {
+                _done.TrySetResult();
+            }
+        }
 
-        public void Complete() => _done.TrySetResult();
-
-        public void Fail(Exception error) => _done.TrySetException(error);
+        public void Failed(Exception error) => _done.TrySetException(error);
     }
 
     private sealed class Batch

@@ -112,7 +112,6 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
     {
         var reader = _queue.Reader;
         var window = new Queue<InFlight>(_options.MaxOutstandingConfirms);
-        var completed = new CompletedChunks();
         IChannel? channel = null;
         try
         {
@@ -124,25 +123,24 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
                     {
                         if (chunk.CancellationToken.IsCancellationRequested)
                         {
-                            completed.AddIf(chunk.Settle(), chunk); // the caller sees the cancellation itself
+                            chunk.Settle(); // the caller sees the cancellation itself
                             continue;
                         }
                         try
                         {
                             if (channel is null || NeedsReplacing(channel))
                             {
-                                completed.Release();
                                 channel = await ReplaceChannelAsync(channel).ConfigureAwait(false);
                             }
                         }
                         catch (Exception ex)
                         {
-                            completed.AddIf(chunk.Fail(chunk.Messages[i], ex, IsTransient(ex)), chunk);
+                            chunk.Fail(chunk.Messages[i], ex, IsTransient(ex));
                             continue;
                         }
                         while (window.Count >= _options.MaxOutstandingConfirms)
                         {
-                            await SettleOldestAsync(window, completed).ConfigureAwait(false);
+                            await window.Dequeue().CompleteAsync().ConfigureAwait(false);
                         }
                         var m = chunk.Messages[i];
                         window.Enqueue(new InFlight(chunk, i, Send(channel, m, chunk.CancellationToken)));
@@ -152,9 +150,8 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
                 // sending as soon as more is queued: callers that publish one event at a time keep the window full.
                 while (window.Count > 0 && !reader.TryPeek(out _))
                 {
-                    await SettleOldestAsync(window, completed).ConfigureAwait(false);
+                    await window.Dequeue().CompleteAsync().ConfigureAwait(false);
                 }
-                completed.Release();
             }
         }
         catch (OperationCanceledException) when (_disposed.IsCancellationRequested)
@@ -165,25 +162,13 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
         {
             while (window.Count > 0)
             {
-                await SettleOldestAsync(window, completed).ConfigureAwait(false);
+                await window.Dequeue().CompleteAsync().ConfigureAwait(false);
             }
-            completed.Release();
             if (channel is not null)
             {
                 await channel.DisposeAsync().ConfigureAwait(false);
             }
         }
-    }
-
-    /// <summary>Waits for the oldest confirm; before actually waiting, hands what is already complete to its callers.</summary>
-    private static async ValueTask SettleOldestAsync(Queue<InFlight> window, CompletedChunks completed)
-    {
-        var oldest = window.Dequeue();
-        if (!oldest.Confirm.IsCompleted)
-        {
-            completed.Release();
-        }
-        completed.AddIf(await oldest.CompleteAsync().ConfigureAwait(false), oldest.Chunk);
     }
 
     /// <summary>Starts one publish; a synchronous failure becomes a faulted task, so it is settled like any other.</summary>
@@ -260,61 +245,21 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
     private readonly record struct InFlight(PublishChunk Chunk, int Index, ValueTask Confirm)
     {
         /// <summary>Waits for the confirm and records the outcome in the chunk. Never throws.</summary>
-        /// <returns>True when that was the chunk's last message.</returns>
-        public async ValueTask<bool> CompleteAsync()
+        public async ValueTask CompleteAsync()
         {
             try
             {
                 await Confirm.ConfigureAwait(false);
-                return Chunk.Settle();
+                Chunk.Settle();
             }
             catch (OperationCanceledException) when (Chunk.CancellationToken.IsCancellationRequested)
             {
-                return Chunk.Settle();
+                Chunk.Settle();
             }
             catch (Exception ex)
             {
-                return Chunk.Fail(Chunk.Messages[Index], ex, IsTransient(ex));
+                Chunk.Fail(Chunk.Messages[Index], ex, IsTransient(ex));
             }
-        }
-    }
-
-    /// <summary>
-    /// Chunks whose last message is settled, handed to their callers together: one thread-pool work item completes them
-    /// all, instead of one per caller, and callers' continuations never run on the publishing loop.
-    /// </summary>
-    private sealed class CompletedChunks
-    {
-        private const int MaxHeld = 64;
-        private List<PublishChunk>? _done;
-
-        public void AddIf(bool done, PublishChunk chunk)
-        {
-            if (!done)
-            {
-                return;
-            }
-            (_done ??= []).Add(chunk);
-            if (_done.Count >= MaxHeld)
-            {
-                Release();
-            }
-        }
-
-        public void Release()
-        {
-            if (_done is not { } done)
-            {
-                return;
-            }
-            _done = null;
-            ThreadPool.UnsafeQueueUserWorkItem(static chunks =>
-            {
-                foreach (var chunk in chunks)
-                {
-                    chunk.Done.TrySetResult();
-                }
-            }, done, preferLocal: false);
         }
     }
 
@@ -334,8 +279,7 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
 
         public CancellationToken CancellationToken { get; } = cancellationToken;
 
-        /// <summary>Completed by <see cref="CompletedChunks"/> off the publishing loop, so continuations may run inline.</summary>
-        public TaskCompletionSource Done { get; } = new();
+        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         /// <summary>Messages worth publishing again (nacked, or lost with the connection).</summary>
         public List<OutgoingMessage>? Failed { get; private set; }
@@ -345,10 +289,15 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
         /// <summary>The first failure that publishing again cannot fix.</summary>
         public (Exception Exception, OutgoingMessage Message)? Fatal { get; private set; }
 
-        /// <returns>True when that was the last message: the chunk is then ready to complete.</returns>
-        public bool Settle() => --_unsettled == 0;
+        public void Settle()
+        {
+            if (--_unsettled == 0)
+            {
+                Done.TrySetResult();
+            }
+        }
 
-        public bool Fail(OutgoingMessage message, Exception exception, bool transient)
+        public void Fail(OutgoingMessage message, Exception exception, bool transient)
         {
             if (transient)
             {
@@ -359,7 +308,7 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
             {
                 Fatal ??= (exception, message);
             }
-            return Settle();
+            Settle();
         }
     }
 }
