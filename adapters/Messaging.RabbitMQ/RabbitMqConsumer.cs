@@ -91,8 +91,10 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
             return; // aborted: stays unacknowledged and returns to the queue with the channel
         }
         Interlocked.Increment(ref _inFlight);
-        // The client's body buffer is only valid during this callback.
-        _ = ProcessAsync(args.DeliveryTag, slot, args.BasicProperties, args.Body.ToArray(), args.Redelivered);
+        // The client's body buffer is only valid during this callback. The copy is overwritten whole, so it need not be zeroed first.
+        var body = GC.AllocateUninitializedArray<byte>(args.Body.Length);
+        args.Body.Span.CopyTo(body);
+        _ = ProcessAsync(args.DeliveryTag, slot, args.BasicProperties, body, args.Redelivered);
     }
 
     /// <summary>Returns a delivery to the queue with a frame of its own, before any multiple-ack can pass over it.</summary>
