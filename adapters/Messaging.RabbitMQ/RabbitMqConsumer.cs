@@ -126,6 +126,7 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
                 if (!_abort.IsCancellationRequested && delivery.TryClaim())
                 {
                     // Never expected; left alone it would hold back the acknowledgement of every later delivery.
+                    LogNotSettled(_subscription.Name, properties.MessageId);
                     await NackAsync(deliveryTag, slot).ConfigureAwait(false);
                 }
             }
@@ -377,6 +378,9 @@ internal sealed partial class RabbitMqConsumer : ITransportConsumer
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Could not settle message {MessageId} on subscription {Subscription}; it was returned to the queue")]
     private partial void LogSettleFailed(Exception exception, string subscription, string? messageId);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "A delivery of message {MessageId} on subscription {Subscription} was not settled by its handler; returning it")]
+    private partial void LogNotSettled(string subscription, string? messageId);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Could not acknowledge deliveries of subscription {Subscription}; they return to the queue: {Reason}")]
     private partial void LogAckFailed(string subscription, string reason);
