@@ -79,7 +79,11 @@ internal sealed partial class RabbitMqConnections : IAsyncDisposable
             }
             connection.ConnectionShutdownAsync += (_, args) =>
             {
-                LogConnectionLost(name, args.ReplyText);
+                // Closing it ourselves (dispose) is not a loss.
+                if (args.Initiator != global::RabbitMQ.Client.ShutdownInitiator.Application)
+                {
+                    LogConnectionLost(name, args.ReplyText);
+                }
                 return Task.CompletedTask;
             };
             connection.RecoverySucceededAsync += (_, _) =>

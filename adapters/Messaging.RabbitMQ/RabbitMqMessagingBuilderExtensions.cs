@@ -53,6 +53,14 @@ internal sealed class RabbitMqOptionsValidator : IValidateOptions<RabbitMqTransp
                 errors.Add($"{Prefix}:UserName is empty.");
             }
         }
+        if (!Enum.IsDefined(o.ContentMode))
+        {
+            errors.Add($"{Prefix}:ContentMode must be Binary or Structured (was {o.ContentMode}).");
+        }
+        if (!Enum.IsDefined(o.ExchangeType))
+        {
+            errors.Add($"{Prefix}:ExchangeType must be Fanout or Topic (was {o.ExchangeType}).");
+        }
         if (o.PublisherChannels is < 1 or > 64)
         {
             errors.Add($"{Prefix}:PublisherChannels must be between 1 and 64 (was {o.PublisherChannels}).");

@@ -4,12 +4,13 @@ using Messaging.Topology;
 using Messaging.Transport;
 using Microsoft.Extensions.Logging;
 using RabbitMQ.Client;
+using RabbitMQ.Client.Exceptions;
 
 namespace Messaging.RabbitMQ;
 
 /// <summary>
-/// RabbitMQ transport. Topology: topic = durable topic exchange; subscription = durable quorum queue bound with
-/// <c>#</c>; per subscription a dead-letter quorum queue and, created on first use, one TTL retry queue per backoff
+/// RabbitMQ transport. Topology: topic = durable exchange, fanout unless <see cref="RabbitMqTransportOptions.ExchangeType"/>
+/// says topic; subscription = durable quorum queue bound with <c>#</c>; per subscription a dead-letter quorum queue and, created on first use, one TTL retry queue per backoff
 /// delay that dead-letters back into the subscription. Attempts are counted on the broker: the quorum queue's <c>x-delivery-count</c>
 /// (deliveries returned unacknowledged, e.g. by a crashed consumer) plus a header carried by retry copies.
 /// </summary>
@@ -55,14 +56,43 @@ public sealed class RabbitMqTransport : IMessageTransport
     {
         ArgumentNullException.ThrowIfNull(topology);
         var connection = await _connections.PublishingAsync(cancellationToken).ConfigureAwait(false);
-        await using var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
-        foreach (var topic in topology.Topics)
+        var declared = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var topic in topology.Topics.Concat(topology.Subscriptions.Select(s => s.Topic)))
         {
-            await channel.ExchangeDeclareAsync(RabbitMqNames.Exchange(topic), ExchangeType.Topic, durable: true, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+            if (declared.Add(topic))
+            {
+                await DeclareExchangeAsync(connection, RabbitMqNames.Exchange(topic), cancellationToken).ConfigureAwait(false);
+            }
         }
+        await using var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
         foreach (var subscription in topology.Subscriptions)
         {
             await DeclareSubscriptionAsync(channel, subscription, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Declares a topic's exchange with the configured type. The broker refuses to redeclare an exchange with another
+    /// type or other properties (and closes the channel): such an exchange, e.g. a topic exchange declared by an earlier
+    /// version, is used as it is. Subscriptions bind with <c>#</c>, which receives everything from either type.
+    /// </summary>
+    private async Task DeclareExchangeAsync(IConnection connection, string exchange, CancellationToken cancellationToken)
+    {
+        var type = Options.ExchangeType == RabbitMqExchangeType.Topic ? ExchangeType.Topic : ExchangeType.Fanout;
+        try
+        {
+            await using var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+            await channel.ExchangeDeclareAsync(exchange, type, durable: true, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == Constants.PreconditionFailed)
+        {
+            // Confirms the exchange exists (and fails if it has gone in the meantime).
+            await using var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+            await channel.ExchangeDeclarePassiveAsync(exchange, cancellationToken).ConfigureAwait(false);
+            _logger.LogWarning(
+                "Exchange '{Exchange}' already exists and differs from what Messaging:RabbitMQ:ExchangeType ({ExchangeType}) declares; it is used as it is. Broker: {Reason}. " +
+                "To change it, delete the exchange (its bindings go with it; queues and their messages stay) and start again.",
+                exchange, Options.ExchangeType, ex.ShutdownReason?.ReplyText);
         }
     }
 
@@ -83,7 +113,6 @@ public sealed class RabbitMqTransport : IMessageTransport
             ["x-dead-letter-exchange"] = string.Empty,
             ["x-dead-letter-routing-key"] = deadLetterQueue,
         }, cancellationToken: cancellationToken).ConfigureAwait(false);
-        await channel.ExchangeDeclareAsync(RabbitMqNames.Exchange(subscription.Topic), ExchangeType.Topic, durable: true, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
         await channel.QueueBindAsync(queue, RabbitMqNames.Exchange(subscription.Topic), "#", cancellationToken: cancellationToken).ConfigureAwait(false);
         // Retry queues (one quorum queue per delay) are declared on first use by the consumer, not here: most
         // subscriptions never retry with most delays, and every quorum queue costs the broker a process and a log.

@@ -81,7 +81,7 @@ if (transport is "all" or "rabbitmq")
     };
     // --only "this library" (or another target's name) runs one target alone, e.g. under a profiler.
     var only = Option("--only", "");
-    var selected = only.Length == 0 ? targets : targets.Where(t => t.Name == only).ToArray();
+    var selected = only.Length == 0 ? targets : targets.Where(t => only.Split('|').Contains(t.Name)).ToArray();
     Console.WriteLine(await new HarnessRunner("RabbitMQ (quorum queues, confirms)", selected, Settings(20_000, 2_000), brokerProcess: "beam.smp").RunAsync(cts.Token));
     foreach (var t in targets)
     {

@@ -4,7 +4,7 @@ using RabbitMQ.Client.Events;
 namespace Messaging.Benchmarks.Harness;
 
 /// <summary>
-/// RabbitMQ.Client 7 by hand, done competently: durable topic exchange and quorum queue, persistent messages,
+/// RabbitMQ.Client 7 by hand, done competently, on the library's default topology: durable fanout exchange and quorum queue, persistent messages,
 /// publisher confirms pipelined over a sliding window of 256, consumer with prefetch 200 and manual acks. With
 /// <paramref name="cloudEventHeaders"/> it does the work the library does for a CloudEvent: the required attributes
 /// (<c>specversion</c>, <c>id</c>, <c>source</c>, <c>type</c>) travel as <c>cloudEvents_*</c> headers, as a hand-written
@@ -29,7 +29,7 @@ internal sealed class RawRabbitMqTarget(string uri, bool cloudEventHeaders) : IB
         _consumeConnection ??= await factory.CreateConnectionAsync("bench-raw-consume", cancellationToken);
         _name = "bench-raw-" + Guid.NewGuid().ToString("N")[..8];
         _publish = await _publishConnection.CreateChannelAsync(new CreateChannelOptions(true, true, new ThrottlingRateLimiter(ConfirmWindow, throttlingPercentage: 0)), cancellationToken);
-        await _publish.ExchangeDeclareAsync(_name, ExchangeType.Topic, durable: true, cancellationToken: cancellationToken);
+        await _publish.ExchangeDeclareAsync(_name, ExchangeType.Fanout, durable: true, cancellationToken: cancellationToken);
         await _publish.QueueDeclareAsync(_name, durable: true, exclusive: false, autoDelete: false,
             arguments: new Dictionary<string, object?> { ["x-queue-type"] = "quorum" }, cancellationToken: cancellationToken);
         await _publish.QueueBindAsync(_name, _name, "#", cancellationToken: cancellationToken);

@@ -24,7 +24,7 @@ public sealed class RabbitMqMappingTests(RabbitMqFixture fixture) : IClassFixtur
         var uri = Environment.GetEnvironmentVariable("MESSAGING_RABBITMQ_URI") ?? "amqp://guest:guest@127.0.0.1:5672/";
         await using var connection = await new ConnectionFactory { Uri = new Uri(uri) }.CreateConnectionAsync(Ct);
         await using var channel = await connection.CreateChannelAsync(cancellationToken: Ct);
-        await channel.ExchangeDeclareAsync(topic, ExchangeType.Topic, durable: true, autoDelete: true, cancellationToken: Ct);
+        await channel.ExchangeDeclareAsync(topic, ExchangeType.Fanout, durable: true, autoDelete: true, cancellationToken: Ct);
         var capture = (await channel.QueueDeclareAsync(string.Empty, durable: false, exclusive: true, autoDelete: true, cancellationToken: Ct)).QueueName;
         await channel.QueueBindAsync(capture, topic, "#", cancellationToken: Ct);
 

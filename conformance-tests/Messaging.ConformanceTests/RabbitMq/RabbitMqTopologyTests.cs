@@ -1,0 +1,140 @@
+using System.Collections.Concurrent;
+using System.Text;
+using CloudNative.CloudEvents;
+using Messaging.ConformanceTests.Infrastructure;
+using Messaging.ConformanceTests.Transports;
+using Messaging.RabbitMQ;
+using Messaging.Topology;
+using Microsoft.Extensions.Logging;
+using RabbitMQ.Client;
+using RabbitMQ.Client.Exceptions;
+
+namespace Messaging.ConformanceTests.RabbitMq;
+
+/// <summary>The exchange declared for a topic, checked against the broker with the plain client.</summary>
+[Collection(RabbitMqCollection.Name)]
+public sealed class RabbitMqTopologyTests(RabbitMqFixture fixture) : IClassFixture<RabbitMqFixture>
+{
+    private static readonly string Uri = Environment.GetEnvironmentVariable("MESSAGING_RABBITMQ_URI") ?? "amqp://guest:guest@127.0.0.1:5672/";
+
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    private void RequireBroker()
+    {
+        if (fixture.UnavailableReason is { } reason)
+        {
+            Assert.SkipWhen(Environment.GetEnvironmentVariable("MESSAGING_CONFORMANCE_REQUIRE") is null, reason);
+            Assert.Fail(reason);
+        }
+    }
+
+    [Theory(Timeout = 30_000)]
+    [InlineData(RabbitMqExchangeType.Fanout, ExchangeType.Fanout, ExchangeType.Topic)]
+    [InlineData(RabbitMqExchangeType.Topic, ExchangeType.Topic, ExchangeType.Fanout)]
+    public async Task The_topic_exchange_has_the_configured_type(RabbitMqExchangeType setting, string expected, string other)
+    {
+        RequireBroker();
+        var topic = "ct-xtype-" + Guid.NewGuid().ToString("N")[..8];
+        var logs = new CapturingLoggerFactory();
+        await using var connection = await new ConnectionFactory { Uri = new System.Uri(Uri) }.CreateConnectionAsync(Ct);
+        try
+        {
+            await using (var transport = new RabbitMqTransport(new RabbitMqTransportOptions { Uri = Uri, ExchangeType = setting }, [], logs))
+            {
+                await transport.ProvisionAsync(new MessagingTopology([topic], []), Ct);
+            }
+
+            // The broker accepts a redeclaration only when it is equivalent, so these two declarations read the type back.
+            await using (var same = await connection.CreateChannelAsync(cancellationToken: Ct))
+            {
+                await same.ExchangeDeclareAsync(topic, expected, durable: true, autoDelete: false, cancellationToken: Ct);
+            }
+            await using (var different = await connection.CreateChannelAsync(cancellationToken: Ct))
+            {
+                var refused = await Assert.ThrowsAsync<OperationInterruptedException>(() => different.ExchangeDeclareAsync(topic, other, durable: true, autoDelete: false, cancellationToken: Ct));
+                Assert.Equal(Constants.PreconditionFailed, (int?)refused.ShutdownReason?.ReplyCode);
+            }
+            Assert.Empty(logs.Warnings);
+        }
+        finally
+        {
+            await using var cleanup = await connection.CreateChannelAsync(cancellationToken: Ct);
+            await cleanup.ExchangeDeleteAsync(topic, ifUnused: false, cancellationToken: Ct);
+        }
+    }
+
+    [Fact(Timeout = 30_000)]
+    public async Task An_existing_exchange_of_another_type_is_used_as_it_is_with_a_warning()
+    {
+        RequireBroker();
+        var topic = "ct-xold-" + Guid.NewGuid().ToString("N")[..8];
+        var subscription = topic + "-sub";
+        var logs = new CapturingLoggerFactory();
+        await using var connection = await new ConnectionFactory { Uri = new System.Uri(Uri) }.CreateConnectionAsync(Ct);
+        await using var channel = await connection.CreateChannelAsync(cancellationToken: Ct);
+        // As an earlier version declared it.
+        await channel.ExchangeDeclareAsync(topic, ExchangeType.Topic, durable: true, autoDelete: false, cancellationToken: Ct);
+        try
+        {
+            await using var transport = new RabbitMqTransport(new RabbitMqTransportOptions { Uri = Uri }, [], logs);
+            await transport.ProvisionAsync(new MessagingTopology([topic], [new SubscriptionDefinition { Name = subscription, Topic = topic }]), Ct);
+
+            var warning = Assert.Single(logs.Warnings);
+            Assert.Contains($"'{topic}'", warning, StringComparison.Ordinal);
+            Assert.Contains("Messaging:RabbitMQ:ExchangeType", warning, StringComparison.Ordinal);
+            Assert.Contains("inequivalent arg 'type'", warning, StringComparison.Ordinal);
+
+            // Still a topic exchange, and the subscription still receives through it.
+            await channel.ExchangeDeclareAsync(topic, ExchangeType.Topic, durable: true, autoDelete: false, cancellationToken: Ct);
+            await transport.PublishAsync(topic, [new CloudEvent
+            {
+                Id = "old-1",
+                Source = new System.Uri("urn:old"),
+                Type = "com.example.old",
+                DataContentType = "text/plain",
+                Data = Encoding.UTF8.GetBytes("still routed"),
+            }], Ct);
+            var message = await Wait.UntilAsync(() => channel.BasicGetAsync(RabbitMqNames.Queue(subscription), autoAck: true, Ct), m => m is not null, "the event reaches the subscription's queue");
+            Assert.Equal("still routed", Encoding.UTF8.GetString(message!.Body.Span));
+        }
+        finally
+        {
+            await channel.QueueDeleteAsync(RabbitMqNames.Queue(subscription), ifUnused: false, ifEmpty: false, cancellationToken: Ct);
+            await channel.QueueDeleteAsync(RabbitMqNames.DeadLetterQueue(subscription), ifUnused: false, ifEmpty: false, cancellationToken: Ct);
+            await channel.ExchangeDeleteAsync(topic, ifUnused: false, cancellationToken: Ct);
+        }
+    }
+
+    private sealed class CapturingLoggerFactory : ILoggerFactory
+    {
+        private readonly ConcurrentQueue<string> _warnings = new();
+
+        public IReadOnlyCollection<string> Warnings => _warnings;
+
+        public ILogger CreateLogger(string categoryName) => new Logger(_warnings);
+
+        public void AddProvider(ILoggerProvider provider)
+        {
+        }
+
+        public void Dispose()
+        {
+        }
+
+        private sealed class Logger(ConcurrentQueue<string> warnings) : ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state)
+                where TState : notnull => null;
+
+            public bool IsEnabled(LogLevel logLevel) => true;
+
+            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+            {
+                if (logLevel >= LogLevel.Warning)
+                {
+                    warnings.Enqueue(formatter(state, exception));
+                }
+            }
+        }
+    }
+}
