@@ -63,6 +63,7 @@ public sealed class ConfigurationTests
     [InlineData("Uri", "http://example.com", "Messaging:RabbitMQ:Uri")]
     [InlineData("Port", "70000", "Messaging:RabbitMQ:Port")]
     [InlineData("PublisherChannels", "0", "Messaging:RabbitMQ:PublisherChannels")]
+    [InlineData("ExchangeType", "7", "Messaging:RabbitMQ:ExchangeType")]
     public async Task Invalid_rabbitmq_settings_fail_at_startup_when_rabbitmq_is_selected(string key, string value, string expected)
     {
         var message = await StartupErrorAsync(new() { ["Messaging:Transport"] = "RabbitMQ", [$"Messaging:RabbitMQ:{key}"] = value });
