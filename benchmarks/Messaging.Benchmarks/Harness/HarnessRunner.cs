@@ -126,7 +126,8 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
         }
         foreach (var i in others)
         {
-            table.Append(CultureInfo.InvariantCulture, $" {values[ours] / values[i]:0.00} |");
+            // A ratio to a figure that prints as 0.00 (e.g. a loop that hands nothing to the thread pool) means nothing.
+            table.Append(Math.Abs(values[i]) < 0.005 ? " n/a |" : string.Create(CultureInfo.InvariantCulture, $" {values[ours] / values[i]:0.00} |"));
         }
         table.AppendLine();
     }
