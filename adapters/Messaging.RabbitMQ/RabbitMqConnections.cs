@@ -14,6 +14,7 @@ internal sealed partial class RabbitMqConnections : IAsyncDisposable
     private readonly SemaphoreSlim _gate = new(1, 1);
     private IConnection? _publishing;
     private IConnection? _consuming;
+    private volatile bool _closing;
 
     public RabbitMqConnections(RabbitMqTransportOptions options, ILogger logger)
     {
@@ -25,6 +26,18 @@ internal sealed partial class RabbitMqConnections : IAsyncDisposable
             NetworkRecoveryInterval = options.NetworkRecoveryInterval,
             ClientProvidedName = options.ClientName ?? AppDomain.CurrentDomain.FriendlyName,
             MaxInboundMessageBodySize = (uint)Math.Min(int.MaxValue, (long)options.MaxEventSizeBytes * 2),
+        };
+        // Recovery re-declares the exchanges this connection declared. One that was meanwhile re-created with another
+        // type (or other properties) is refused with precondition-failed: without a handler the whole recovery would
+        // fail and start over, forever, and publishing would stop. The existing exchange still works, as at start-up.
+        _factory.TopologyRecoveryExceptionHandler = new TopologyRecoveryExceptionHandler
+        {
+            ExchangeRecoveryExceptionCondition = (_, ex) => ex is global::RabbitMQ.Client.Exceptions.OperationInterruptedException { ShutdownReason.ReplyCode: Constants.PreconditionFailed },
+            ExchangeRecoveryExceptionHandlerAsync = (exchange, ex, _) =>
+            {
+                LogExchangeNotRecovered(exchange.Name, ((global::RabbitMQ.Client.Exceptions.OperationInterruptedException)ex).ShutdownReason?.ReplyText);
+                return Task.CompletedTask;
+            },
         };
         if (!string.IsNullOrWhiteSpace(options.Uri))
         {
@@ -79,8 +92,9 @@ internal sealed partial class RabbitMqConnections : IAsyncDisposable
             }
             connection.ConnectionShutdownAsync += (_, args) =>
             {
-                // Closing it ourselves (dispose) is not a loss.
-                if (args.Initiator != global::RabbitMQ.Client.ShutdownInitiator.Application)
+                // Closing it ourselves (dispose) is not a loss; anything else is, including a recovery attempt the
+                // client itself gives up on.
+                if (!_closing)
                 {
                     LogConnectionLost(name, args.ReplyText);
                 }
@@ -109,6 +123,7 @@ internal sealed partial class RabbitMqConnections : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        _closing = true;
         foreach (var connection in new[] { _publishing, _consuming })
         {
             if (connection is null)
@@ -132,6 +147,9 @@ internal sealed partial class RabbitMqConnections : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "RabbitMQ connection {Connection} lost: {Reason}; recovering automatically")]
     private partial void LogConnectionLost(string connection, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "RabbitMQ exchange '{Exchange}' was not re-declared on recovery: it now exists with another type or other properties ({Reason}); it is used as it is. Messaging:RabbitMQ:ExchangeType only applies to exchanges it creates.")]
+    private partial void LogExchangeNotRecovered(string exchange, string? reason);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "RabbitMQ connection {Connection} recovered")]
     private partial void LogConnectionRecovered(string connection);

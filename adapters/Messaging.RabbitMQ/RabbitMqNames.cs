@@ -5,7 +5,7 @@ namespace Messaging.RabbitMQ;
 /// <summary>How topology maps onto RabbitMQ entities.</summary>
 public static class RabbitMqNames
 {
-    /// <summary>A topic is a durable topic exchange of the same name.</summary>
+    /// <summary>A topic is a durable exchange of the same name: fanout by default, see <see cref="RabbitMqTransportOptions.ExchangeType"/>.</summary>
     public static string Exchange(string topic) => topic;
 
     /// <summary>A subscription is a durable quorum queue of the same name, bound to its topic's exchange with <c>#</c>.</summary>

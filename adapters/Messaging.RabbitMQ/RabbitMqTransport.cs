@@ -79,21 +79,55 @@ public sealed class RabbitMqTransport : IMessageTransport
     private async Task DeclareExchangeAsync(IConnection connection, string exchange, CancellationToken cancellationToken)
     {
         var type = Options.ExchangeType == RabbitMqExchangeType.Topic ? ExchangeType.Topic : ExchangeType.Fanout;
+        OperationInterruptedException? refused = null;
+        var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
         try
         {
-            await using var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
             await channel.ExchangeDeclareAsync(exchange, type, durable: true, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
         }
         catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == Constants.PreconditionFailed)
         {
-            // Confirms the exchange exists (and fails if it has gone in the meantime).
-            await using var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
-            await channel.ExchangeDeclarePassiveAsync(exchange, cancellationToken).ConfigureAwait(false);
-            _logger.LogWarning(
-                "Exchange '{Exchange}' already exists and differs from what Messaging:RabbitMQ:ExchangeType ({ExchangeType}) declares; it is used as it is. Broker: {Reason}. " +
-                "To change it, delete the exchange (its bindings go with it; queues and their messages stay) and start again.",
-                exchange, Options.ExchangeType, ex.ShutdownReason?.ReplyText);
+            refused = ex;
         }
+        finally
+        {
+            await ReleaseAsync(channel).ConfigureAwait(false);
+        }
+        if (refused is null)
+        {
+            return;
+        }
+        // Confirms the exchange exists (and fails if it has gone in the meantime).
+        var check = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await check.ExchangeDeclarePassiveAsync(exchange, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            await ReleaseAsync(check).ConfigureAwait(false);
+        }
+        _logger.LogWarning(
+            "Exchange '{Exchange}' already exists and differs from what Messaging:RabbitMQ:ExchangeType ({ExchangeType}) declares; it is used as it is. Broker: {Reason}. " +
+            "To change it: stop every instance that uses it, delete the exchange (its bindings go with it; queues and their messages stay), then start them again.",
+            exchange, Options.ExchangeType, refused.ShutdownReason?.ReplyText);
+    }
+
+    /// <summary>
+    /// Closes a short-lived channel, also when the broker has already closed it: aborting (unlike disposing) removes a
+    /// channel the broker closed from its connection's bookkeeping.
+    /// </summary>
+    private static async Task ReleaseAsync(IChannel channel)
+    {
+        try
+        {
+            await channel.AbortAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is OperationInterruptedException or AlreadyClosedException or IOException)
+        {
+            // Closed already; nothing more to release on the broker.
+        }
+        await channel.DisposeAsync().ConfigureAwait(false);
     }
 
     private async Task DeclareSubscriptionAsync(IChannel channel, SubscriptionDefinition subscription, CancellationToken cancellationToken)

@@ -94,15 +94,78 @@ public sealed class RabbitMqTopologyTests(RabbitMqFixture fixture) : IClassFixtu
                 DataContentType = "text/plain",
                 Data = Encoding.UTF8.GetBytes("still routed"),
             }], Ct);
-            var message = await Wait.UntilAsync(() => channel.BasicGetAsync(RabbitMqNames.Queue(subscription), autoAck: true, Ct), m => m is not null, "the event reaches the subscription's queue");
+            var message = await Wait.UntilAsync(() => channel.BasicGetAsync(RabbitMqNames.Queue(subscription), autoAck: true, Ct), m => m is not null,
+                "the event reaches the subscription's queue", TimeSpan.FromSeconds(20));
             Assert.Equal("still routed", Encoding.UTF8.GetString(message!.Body.Span));
         }
         finally
         {
-            await channel.QueueDeleteAsync(RabbitMqNames.Queue(subscription), ifUnused: false, ifEmpty: false, cancellationToken: Ct);
-            await channel.QueueDeleteAsync(RabbitMqNames.DeadLetterQueue(subscription), ifUnused: false, ifEmpty: false, cancellationToken: Ct);
-            await channel.ExchangeDeleteAsync(topic, ifUnused: false, cancellationToken: Ct);
+            await CleanUpAsync(connection, topic, subscription);
         }
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task After_a_reconnect_an_exchange_recreated_with_another_type_is_used_as_it_is()
+    {
+        RequireBroker();
+        if (!fixture.CanRestartBroker)
+        {
+            Assert.SkipWhen(Environment.GetEnvironmentVariable("MESSAGING_CONFORMANCE_REQUIRE") is null, "rabbitmqctl is not available to drop connections.");
+            Assert.Fail("rabbitmqctl is not available to drop connections.");
+        }
+        var topic = "ct-xrec-" + Guid.NewGuid().ToString("N")[..8];
+        var subscription = topic + "-sub";
+        var clientName = "ct-recovery-" + Guid.NewGuid().ToString("N")[..8];
+        var logs = new CapturingLoggerFactory();
+        await using var connection = await new ConnectionFactory { Uri = new System.Uri(Uri) }.CreateConnectionAsync(Ct);
+        try
+        {
+            await using var transport = new RabbitMqTransport(
+                new RabbitMqTransportOptions { Uri = Uri, ClientName = clientName, NetworkRecoveryInterval = TimeSpan.FromMilliseconds(200), PublishTimeout = TimeSpan.FromSeconds(15) }, [], logs);
+            await transport.ProvisionAsync(new MessagingTopology([topic], [new SubscriptionDefinition { Name = subscription, Topic = topic }]), Ct);
+            Assert.Empty(logs.Warnings);
+
+            // While the service runs, someone re-creates the fanout exchange as a topic exchange and binds the queue again.
+            await using (var admin = await connection.CreateChannelAsync(cancellationToken: Ct))
+            {
+                await admin.ExchangeDeleteAsync(topic, ifUnused: false, cancellationToken: Ct);
+                await admin.ExchangeDeclareAsync(topic, ExchangeType.Topic, durable: true, autoDelete: false, cancellationToken: Ct);
+                await admin.QueueBindAsync(RabbitMqNames.Queue(subscription), topic, "#", cancellationToken: Ct);
+            }
+
+            // The broker drops the service's connection; the client reconnects and recovers the topology it declared.
+            Assert.Equal(1, await fixture.CloseConnectionsAsync(clientName, Ct));
+
+            // The publish retries while the connection recovers (up to PublishTimeout); it succeeds only if recovery
+            // gets past the exchange it cannot re-declare.
+            await transport.PublishAsync(topic, [new CloudEvent
+            {
+                Id = "rec-1",
+                Source = new System.Uri("urn:recovery"),
+                Type = "com.example.recovered",
+                DataContentType = "text/plain",
+                Data = Encoding.UTF8.GetBytes("after recovery"),
+            }], Ct);
+            await using var reader = await connection.CreateChannelAsync(cancellationToken: Ct);
+            var message = await Wait.UntilAsync(() => reader.BasicGetAsync(RabbitMqNames.Queue(subscription), autoAck: true, Ct), m => m is not null,
+                "the event published after recovery reaches the subscription's queue", TimeSpan.FromSeconds(20));
+            Assert.Equal("after recovery", Encoding.UTF8.GetString(message!.Body.Span));
+            Assert.Contains(logs.Warnings, w => w.Contains("lost", StringComparison.Ordinal));
+            Assert.Contains(logs.Warnings, w => w.Contains($"'{topic}' was not re-declared on recovery", StringComparison.Ordinal));
+        }
+        finally
+        {
+            await CleanUpAsync(connection, topic, subscription);
+        }
+    }
+
+    private static async Task CleanUpAsync(IConnection connection, string topic, string subscription)
+    {
+        // A fresh channel: the test's own may have been closed by the failure being reported.
+        await using var cleanup = await connection.CreateChannelAsync();
+        await cleanup.QueueDeleteAsync(RabbitMqNames.Queue(subscription), ifUnused: false, ifEmpty: false);
+        await cleanup.QueueDeleteAsync(RabbitMqNames.DeadLetterQueue(subscription), ifUnused: false, ifEmpty: false);
+        await cleanup.ExchangeDeleteAsync(topic, ifUnused: false);
     }
 
     private sealed class CapturingLoggerFactory : ILoggerFactory

@@ -73,16 +73,40 @@ public sealed class RabbitMqFixture : ITransportFixture, IAsyncLifetime
         await RunCtlAsync("await_startup", cancellationToken);
     }
 
-    private async Task RunCtlAsync(string command, CancellationToken cancellationToken)
+    /// <summary>Has the broker close every connection whose client-provided name contains <paramref name="clientName"/>; returns how many.</summary>
+    public async Task<int> CloseConnectionsAsync(string clientName, CancellationToken cancellationToken)
     {
-        using var process = Process.Start(new ProcessStartInfo(_ctl!, command) { RedirectStandardOutput = true, RedirectStandardError = true })!;
+        if (_ctl is null)
+        {
+            throw new NotSupportedException("rabbitmqctl is not available to close connections.");
+        }
+        var listing = await RunCtlAsync(["-q", "list_connections", "pid", "client_properties"], cancellationToken);
+        var pids = listing.Split('\n').Where(line => line.Contains(clientName, StringComparison.Ordinal)).Select(line => line.Split('\t')[0].Trim()).ToList();
+        foreach (var pid in pids)
+        {
+            await RunCtlAsync(["close_connection", pid, "closed by a conformance test"], cancellationToken);
+        }
+        return pids.Count;
+    }
+
+    private Task<string> RunCtlAsync(string command, CancellationToken cancellationToken) => RunCtlAsync([command], cancellationToken);
+
+    private async Task<string> RunCtlAsync(string[] arguments, CancellationToken cancellationToken)
+    {
+        var start = new ProcessStartInfo(_ctl!) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var argument in arguments)
+        {
+            start.ArgumentList.Add(argument);
+        }
+        using var process = Process.Start(start)!;
         var stderr = process.StandardError.ReadToEndAsync(cancellationToken);
-        await process.StandardOutput.ReadToEndAsync(cancellationToken);
+        var stdout = await process.StandardOutput.ReadToEndAsync(cancellationToken);
         await process.WaitForExitAsync(cancellationToken);
         if (process.ExitCode != 0)
         {
-            throw new InvalidOperationException($"{_ctl} {command} failed ({process.ExitCode}): {await stderr}");
+            throw new InvalidOperationException($"{_ctl} {string.Join(' ', arguments)} failed ({process.ExitCode}): {await stderr}");
         }
+        return stdout;
     }
 
     public async Task DeleteSubscriptionAsync(string topic, string subscription)
