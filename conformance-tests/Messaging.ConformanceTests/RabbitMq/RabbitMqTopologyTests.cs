@@ -86,14 +86,7 @@ public sealed class RabbitMqTopologyTests(RabbitMqFixture fixture) : IClassFixtu
 
             // Still a topic exchange, and the subscription still receives through it.
             await channel.ExchangeDeclareAsync(topic, ExchangeType.Topic, durable: true, autoDelete: false, cancellationToken: Ct);
-            await transport.PublishAsync(topic, [new CloudEvent
-            {
-                Id = "old-1",
-                Source = new System.Uri("urn:old"),
-                Type = "com.example.old",
-                DataContentType = "text/plain",
-                Data = Encoding.UTF8.GetBytes("still routed"),
-            }], Ct);
+            await transport.PublishAsync(topic, [TextEvent("still routed")], Ct);
             var message = await Wait.UntilAsync(() => channel.BasicGetAsync(RabbitMqNames.Queue(subscription), autoAck: true, Ct), m => m is not null,
                 "the event reaches the subscription's queue", TimeSpan.FromSeconds(20));
             Assert.Equal("still routed", Encoding.UTF8.GetString(message!.Body.Span));
@@ -138,14 +131,7 @@ public sealed class RabbitMqTopologyTests(RabbitMqFixture fixture) : IClassFixtu
 
             // The publish retries while the connection recovers (up to PublishTimeout); it succeeds only if recovery
             // gets past the exchange it cannot re-declare.
-            await transport.PublishAsync(topic, [new CloudEvent
-            {
-                Id = "rec-1",
-                Source = new System.Uri("urn:recovery"),
-                Type = "com.example.recovered",
-                DataContentType = "text/plain",
-                Data = Encoding.UTF8.GetBytes("after recovery"),
-            }], Ct);
+            await transport.PublishAsync(topic, [TextEvent("after recovery")], Ct);
             await using var reader = await connection.CreateChannelAsync(cancellationToken: Ct);
             var message = await Wait.UntilAsync(() => reader.BasicGetAsync(RabbitMqNames.Queue(subscription), autoAck: true, Ct), m => m is not null,
                 "the event published after recovery reaches the subscription's queue", TimeSpan.FromSeconds(20));
@@ -158,6 +144,15 @@ public sealed class RabbitMqTopologyTests(RabbitMqFixture fixture) : IClassFixtu
             await CleanUpAsync(connection, topic, subscription);
         }
     }
+
+    private static CloudEvent TextEvent(string text) => new()
+    {
+        Id = Guid.NewGuid().ToString(),
+        Source = new System.Uri("urn:topology-test"),
+        Type = "com.example.topology",
+        DataContentType = "text/plain",
+        Data = Encoding.UTF8.GetBytes(text),
+    };
 
     private static async Task CleanUpAsync(IConnection connection, string topic, string subscription)
     {
