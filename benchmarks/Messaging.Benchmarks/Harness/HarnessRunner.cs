@@ -79,6 +79,10 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
             }
             Row(table, "publish-only (events/s)", size, publish.Select(Median).ToArray(), ours, others, higherIsBetter: true);
             Row(table, "end-to-end (events/s)", size, endToEnd.Select(Median).ToArray(), ours, others, higherIsBetter: true);
+            if (ours >= 0 && settings.Rounds > 1)
+            {
+                SpreadRow(table, "end-to-end, ratio within one round, lowest to highest", size, endToEnd, ours, others);
+            }
             Row(table, "end-to-end, client CPU per event (µs)", size, clientCpu.Select(Median).ToArray(), ours, others, higherIsBetter: false);
             Row(table, "end-to-end, thread-pool work items per event", size, workItems.Select(Median).ToArray(), ours, others, higherIsBetter: false);
             if (brokerCpu.All(b => b.Count > 0))
@@ -128,6 +132,22 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
         {
             // A ratio to a figure that prints as 0.00 (e.g. a loop that hands nothing to the thread pool) means nothing.
             table.Append(Math.Abs(values[i]) < 0.005 ? " n/a |" : string.Create(CultureInfo.InvariantCulture, $" {values[ours] / values[i]:0.00} |"));
+        }
+        table.AppendLine();
+    }
+
+    /// <summary>
+    /// The ratios of this library to each other target measured in the same round (runs minutes apart), lowest and
+    /// highest: how far one round of this machine can be trusted.
+    /// </summary>
+    private static void SpreadRow(StringBuilder table, string scenario, int size, List<double>[] values, int ours, List<int> others)
+    {
+        table.Append(CultureInfo.InvariantCulture, $"| {scenario} | {Size(size)} |");
+        table.Append(string.Concat(Enumerable.Repeat(" |", values.Length)));
+        foreach (var i in others)
+        {
+            var ratios = values[ours].Zip(values[i], (a, b) => a / b).ToList();
+            table.Append(CultureInfo.InvariantCulture, $" {ratios.Min():0.00} to {ratios.Max():0.00} |");
         }
         table.AppendLine();
     }
