@@ -79,7 +79,8 @@ if (transport is "all" or "rabbitmq")
         // For reference: the raw client sending less than a CloudEvent (no attributes at all).
         new RawRabbitMqTarget(rabbitUri, cloudEventHeaders: false),
     };
-    // --only "this library" (or another target's name) runs one target alone, e.g. under a profiler.
+    // --only "this library" (or another target's name) runs one target alone, e.g. under a profiler; names separated by
+    // '|' run those targets against each other.
     var only = Option("--only", "");
     var selected = only.Length == 0 ? targets : targets.Where(t => only.Split('|').Contains(t.Name)).ToArray();
     Console.WriteLine(await new HarnessRunner("RabbitMQ (quorum queues, confirms)", selected, Settings(20_000, 2_000), brokerProcess: "beam.smp").RunAsync(cts.Token));
