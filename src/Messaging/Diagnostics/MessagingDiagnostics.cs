@@ -24,6 +24,9 @@ public static class MessagingDiagnostics
     internal static readonly Counter<long> ConsumedMessages = Meter.CreateCounter<long>("messaging.client.consumed.messages", "{message}", "Events delivered to this process.");
     internal static readonly Counter<long> FailedMessages = Meter.CreateCounter<long>("messaging.process.failed.messages", "{message}", "Handler attempts that failed and were scheduled for retry or dead-lettered.");
     internal static readonly Counter<long> DeadLetteredMessages = Meter.CreateCounter<long>("messaging.process.dead_lettered.messages", "{message}", "Events moved to a dead-letter destination.");
+    internal static readonly Counter<long> ReturnedMessages = Meter.CreateCounter<long>("messaging.receive.returned.messages", "{message}", "Messages given back to the broker unsettled (stop, abort, failed settlement).");
+    internal static readonly Counter<long> SettleFailures = Meter.CreateCounter<long>("messaging.receive.settle_failures", "{message}", "Settlements (complete, retry, dead-letter) the broker did not accept.");
+    internal static readonly Counter<long> LostLeases = Meter.CreateCounter<long>("messaging.receive.lost_leases", "{message}", "Messages whose lock or lease the broker took back while they were held.");
     internal static readonly Histogram<double> ProcessDuration = Meter.CreateHistogram<double>("messaging.process.duration", "s", "Duration of handling one event.");
 
     /// <summary>The CloudEvents extension attributes the library itself understands.</summary>

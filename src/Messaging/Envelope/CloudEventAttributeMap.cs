@@ -88,14 +88,21 @@ public static class CloudEventAttributeMap
                     cloudEvent.SetAttributeFromString(name, value);
                 }
             }
-            catch (ArgumentException ex)
+            catch (Exception ex) when (ex is not InvalidCloudEventException)
             {
                 throw new InvalidCloudEventException($"Attribute '{name}' has an invalid value '{Truncate(value)}': {ex.Message}", ex);
             }
         }
         if (dataContentType is not null)
         {
-            cloudEvent.DataContentType = dataContentType;
+            try
+            {
+                cloudEvent.DataContentType = dataContentType;
+            }
+            catch (Exception ex)
+            {
+                throw new InvalidCloudEventException($"The content type '{Truncate(dataContentType)}' is not valid: {ex.Message}", ex);
+            }
         }
         // Binary mode cannot tell "no data" from "empty data"; the rule on every transport: an empty body is
         // empty data when a content type is given, and no data otherwise.

@@ -54,8 +54,9 @@ internal sealed partial class MessagingHostedService(
                 _logger,
                 transport.Name,
                 time);
-            var consumer = await transport.StartConsumerAsync(subscription, processor.HandleAsync, cancellationToken).ConfigureAwait(false);
-            _consumers.Add(consumer);
+            var pipeline = new ReceivePipeline(subscription, processor.HandleAsync, _logger, time, transport.Name);
+            _consumers.Add(pipeline);
+            await pipeline.StartAsync(transport, cancellationToken).ConfigureAwait(false);
             LogConsumerStarted(subscription.Name, subscription.Topic, transport.Name, subscription.Concurrency);
         }
     }

@@ -45,23 +45,59 @@ public sealed class InMemoryBroker
         }
         foreach (var queue in subscriptions.Values)
         {
-            await queue.Ready.Writer.WriteAsync(new InMemoryMessage(properties, body, contentType), cancellationToken).ConfigureAwait(false);
+            await queue.PublishAsync(new InMemoryMessage(properties, body, contentType), cancellationToken).ConfigureAwait(false);
         }
     }
 }
 
+/// <summary>
+/// One subscription's queue. Publishers wait while <c>QueueCapacity</c> published messages are waiting; messages coming
+/// back (a retry, a return, a stopped consumer's) never wait and are never dropped, so a full queue cannot stall or lose them.
+/// </summary>
 internal sealed class InMemoryQueue(string name, int capacity)
 {
-    public string Name { get; } = name;
-
-    public Channel<InMemoryMessage> Ready { get; } = Channel.CreateBounded<InMemoryMessage>(new BoundedChannelOptions(capacity)
+    private readonly Channel<InMemoryMessage> _ready = Channel.CreateUnbounded<InMemoryMessage>(new UnboundedChannelOptions
     {
-        FullMode = BoundedChannelFullMode.Wait,
         SingleReader = false,
         SingleWriter = false,
     });
 
+    private readonly SemaphoreSlim _room = new(capacity, capacity);
+
+    public string Name { get; } = name;
+
     public Lock DeadLetterLock { get; } = new();
 
     public List<InMemoryMessage> DeadLetters { get; } = [];
+
+    /// <summary>Adds a newly published (or replayed) message, waiting while the queue is full.</summary>
+    public async ValueTask PublishAsync(InMemoryMessage message, CancellationToken cancellationToken)
+    {
+        await _room.WaitAsync(cancellationToken).ConfigureAwait(false);
+        message.HoldsRoom = true;
+        if (!_ready.Writer.TryWrite(message))
+        {
+            message.HoldsRoom = false;
+            _room.Release();
+        }
+    }
+
+    /// <summary>Puts a message back without waiting: it already had its place in the queue.</summary>
+    public void Redeliver(InMemoryMessage message) => _ready.Writer.TryWrite(message);
+
+    public ValueTask<bool> WaitToReadAsync(CancellationToken cancellationToken) => _ready.Reader.WaitToReadAsync(cancellationToken);
+
+    public bool TryRead(out InMemoryMessage message)
+    {
+        if (!_ready.Reader.TryRead(out message!))
+        {
+            return false;
+        }
+        if (message.HoldsRoom)
+        {
+            message.HoldsRoom = false;
+            _room.Release();
+        }
+        return true;
+    }
 }

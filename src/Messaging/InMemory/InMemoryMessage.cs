@@ -22,5 +22,8 @@ public sealed class InMemoryMessage
     /// <summary>Deliveries so far; kept by the broker, so it survives consumers that die.</summary>
     internal int DeliveryCount;
 
+    /// <summary>Set while the message takes one of its queue's places for published messages.</summary>
+    internal bool HoldsRoom;
+
     internal InMemoryMessage CopyWith(IReadOnlyDictionary<string, string> properties) => new(properties, Body, ContentType);
 }

@@ -20,7 +20,7 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
     private readonly InMemoryBroker _broker;
     private readonly IReadOnlyList<CloudEventAttribute> _extensions;
     private readonly TimeProvider _time;
-    private readonly ConcurrentDictionary<InMemoryConsumer, byte> _consumers = new();
+    private readonly ConcurrentDictionary<InMemoryReceiver, byte> _receivers = new();
     private readonly CancellationTokenSource _disposed = new();
 
     public InMemoryTransport(InMemoryBroker broker, IReadOnlyList<CloudEventAttribute> extensionAttributes, TimeProvider? time = null)
@@ -78,14 +78,14 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         }
     }
 
-    public Task<ITransportConsumer> StartConsumerAsync(SubscriptionDefinition subscription, DeliveryCallback onDelivery, CancellationToken cancellationToken)
+    public Task<ITransportReceiver> StartReceiverAsync(ReceivePipeline pipeline, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(subscription);
-        var queue = _broker.GetQueue(subscription.Name);
-        var consumer = new InMemoryConsumer(this, queue, subscription, onDelivery);
-        _consumers.TryAdd(consumer, 0);
-        consumer.Start();
-        return Task.FromResult<ITransportConsumer>(consumer);
+        ArgumentNullException.ThrowIfNull(pipeline);
+        var queue = _broker.GetQueue(pipeline.Subscription.Name);
+        var receiver = new InMemoryReceiver(this, queue, pipeline);
+        _receivers.TryAdd(receiver, 0);
+        receiver.Start();
+        return Task.FromResult<ITransportReceiver>(receiver);
     }
 
     public Task<IReadOnlyList<DeadLetteredEvent>> PeekAsync(string subscription, int maxCount, CancellationToken cancellationToken)
@@ -120,7 +120,7 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
             var properties = message.Properties
                 .Where(p => !DeadLetterMetadata.IsMetadataProperty(p.Key))
                 .ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal);
-            await queue.Ready.Writer.WriteAsync(message.CopyWith(properties), cancellationToken).ConfigureAwait(false);
+            await queue.PublishAsync(message.CopyWith(properties), cancellationToken).ConfigureAwait(false);
         }
         return chosen.Count;
     }
@@ -133,9 +133,9 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         }
         await _disposed.CancelAsync().ConfigureAwait(false);
         // Like a dropped connection: consumers stop at once and unsettled messages return to their queues.
-        foreach (var consumer in _consumers.Keys)
+        foreach (var receiver in _receivers.Keys)
         {
-            await consumer.AbortAsync().ConfigureAwait(false);
+            await receiver.DisposeAsync().ConfigureAwait(false);
         }
         _disposed.Dispose();
     }
@@ -150,11 +150,9 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         return CloudEventAttributeMap.FromAttributes(attributes, message.ContentType, message.Body, _extensions);
     }
 
-    internal void Remove(InMemoryConsumer consumer) => _consumers.TryRemove(consumer, out _);
+    internal void Remove(InMemoryReceiver receiver) => _receivers.TryRemove(receiver, out _);
 
     internal TimeProvider Time => _time;
-
-    internal CancellationToken DisposedToken => _disposed.Token;
 
     private DeadLetteredEvent ToDeadLettered(InMemoryMessage message, string subscription)
     {
@@ -163,9 +161,9 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         {
             cloudEvent = Decode(message);
         }
-        catch (InvalidCloudEventException)
+        catch (Exception)
         {
-            // Invalid messages are dead-lettered as they came; the raw body is still available.
+            // Invalid messages are dead-lettered as they came, whatever their decoder throws; the raw body is still available.
         }
         return new DeadLetteredEvent
         {

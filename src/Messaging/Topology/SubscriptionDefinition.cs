@@ -25,7 +25,4 @@ public sealed record SubscriptionDefinition
 
     /// <summary>Handle events with the same <c>partitionkey</c> in publish order (needs the ordering capability).</summary>
     public bool Ordered { get; init; }
-
-    /// <summary>The dead-letter destination's name, derived from the subscription name.</summary>
-    public string DeadLetterName => Name + ".dead-letter";
 }

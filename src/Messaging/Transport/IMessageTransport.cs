@@ -27,19 +27,19 @@ public interface IMessageTransport : IAsyncDisposable
     Task PublishAsync(string topic, IReadOnlyList<CloudEvent> events, CancellationToken cancellationToken);
 
     /// <summary>
-    /// Starts consuming a subscription. <paramref name="onDelivery"/> is invoked at most
-    /// <see cref="SubscriptionDefinition.Concurrency"/> times at once and must settle each delivery exactly once.
+    /// Starts receiving <see cref="ReceivePipeline.Subscription"/>: the returned receiver submits every message it takes from
+    /// the broker to <paramref name="pipeline"/>, which handles and settles it.
     /// </summary>
-    Task<ITransportConsumer> StartConsumerAsync(SubscriptionDefinition subscription, DeliveryCallback onDelivery, CancellationToken cancellationToken);
+    Task<ITransportReceiver> StartReceiverAsync(ReceivePipeline pipeline, CancellationToken cancellationToken);
 
     /// <summary>Reads and replays a subscription's dead-letter destination.</summary>
     IDeadLetterStore DeadLetters { get; }
 }
 
-/// <summary>Invoked by a transport for every message it receives.</summary>
-public delegate Task DeliveryCallback(ITransportDelivery delivery, CancellationToken cancellationToken);
+/// <summary>Invoked by the receive pipeline for every message it hands to the handlers.</summary>
+internal delegate Task DeliveryCallback(ITransportDelivery delivery, CancellationToken cancellationToken);
 
-/// <summary>A running consumer of one subscription.</summary>
+/// <summary>A running consumer of one subscription (the <see cref="ReceivePipeline"/>).</summary>
 public interface ITransportConsumer : IAsyncDisposable
 {
     /// <summary>

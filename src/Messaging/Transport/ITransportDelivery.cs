@@ -4,7 +4,7 @@ using Messaging.DeadLetters;
 namespace Messaging.Transport;
 
 /// <summary>One message received from a broker, not yet settled.</summary>
-public interface ITransportDelivery
+internal interface ITransportDelivery
 {
     /// <summary>The decoded event, or <c>null</c> when the message is not a valid CloudEvent (see <see cref="DecodeError"/>).</summary>
     CloudEvent? Event { get; }

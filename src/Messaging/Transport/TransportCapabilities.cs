@@ -8,7 +8,4 @@ public sealed record TransportCapabilities
 
     /// <summary>Events with the same <c>partitionkey</c> extension are handled in publish order when a subscription asks for it.</summary>
     public bool OrderingKeys { get; init; }
-
-    /// <summary>The transport can simulate a consumer crash in tests by dropping its connection (used by the conformance suite).</summary>
-    public bool SurvivesConsumerCrash { get; init; } = true;
 }

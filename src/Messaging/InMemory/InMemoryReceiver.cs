@@ -1,0 +1,148 @@
+using CloudNative.CloudEvents;
+using Messaging.DeadLetters;
+using Messaging.Transport;
+
+namespace Messaging.InMemory;
+
+/// <summary>The in-memory broker's receive loop: takes messages from the subscription's queue as the pipeline has room.</summary>
+internal sealed class InMemoryReceiver : ITransportReceiver
+{
+    private readonly InMemoryTransport _transport;
+    private readonly InMemoryQueue _queue;
+    private readonly ReceivePipeline _pipeline;
+    private readonly CancellationTokenSource _stop = new();
+    private Task _loop = Task.CompletedTask;
+    private int _disposed;
+
+    public InMemoryReceiver(InMemoryTransport transport, InMemoryQueue queue, ReceivePipeline pipeline)
+    {
+        _transport = transport;
+        _queue = queue;
+        _pipeline = pipeline;
+    }
+
+    // Nothing is lost by handling what was taken from an in-process queue, and giving it back would count an attempt.
+    public StopBehavior StopBehavior => StopBehavior.HandleReceived;
+
+    public TimeSpan? LeaseRenewalInterval => null;
+
+    public void Start() => _loop = Task.Run(ReceiveLoopAsync);
+
+    private async Task ReceiveLoopAsync()
+    {
+        var token = _stop.Token;
+        while (!token.IsCancellationRequested)
+        {
+            try
+            {
+                await _pipeline.ReserveAsync(1, token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            var taken = false;
+            try
+            {
+                while (!taken && await _queue.WaitToReadAsync(token).ConfigureAwait(false))
+                {
+                    if (_queue.TryRead(out var message))
+                    {
+                        taken = true;
+                        _pipeline.Submit(new InMemoryReceivedMessage(this, message), reserved: true);
+                    }
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                // Stopping.
+            }
+            finally
+            {
+                if (!taken)
+                {
+                    _pipeline.CancelReservation(1);
+                }
+            }
+        }
+    }
+
+    public Task RenewLeasesAsync(IReadOnlyList<ReceivedMessage> messages, CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public async Task StopReceivingAsync(CancellationToken cancellationToken)
+    {
+        await _stop.CancelAsync().ConfigureAwait(false);
+        await _loop.WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    public Task DrainedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>Like a dropped connection: receiving stops and everything unsettled goes back to the queue.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+        await _stop.CancelAsync().ConfigureAwait(false);
+        await _pipeline.AbortAsync().ConfigureAwait(false);
+        await _loop.ConfigureAwait(false);
+        _transport.Remove(this);
+    }
+
+    private sealed class InMemoryReceivedMessage(InMemoryReceiver owner, InMemoryMessage message) : ReceivedMessage
+    {
+        // Counted by the broker's copy of the message, so it survives consumers that die.
+        private readonly int _attempt = Interlocked.Increment(ref message.DeliveryCount);
+
+        public override string? MessageId => message.MessageId;
+
+        protected internal override int ReadAttempt() => _attempt;
+
+        protected internal override CloudEvent Decode() => owner._transport.Decode(message);
+
+        protected internal override Task CompleteAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        protected internal override Task RetryAsync(TimeSpan delay, CancellationToken cancellationToken)
+        {
+            if (delay <= TimeSpan.Zero)
+            {
+                owner._queue.Redeliver(message);
+            }
+            else
+            {
+                _ = RedeliverLaterAsync(owner._queue, message, delay, owner._transport.Time);
+            }
+            return Task.CompletedTask;
+        }
+
+        protected internal override Task DeadLetterAsync(DeadLetterMetadata metadata, CancellationToken cancellationToken)
+        {
+            var properties = new Dictionary<string, string>(message.Properties, StringComparer.Ordinal);
+            foreach (var (key, value) in metadata.ToProperties())
+            {
+                properties[key] = value;
+            }
+            var deadLettered = message.CopyWith(properties);
+            deadLettered.DeliveryCount = message.DeliveryCount;
+            lock (owner._queue.DeadLetterLock)
+            {
+                owner._queue.DeadLetters.Add(deadLettered);
+            }
+            return Task.CompletedTask;
+        }
+
+        protected internal override Task ReturnAsync(CancellationToken cancellationToken)
+        {
+            owner._queue.Redeliver(message);
+            return Task.CompletedTask;
+        }
+
+        private static async Task RedeliverLaterAsync(InMemoryQueue queue, InMemoryMessage message, TimeSpan delay, TimeProvider time)
+        {
+            // The broker, not the consumer, owns the delay: stopping a consumer does not lose the message.
+            await Task.Delay(delay, time, CancellationToken.None).ConfigureAwait(false);
+            queue.Redeliver(message);
+        }
+    }
+}

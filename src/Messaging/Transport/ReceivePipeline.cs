@@ -1,0 +1,590 @@
+using Messaging.Diagnostics;
+using Messaging.Topology;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Messaging.Transport;
+
+/// <summary>
+/// What happens to a received message between the broker and its handler, written once for every transport:
+/// <list type="bullet">
+/// <item>decoding, where any exception makes the message an invalid one (dead-lettered, never handled);</item>
+/// <item>at most <see cref="SubscriptionDefinition.Concurrency"/> handlers at once, and at most
+/// <c>Concurrency + Prefetch</c> messages held (<see cref="ReserveAsync"/> for transports that pull);</item>
+/// <item>ordering-key lanes on ordered subscriptions: one message of a key at a time, in arrival order;</item>
+/// <item>each message settled exactly once; a settlement that throws, or a handler path that settles nothing, gives the
+/// message back to the broker, with a log line;</item>
+/// <item>lease renewal of every held message, waiting or running, until it is settled; a lost lease cancels its handler;</item>
+/// <item>graceful stop that drains without polling, and abort, which gives back everything unsettled.</item>
+/// </list>
+/// A transport supplies only an <see cref="ITransportReceiver"/> (its broker's receive loop) and a
+/// <see cref="ReceivedMessage"/> per message (wire mapping and settlement primitives).
+/// </summary>
+public sealed partial class ReceivePipeline : ITransportConsumer
+{
+    private static readonly TimeSpan ReturnTimeout = TimeSpan.FromSeconds(10);
+    private readonly DeliveryCallback _onDelivery;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly KeyValuePair<string, object?>[] _metricTags;
+    private readonly int _concurrency;
+    private readonly SemaphoreSlim _places;
+    private readonly Lock _lock = new();
+    private readonly Queue<ReceivedMessage> _ready = new();
+    private readonly Dictionary<string, Queue<ReceivedMessage>?>? _lanes;
+    private readonly HashSet<ReceivedMessage> _held = [];
+    private readonly CancellationTokenSource _abort = new();
+    private readonly CancellationTokenSource _stopRenewal = new();
+    private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private TaskCompletionSource _renewalRound = CompletedRound();
+    private ITransportReceiver? _receiver;
+    private Task _renewalLoop = Task.CompletedTask;
+    private Task? _aborting;
+    private int _running;
+    private int _outstanding = 1; // one reference held by the pipeline itself until a stop begins
+    private int _selfReleased;
+    private volatile bool _stopping;
+    private int _disposed;
+
+    internal ReceivePipeline(SubscriptionDefinition subscription, DeliveryCallback onDelivery, ILogger? logger, TimeProvider? time, string transportName)
+    {
+        ArgumentNullException.ThrowIfNull(subscription);
+        Subscription = subscription;
+        _onDelivery = onDelivery;
+        _logger = logger ?? NullLogger.Instance;
+        _time = time ?? TimeProvider.System;
+        _concurrency = Math.Max(1, subscription.Concurrency);
+        Capacity = _concurrency + Math.Max(0, subscription.Prefetch);
+        _places = new SemaphoreSlim(Capacity, Capacity);
+        _lanes = subscription.Ordered ? new Dictionary<string, Queue<ReceivedMessage>?>(StringComparer.Ordinal) : null;
+        _metricTags =
+        [
+            new("messaging.system", transportName),
+            new("messaging.destination.name", subscription.Topic),
+            new("messaging.destination.subscription.name", subscription.Name),
+        ];
+    }
+
+    /// <summary>The subscription this pipeline handles.</summary>
+    public SubscriptionDefinition Subscription { get; }
+
+    /// <summary>Most messages held at once (<c>Concurrency + Prefetch</c>): the flow-control window to ask the broker for.</summary>
+    public int Capacity { get; }
+
+    /// <summary>True once a stop or an abort began; receive loops end.</summary>
+    public bool IsStopping => _stopping;
+
+    /// <summary>Messages received and not yet settled (waiting or running).</summary>
+    public int HeldCount
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _held.Count;
+            }
+        }
+    }
+
+    internal async Task StartAsync(IMessageTransport transport, CancellationToken cancellationToken)
+    {
+        _receiver = await transport.StartReceiverAsync(this, cancellationToken).ConfigureAwait(false);
+        if (_receiver.LeaseRenewalInterval is { } interval && interval > TimeSpan.Zero)
+        {
+            _renewalLoop = Task.Run(() => RenewLoopAsync(interval), CancellationToken.None);
+        }
+    }
+
+    // ---- flow control --------------------------------------------------------------------------
+
+    /// <summary>
+    /// For transports that pull: waits until at least one place is free and reserves up to <paramref name="max"/> places,
+    /// returning how many. Submit each received message with <c>reserved: true</c> and give back the places not used with
+    /// <see cref="CancelReservation"/>.
+    /// </summary>
+    public async ValueTask<int> ReserveAsync(int max, CancellationToken cancellationToken)
+    {
+        await _places.WaitAsync(cancellationToken).ConfigureAwait(false);
+        var reserved = 1;
+        while (reserved < max && _places.Wait(0))
+        {
+            reserved++;
+        }
+        return reserved;
+    }
+
+    /// <summary>Gives back places reserved with <see cref="ReserveAsync"/> that no message took.</summary>
+    public void CancelReservation(int count)
+    {
+        if (count > 0)
+        {
+            _places.Release(count);
+        }
+    }
+
+    /// <summary>For transports the broker pushes to: waits until fewer than <see cref="Capacity"/> messages are held.</summary>
+    public async ValueTask WaitForCapacityAsync(CancellationToken cancellationToken)
+    {
+        await _places.WaitAsync(cancellationToken).ConfigureAwait(false);
+        _places.Release();
+    }
+
+    // ---- receiving -----------------------------------------------------------------------------
+
+    /// <summary>
+    /// Hands a received message to the pipeline. It never blocks: the message starts at once when a handler slot is free
+    /// (on the caller's thread, until the handler first waits), or waits in the pipeline for one.
+    /// </summary>
+    public void Submit(ReceivedMessage message, bool reserved = false)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        message.Initialize(this, _time.GetUtcNow());
+        message.HoldsPlace = reserved || _places.Wait(0);
+        var run = false;
+        var reject = false;
+        lock (_lock)
+        {
+            _outstanding++;
+            _held.Add(message);
+            if (_aborting is not null || (_stopping && _receiver?.StopBehavior != StopBehavior.HandleReceived))
+            {
+                reject = true;
+            }
+            else if (_lanes is not null && message.OrderingKey is { } key)
+            {
+                message.LaneKey = key;
+                if (_lanes.TryGetValue(key, out var backlog))
+                {
+                    // An earlier message of this key is waiting or running: this one follows it.
+                    backlog ??= _lanes[key] = new Queue<ReceivedMessage>();
+                    backlog.Enqueue(message);
+                }
+                else
+                {
+                    _lanes[key] = null;
+                    run = TakeSlotOrQueue(message);
+                }
+            }
+            else
+            {
+                run = TakeSlotOrQueue(message);
+            }
+        }
+        if (reject)
+        {
+            _ = ReturnUnstartedAsync(message);
+        }
+        else if (run)
+        {
+            _ = RunAsync(message);
+        }
+    }
+
+    private bool TakeSlotOrQueue(ReceivedMessage message)
+    {
+        if (_running < _concurrency)
+        {
+            _running++;
+            return true;
+        }
+        _ready.Enqueue(message);
+        return false;
+    }
+
+    /// <summary>Runs messages one after another while there are waiting ones: one runner per busy slot, never recursion.</summary>
+    private async Task RunAsync(ReceivedMessage first)
+    {
+        var message = first;
+        while (message is not null)
+        {
+            await ProcessAsync(message).ConfigureAwait(false);
+            message = Finish(message, out var laneReturns);
+            if (laneReturns is not null)
+            {
+                foreach (var later in laneReturns)
+                {
+                    _ = ReturnUnstartedAsync(later);
+                }
+            }
+        }
+    }
+
+    private async Task ProcessAsync(ReceivedMessage message)
+    {
+        if (!message.IsUnsettled)
+        {
+            return; // given back or lost while it waited
+        }
+        message.Started = true;
+        var token = _abort.Token;
+        CancellationTokenSource? handlerCancellation = null;
+        if (_receiver?.LeaseRenewalInterval is not null)
+        {
+            handlerCancellation = CancellationTokenSource.CreateLinkedTokenSource(_abort.Token);
+            message.HandlerCancellation = handlerCancellation;
+            token = handlerCancellation.Token;
+            if (message.IsReleased)
+            {
+                await handlerCancellation.CancelAsync().ConfigureAwait(false); // its lease was lost meanwhile
+            }
+        }
+        try
+        {
+            await _onDelivery(message, token).ConfigureAwait(false);
+            if (message.IsUnsettled && _aborting is null && await message.TryReleaseAsync().ConfigureAwait(false))
+            {
+                // Never expected of the processor; left alone the message would hold a slot and its lease for good.
+                LogNotSettled(message.MessageId, Subscription.Name);
+                await ReturnQuietlyAsync(message).ConfigureAwait(false);
+            }
+        }
+        catch (Exception ex)
+        {
+            if (message.NeedsReturn)
+            {
+                LogSettleFailed(ex, message.MessageId, Subscription.Name);
+                MessagingDiagnostics.SettleFailures.Add(1, _metricTags);
+                await ReturnQuietlyAsync(message).ConfigureAwait(false);
+            }
+            else if (message.IsUnsettled && await message.TryReleaseAsync().ConfigureAwait(false))
+            {
+                if (_aborting is null)
+                {
+                    LogHandlingFailed(ex, message.MessageId, Subscription.Name);
+                }
+                await ReturnQuietlyAsync(message).ConfigureAwait(false);
+            }
+            // Otherwise it was settled, or the pipeline took it (abort, lost lease): nothing more to do.
+        }
+        finally
+        {
+            if (handlerCancellation is not null)
+            {
+                message.HandlerCancellation = null;
+                handlerCancellation.Dispose();
+            }
+        }
+    }
+
+    /// <summary>Accounts for a finished message and picks the next one this runner takes, if any.</summary>
+    private ReceivedMessage? Finish(ReceivedMessage finished, out List<ReceivedMessage>? laneReturns)
+    {
+        laneReturns = null;
+        ReceivedMessage? next;
+        lock (_lock)
+        {
+            _held.Remove(finished);
+            if (finished.LaneKey is { } key && _lanes is not null && _lanes.TryGetValue(key, out var backlog))
+            {
+                if (finished.Retried && backlog is { Count: > 0 })
+                {
+                    // Its retry puts it back in front of the rest of its key: those go back to the broker too, which delivers
+                    // them again after it (Pub/Sub redelivers a key's later messages after a nack by itself).
+                    laneReturns = [.. backlog];
+                    _lanes.Remove(key);
+                }
+                else if (backlog is { Count: > 0 })
+                {
+                    _ready.Enqueue(backlog.Dequeue());
+                }
+                else
+                {
+                    _lanes.Remove(key);
+                }
+            }
+            if (!_ready.TryDequeue(out next))
+            {
+                _running--;
+            }
+            _outstanding--;
+        }
+        ReleasePlace(finished);
+        if (Volatile.Read(ref _outstanding) == 0)
+        {
+            _drained.TrySetResult();
+        }
+        return next;
+    }
+
+    private void ReleasePlace(ReceivedMessage message)
+    {
+        if (message.HoldsPlace)
+        {
+            message.HoldsPlace = false;
+            _places.Release();
+        }
+    }
+
+    /// <summary>Gives back a message whose handler never started, and accounts for it.</summary>
+    private async Task ReturnUnstartedAsync(ReceivedMessage message)
+    {
+        if (await message.TryReleaseAsync().ConfigureAwait(false))
+        {
+            await ReturnQuietlyAsync(message).ConfigureAwait(false);
+        }
+        lock (_lock)
+        {
+            _held.Remove(message);
+            _outstanding--;
+        }
+        ReleasePlace(message);
+        if (Volatile.Read(ref _outstanding) == 0)
+        {
+            _drained.TrySetResult();
+        }
+    }
+
+    private async Task ReturnQuietlyAsync(ReceivedMessage message)
+    {
+        MessagingDiagnostics.ReturnedMessages.Add(1, _metricTags);
+        try
+        {
+            using var timeout = new CancellationTokenSource(ReturnTimeout, _time);
+            await message.ReturnAsync(timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            // The broker gives it back by itself when the lease expires or the connection closes.
+            LogReturnFailed(message.MessageId, Subscription.Name, ex.Message);
+        }
+    }
+
+    // ---- leases --------------------------------------------------------------------------------
+
+    internal Task RenewalCompletedAsync() => Volatile.Read(ref _renewalRound).Task;
+
+    internal void OnLeaseLost(ReceivedMessage message, string reason)
+    {
+        LogLeaseLost(message.MessageId, Subscription.Name, reason);
+        MessagingDiagnostics.LostLeases.Add(1, _metricTags);
+        try
+        {
+            message.HandlerCancellation?.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The handler finished meanwhile.
+        }
+    }
+
+    private async Task RenewLoopAsync(TimeSpan interval)
+    {
+        var token = _stopRenewal.Token;
+        var receiver = _receiver!;
+        while (!token.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(interval, _time, token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            var now = _time.GetUtcNow();
+            List<ReceivedMessage> due;
+            lock (_lock)
+            {
+                due = [.. _held.Where(m => now - m.LeasedAt >= interval / 2)];
+            }
+            var taken = due.Where(m => m.TryBeginRenewal()).ToList();
+            if (taken.Count == 0)
+            {
+                continue;
+            }
+            var round = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            Volatile.Write(ref _renewalRound, round);
+            try
+            {
+                // Bounded, so that a settlement waiting behind this renewal never waits on a broker that does not answer.
+                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token);
+                timeout.CancelAfter(interval);
+                await receiver.RenewLeasesAsync(taken, timeout.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (!token.IsCancellationRequested)
+            {
+                // Tried again at the next tick; a lease that runs out means the broker delivers the message again, never a loss.
+                LogRenewFailed(ex, taken.Count, Subscription.Name);
+            }
+            catch (Exception)
+            {
+                // Stopping.
+            }
+            finally
+            {
+                foreach (var message in taken)
+                {
+                    message.EndRenewal();
+                }
+                round.TrySetResult();
+            }
+        }
+    }
+
+    private static TaskCompletionSource CompletedRound()
+    {
+        var round = new TaskCompletionSource();
+        round.SetResult();
+        return round;
+    }
+
+    // ---- stopping ------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Graceful stop: the receiver stops taking messages; messages not started are given back (or handled, as the transport's
+    /// <see cref="ITransportReceiver.StopBehavior"/> says); running handlers finish. If <paramref name="cancellationToken"/>
+    /// fires first, the pipeline aborts: handlers are cancelled and everything unsettled goes back to the broker.
+    /// </summary>
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (_aborting is not null)
+        {
+            await _aborting.ConfigureAwait(false);
+            return;
+        }
+        _stopping = true;
+        try
+        {
+            if (_receiver is not null)
+            {
+                await _receiver.StopReceivingAsync(cancellationToken).ConfigureAwait(false);
+            }
+            if (_receiver?.StopBehavior != StopBehavior.HandleReceived)
+            {
+                await Task.WhenAll(TakeWaiting().Select(ReturnUnstartedAsync)).ConfigureAwait(false);
+            }
+            ReleaseSelf();
+            await _drained.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+            await _stopRenewal.CancelAsync().ConfigureAwait(false);
+            await _renewalLoop.ConfigureAwait(false);
+            if (_receiver is not null)
+            {
+                await _receiver.DrainedAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            LogStopTimedOut(Subscription.Name);
+            await AbortAsync().ConfigureAwait(false);
+        }
+    }
+
+    private List<ReceivedMessage> TakeWaiting()
+    {
+        lock (_lock)
+        {
+            var waiting = new List<ReceivedMessage>(_ready);
+            _ready.Clear();
+            if (_lanes is not null)
+            {
+                foreach (var backlog in _lanes.Values)
+                {
+                    if (backlog is not null)
+                    {
+                        waiting.AddRange(backlog);
+                        backlog.Clear();
+                    }
+                }
+            }
+            return waiting;
+        }
+    }
+
+    private void ReleaseSelf()
+    {
+        if (Interlocked.Exchange(ref _selfReleased, 1) == 0)
+        {
+            bool drained;
+            lock (_lock)
+            {
+                drained = --_outstanding == 0;
+            }
+            if (drained)
+            {
+                _drained.TrySetResult();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Stops at once: handlers are cancelled, and every unsettled message, running or waiting, is given back to the broker
+    /// (best effort: a transport that lost its connection gets them back from the broker anyway). Idempotent.
+    /// </summary>
+    public Task AbortAsync()
+    {
+        lock (_lock)
+        {
+            _stopping = true;
+            _aborting ??= AbortCoreAsync();
+            return _aborting;
+        }
+    }
+
+    private async Task AbortCoreAsync()
+    {
+        await Task.Yield();
+        await _abort.CancelAsync().ConfigureAwait(false);
+        await _stopRenewal.CancelAsync().ConfigureAwait(false);
+        var waiting = TakeWaiting();
+        List<ReceivedMessage> running;
+        lock (_lock)
+        {
+            running = _held.Except(waiting).ToList();
+        }
+        var returns = waiting.Select(ReturnUnstartedAsync).Concat(running.Select(async m =>
+        {
+            if (await m.TryReleaseAsync().ConfigureAwait(false))
+            {
+                await ReturnQuietlyAsync(m).ConfigureAwait(false);
+            }
+        }));
+        await Task.WhenAll(returns).ConfigureAwait(false);
+        ReleaseSelf();
+        try
+        {
+            await _renewalLoop.ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // Stopping anyway.
+        }
+    }
+
+    /// <summary>Aborts (when not stopped already) and disposes the receiver.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+        if (!_drained.Task.IsCompleted)
+        {
+            await AbortAsync().ConfigureAwait(false);
+        }
+        if (_receiver is not null)
+        {
+            await _receiver.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "A delivery of message {MessageId} on subscription {Subscription} was not settled by its handler path; it was given back to the broker")]
+    private partial void LogNotSettled(string? messageId, string subscription);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Could not settle message {MessageId} on subscription {Subscription}; it was given back to the broker")]
+    private partial void LogSettleFailed(Exception exception, string? messageId, string subscription);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Handling message {MessageId} on subscription {Subscription} failed before it was settled; it was given back to the broker")]
+    private partial void LogHandlingFailed(Exception exception, string? messageId, string subscription);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Could not give message {MessageId} of subscription {Subscription} back: {Reason}; the broker returns it when its lease or connection ends")]
+    private partial void LogReturnFailed(string? messageId, string subscription, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The lease of message {MessageId} on subscription {Subscription} was lost ({Reason}); its handler is cancelled and the broker delivers it again")]
+    private partial void LogLeaseLost(string? messageId, string subscription, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not extend the leases of {Count} message(s) of subscription {Subscription}; trying again at the next renewal")]
+    private partial void LogRenewFailed(Exception exception, int count, string subscription);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Subscription {Subscription} did not drain before its stop deadline; unsettled messages are given back")]
+    private partial void LogStopTimedOut(string subscription);
+}
