@@ -32,7 +32,7 @@ public sealed class SnsSqsTransport : IMessageTransport
 
     private readonly ConcurrentDictionary<string, string> _topicArns = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, string> _queueUrls = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<SqsConsumer, byte> _consumers = new();
+    private readonly ConcurrentDictionary<SqsReceiver, byte> _receivers = new();
     private readonly ILogger _logger;
     private readonly SqsDeadLetterStore _deadLetters;
     private int _disposed;
@@ -55,7 +55,6 @@ public sealed class SnsSqsTransport : IMessageTransport
             MaxEventSizeBytes = options.MaxEventSizeBytes,
             // SNS standard topics and SQS standard queues do not keep order.
             OrderingKeys = false,
-            SurvivesConsumerCrash = true,
         };
         _deadLetters = new SqsDeadLetterStore(this);
     }
@@ -326,22 +325,23 @@ public sealed class SnsSqsTransport : IMessageTransport
 
     // ---- consuming -----------------------------------------------------------------------------
 
-    public async Task<ITransportConsumer> StartConsumerAsync(SubscriptionDefinition subscription, DeliveryCallback onDelivery, CancellationToken cancellationToken)
+    public async Task<ITransportReceiver> StartReceiverAsync(ReceivePipeline pipeline, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(subscription);
+        ArgumentNullException.ThrowIfNull(pipeline);
+        var subscription = pipeline.Subscription;
         if (subscription.Ordered)
         {
             throw new NotSupportedException($"Subscription '{subscription.Name}' asks for ordering, which the {TransportName} transport does not support (SNS standard topics do not keep order).");
         }
         var queueUrl = await QueueUrlAsync(SnsSqsNames.Queue(subscription.Name), subscription.Name, cancellationToken).ConfigureAwait(false);
         var deadLetterUrl = await QueueUrlAsync(SnsSqsNames.DeadLetterQueue(subscription.Name), subscription.Name, cancellationToken).ConfigureAwait(false);
-        var consumer = new SqsConsumer(this, subscription, queueUrl, deadLetterUrl, onDelivery);
-        _consumers.TryAdd(consumer, 0);
-        consumer.Start();
-        return consumer;
+        var receiver = new SqsReceiver(this, pipeline, queueUrl, deadLetterUrl);
+        _receivers.TryAdd(receiver, 0);
+        receiver.Start();
+        return receiver;
     }
 
-    internal void Forget(SqsConsumer consumer) => _consumers.TryRemove(consumer, out _);
+    internal void Forget(SqsReceiver receiver) => _receivers.TryRemove(receiver, out _);
 
     public async ValueTask DisposeAsync()
     {
@@ -351,9 +351,9 @@ public sealed class SnsSqsTransport : IMessageTransport
         }
         // Running handlers are abandoned, not awaited: their messages stay invisible until the visibility timeout and
         // are then received again, with the receive count (the attempt number) incremented.
-        foreach (var consumer in _consumers.Keys)
+        foreach (var receiver in _receivers.Keys)
         {
-            await consumer.AbortAsync().ConfigureAwait(false);
+            await receiver.DisposeAsync().ConfigureAwait(false);
         }
         Clients.Dispose();
     }

@@ -60,7 +60,6 @@ public sealed class PubSubTransport : IMessageTransport, IDeadLetterStore
         {
             MaxEventSizeBytes = options.MaxEventSizeBytes,
             OrderingKeys = true,
-            SurvivesConsumerCrash = true,
         };
     }
 

@@ -81,6 +81,12 @@ public sealed class RabbitMqCloudEventCodec(RabbitMqContentMode mode, IReadOnlyL
     internal static string? HeaderValue(object? value) => value switch
     {
         AmqpTimestamp ts => CloudEventAttributeType.Timestamp.Format(DateTimeOffset.FromUnixTimeSeconds(ts.UnixTime)),
+        // An AMQP byte array (field type 'x'): the client wraps it; its bytes are the UTF-8 of the value.
+        BinaryTableValue binary => Encoding.UTF8.GetString(binary.Bytes),
+        byte[] bytes => Encoding.UTF8.GetString(bytes),
+        // A nested table or a list cannot be an attribute's value.
+        System.Collections.IDictionary or System.Collections.IList =>
+            throw new InvalidCloudEventException($"A CloudEvents attribute header holds an AMQP {(value is System.Collections.IDictionary ? "table" : "array")}, which no attribute type allows."),
         _ => CloudEventAttributeMap.HeaderValueToString(value),
     };
 

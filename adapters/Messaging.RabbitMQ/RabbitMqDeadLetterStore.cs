@@ -1,6 +1,7 @@
 using CloudNative.CloudEvents;
 using Messaging.DeadLetters;
 using Messaging.Envelope;
+using Messaging.Transport;
 using RabbitMQ.Client;
 
 namespace Messaging.RabbitMQ;
@@ -51,13 +52,13 @@ internal sealed class RabbitMqDeadLetterStore(RabbitMqTransport transport) : IDe
                 {
                     continue; // stays unacknowledged; returned to the dead-letter queue when the channel closes
                 }
-                var headers = RabbitMqConsumer.CopyHeaders(message.BasicProperties, []);
+                var headers = RabbitMqMessageCopy.Headers(message.BasicProperties, []);
                 foreach (var key in headers.Keys.Where(k => DeadLetterMetadata.IsMetadataProperty(k) || k.StartsWith("messaging-", StringComparison.Ordinal)).ToList())
                 {
                     headers.Remove(key);
                 }
                 await transport.Publisher.PublishAsync(
-                    [new OutgoingMessage(string.Empty, RabbitMqNames.Queue(subscription), Mandatory: true, RabbitMqConsumer.CopyProperties(message.BasicProperties, headers), message.Body.ToArray())],
+                    [new OutgoingMessage(string.Empty, RabbitMqNames.Queue(subscription), Mandatory: true, RabbitMqMessageCopy.Properties(message.BasicProperties, headers), message.Body.ToArray())],
                     cancellationToken).ConfigureAwait(false);
                 await channel.BasicAckAsync(message.DeliveryTag, multiple: false, cancellationToken).ConfigureAwait(false);
                 replayed++;
@@ -76,9 +77,9 @@ internal sealed class RabbitMqDeadLetterStore(RabbitMqTransport transport) : IDe
         {
             cloudEvent = transport.Codec.Decode(properties, body);
         }
-        catch (InvalidCloudEventException)
+        catch (Exception)
         {
-            // Dead-lettered because it is not a CloudEvent; the raw body is still returned.
+            // Dead-lettered because it is not a CloudEvent, whatever the decoder throws; the raw body is still returned.
         }
         var headers = properties.Headers;
         string? Lookup(string key) => headers is not null && headers.TryGetValue(key, out var v) ? RabbitMqCloudEventCodec.HeaderValue(v) : null;
@@ -87,7 +88,7 @@ internal sealed class RabbitMqDeadLetterStore(RabbitMqTransport transport) : IDe
         var brokerReason = FirstDeathReason(headers);
         var fallbackReason = brokerReason == "delivery_limit" ? DeadLetterReason.DeliveryLimitExceeded : DeadLetterReason.Unknown;
         var metadata = DeadLetterMetadata.FromProperties(Lookup, subscription,
-            RabbitMqConsumer.ToInt(headers is not null && headers.TryGetValue(RabbitMqNames.PriorAttemptsHeader, out var prior) ? prior : null) ?? 0, fallbackReason);
+            (int)Math.Clamp(RabbitMqMessageCopy.ToLong(headers is not null && headers.TryGetValue(RabbitMqNames.PriorAttemptsHeader, out var prior) ? prior : null) ?? 0, 0, DeliveryAttempt.MaxFromWire), fallbackReason);
         return new DeadLetteredEvent
         {
             DeadLetterId = Lookup(RabbitMqNames.DeadLetterIdHeader) ?? properties.MessageId ?? Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(body)),

@@ -22,7 +22,7 @@ public sealed class RabbitMqTransport : IMessageTransport
     private readonly RabbitMqConnections _connections;
     private readonly RabbitMqDeadLetterStore _deadLetters;
     private readonly ILogger _logger;
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<RabbitMqConsumer, byte> _consumers = new();
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<RabbitMqReceiver, byte> _receivers = new();
     private int _disposed;
 
     public RabbitMqTransport(RabbitMqTransportOptions options, IReadOnlyList<CloudEventAttribute> extensionAttributes, ILoggerFactory loggerFactory)
@@ -152,18 +152,6 @@ public sealed class RabbitMqTransport : IMessageTransport
         // subscriptions never retry with most delays, and every quorum queue costs the broker a process and a log.
     }
 
-    internal static Task DeclareRetryQueueAsync(IChannel channel, string subscription, TimeSpan delay, CancellationToken cancellationToken) =>
-        channel.QueueDeclareAsync(RabbitMqNames.RetryQueue(subscription, delay), durable: true, exclusive: false, autoDelete: false, arguments: new Dictionary<string, object?>
-        {
-            ["x-queue-type"] = "quorum",
-            ["x-message-ttl"] = (long)delay.TotalMilliseconds,
-            ["x-dead-letter-exchange"] = string.Empty,
-            ["x-dead-letter-routing-key"] = RabbitMqNames.Queue(subscription),
-            // At-least-once dead-lettering (quorum queues, RabbitMQ 3.10+): a retry is never lost in transit.
-            ["x-dead-letter-strategy"] = "at-least-once",
-            ["x-overflow"] = "reject-publish",
-        }, cancellationToken: cancellationToken);
-
     public async Task PublishAsync(string topic, IReadOnlyList<CloudEvent> events, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(events);
@@ -177,15 +165,24 @@ public sealed class RabbitMqTransport : IMessageTransport
         await Publisher.PublishAsync(messages, cancellationToken).ConfigureAwait(false);
     }
 
-    public async Task<ITransportConsumer> StartConsumerAsync(SubscriptionDefinition subscription, DeliveryCallback onDelivery, CancellationToken cancellationToken)
+    public async Task<ITransportReceiver> StartReceiverAsync(ReceivePipeline pipeline, CancellationToken cancellationToken)
     {
-        var consumer = new RabbitMqConsumer(this, subscription, onDelivery, _logger);
-        await consumer.StartAsync(cancellationToken).ConfigureAwait(false);
-        _consumers.TryAdd(consumer, 0);
-        return consumer;
+        ArgumentNullException.ThrowIfNull(pipeline);
+        var receiver = new RabbitMqReceiver(this, pipeline, _logger);
+        _receivers.TryAdd(receiver, 0);
+        try
+        {
+            await receiver.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await receiver.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+        return receiver;
     }
 
-    internal void Forget(RabbitMqConsumer consumer) => _consumers.TryRemove(consumer, out _);
+    internal void Forget(RabbitMqReceiver receiver) => _receivers.TryRemove(receiver, out _);
 
     public async ValueTask DisposeAsync()
     {
@@ -193,11 +190,11 @@ public sealed class RabbitMqTransport : IMessageTransport
         {
             return;
         }
-        // Handlers still running are abandoned, not awaited: their messages stay unacknowledged and the broker
-        // returns them when the connection closes (and counts the return as a delivery).
-        foreach (var consumer in _consumers.Keys)
+        // Handlers still running are cancelled, not awaited: their messages go back to the queue (a nack, or the
+        // connection's close), and the broker counts the return as a delivery.
+        foreach (var receiver in _receivers.Keys)
         {
-            await consumer.AbortAsync().ConfigureAwait(false);
+            await receiver.DisposeAsync().ConfigureAwait(false);
         }
         await Publisher.DisposeAsync().ConfigureAwait(false);
         await _connections.DisposeAsync().ConfigureAwait(false);

@@ -71,6 +71,9 @@ public sealed partial class ReceivePipeline : ITransportConsumer
     /// <summary>Most messages held at once (<c>Concurrency + Prefetch</c>): the flow-control window to ask the broker for.</summary>
     public int Capacity { get; }
 
+    /// <summary>The clock of <see cref="ReceivedMessage.ReceivedAt"/> and <see cref="ReceivedMessage.LeasedAt"/>, for receivers to use too.</summary>
+    public TimeProvider Time => _time;
+
     /// <summary>True once a stop or an abort began; receive loops end.</summary>
     public bool IsStopping => _stopping;
 

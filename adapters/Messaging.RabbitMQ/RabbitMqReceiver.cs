@@ -1,0 +1,276 @@
+using System.Collections.Concurrent;
+using CloudNative.CloudEvents;
+using Messaging.DeadLetters;
+using Messaging.Transport;
+using Microsoft.Extensions.Logging;
+using RabbitMQ.Client;
+using RabbitMQ.Client.Events;
+
+namespace Messaging.RabbitMQ;
+
+/// <summary>
+/// RabbitMQ's receive loop for one subscription: a consumer on the subscription's quorum queue, with the broker's prefetch
+/// window as flow control, and acknowledgements batched (<see cref="RabbitMqAckBatcher"/>). Everything between receiving
+/// and settling is the <see cref="ReceivePipeline"/>'s.
+/// </summary>
+internal sealed partial class RabbitMqReceiver : ITransportReceiver
+{
+    /// <summary>How long handled deliveries may wait behind a slower one before they are acknowledged one by one.</summary>
+    internal static readonly TimeSpan AckLinger = TimeSpan.FromMilliseconds(100);
+
+    private static readonly TimeSpan DisposeFlushTimeout = TimeSpan.FromSeconds(5);
+    private readonly RabbitMqTransport _transport;
+    private readonly ReceivePipeline _pipeline;
+    private readonly ILogger _logger;
+    private readonly string _subscription;
+    private readonly string _queue;
+    private readonly ConcurrentDictionary<TimeSpan, Task> _retryQueues = new();
+    private IChannel? _channel;
+    private RabbitMqAckBatcher? _acks;
+    private string? _consumerTag;
+    private int _disposed;
+
+    public RabbitMqReceiver(RabbitMqTransport transport, ReceivePipeline pipeline, ILogger logger)
+    {
+        _transport = transport;
+        _pipeline = pipeline;
+        _logger = logger;
+        _subscription = pipeline.Subscription.Name;
+        _queue = RabbitMqNames.Queue(_subscription);
+    }
+
+    /// <summary>Prefetched deliveries go back with a nack: handling them would keep a stopping consumer busy for a whole window.</summary>
+    public StopBehavior StopBehavior => StopBehavior.ReturnUnstarted;
+
+    /// <summary>The broker holds an unacknowledged delivery for as long as the channel is open.</summary>
+    public TimeSpan? LeaseRenewalInterval => null;
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        var subscription = _pipeline.Subscription;
+        var connection = await _transport.Connections.ConsumingAsync(cancellationToken).ConfigureAwait(false);
+        _channel = await connection.CreateChannelAsync(new CreateChannelOptions(
+            publisherConfirmationsEnabled: false,
+            publisherConfirmationTrackingEnabled: false,
+            consumerDispatchConcurrency: 1), cancellationToken).ConfigureAwait(false);
+        var window = (ushort)Math.Clamp(Math.Max(subscription.Prefetch, subscription.Concurrency), 1, ushort.MaxValue);
+        await _channel.BasicQosAsync(0, window, global: false, cancellationToken).ConfigureAwait(false);
+        var channel = _channel;
+        _acks = new RabbitMqAckBatcher(
+            (tag, multiple) => channel.BasicAckAsync(tag, multiple, CancellationToken.None),
+            ex => LogAckFailed(_subscription, ex.Message),
+            individualThreshold: Math.Max(1, window / 4),
+            linger: AckLinger);
+        var consumer = new AsyncEventingBasicConsumer(_channel);
+        consumer.ReceivedAsync += OnReceivedAsync;
+        try
+        {
+            _consumerTag = await _channel.BasicConsumeAsync(_queue, autoAck: false, consumer, cancellationToken).ConfigureAwait(false);
+        }
+        catch (global::RabbitMQ.Client.Exceptions.OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == 404)
+        {
+            throw new InvalidOperationException($"RabbitMQ queue '{_queue}' for subscription '{_subscription}' does not exist. Enable Messaging:Provisioning or create it.", ex);
+        }
+    }
+
+    private Task OnReceivedAsync(object sender, BasicDeliverEventArgs args)
+    {
+        var slot = _acks!.Track(args.DeliveryTag);
+        // The client's body buffer is only valid during this callback. The copy is overwritten whole, so it need not be zeroed first.
+        var body = GC.AllocateUninitializedArray<byte>(args.Body.Length);
+        args.Body.Span.CopyTo(body);
+        // A handler that completes synchronously runs on this thread and never leaves it: the pipeline never blocks here.
+        _pipeline.Submit(new Message(this, slot, args.BasicProperties, body, args.Redelivered));
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Returns a delivery to the queue with a frame of its own, before any multiple-ack can pass over it.</summary>
+    private async Task NackAsync(RabbitMqAckBatcher.Slot slot)
+    {
+        try
+        {
+            await _channel!.BasicNackAsync(slot.Tag, multiple: false, requeue: true, CancellationToken.None).ConfigureAwait(false);
+        }
+        finally
+        {
+            _acks!.SettledElsewhere(slot);
+        }
+    }
+
+    /// <summary>Declares the TTL queue of one retry delay on first use; a failed declaration is not remembered, so the next retry tries again.</summary>
+    private async Task EnsureRetryQueueAsync(TimeSpan delay, CancellationToken cancellationToken)
+    {
+        var declaration = _retryQueues.GetOrAdd(delay, DeclareRetryQueueAsync);
+        try
+        {
+            await declaration.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception) when (declaration.IsFaulted || declaration.IsCanceled)
+        {
+            _retryQueues.TryRemove(new KeyValuePair<TimeSpan, Task>(delay, declaration));
+            throw;
+        }
+    }
+
+    private async Task DeclareRetryQueueAsync(TimeSpan delay)
+    {
+        using var timeout = new CancellationTokenSource(_transport.Options.PublishTimeout);
+        var connection = await _transport.Connections.PublishingAsync(timeout.Token).ConfigureAwait(false);
+        var channel = await connection.CreateChannelAsync(cancellationToken: timeout.Token).ConfigureAwait(false);
+        try
+        {
+            await channel.QueueDeclareAsync(RabbitMqNames.RetryQueue(_subscription, delay), durable: true, exclusive: false, autoDelete: false, arguments: new Dictionary<string, object?>
+            {
+                ["x-queue-type"] = "quorum",
+                ["x-message-ttl"] = (long)delay.TotalMilliseconds,
+                ["x-dead-letter-exchange"] = string.Empty,
+                ["x-dead-letter-routing-key"] = _queue,
+                // At-least-once dead-lettering (quorum queues, RabbitMQ 3.10+): a retry is never lost in transit.
+                ["x-dead-letter-strategy"] = "at-least-once",
+                ["x-overflow"] = "reject-publish",
+            }, cancellationToken: timeout.Token).ConfigureAwait(false);
+        }
+        finally
+        {
+            await channel.AbortAsync(CancellationToken.None).ConfigureAwait(false);
+            channel.Dispose();
+        }
+    }
+
+    public Task RenewLeasesAsync(IReadOnlyList<ReceivedMessage> messages, CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public async Task StopReceivingAsync(CancellationToken cancellationToken)
+    {
+        if (_channel is { IsOpen: true } && _consumerTag is not null)
+        {
+            await QuietlyAsync(() => _channel.BasicCancelAsync(_consumerTag, noWait: false, cancellationToken)).ConfigureAwait(false);
+        }
+    }
+
+    public async Task DrainedAsync(CancellationToken cancellationToken)
+    {
+        if (_acks is not null)
+        {
+            try
+            {
+                await _acks.FlushAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // Out of time: what is not acknowledged returns to the queue with the channel.
+            }
+        }
+    }
+
+    /// <summary>Like a dropped connection: the pipeline gives back what is unsettled, handled deliveries are acknowledged if the channel lets us, the channel closes.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+        _transport.Forget(this);
+        await _pipeline.AbortAsync().ConfigureAwait(false);
+        if (_acks is not null)
+        {
+            try
+            {
+                await _acks.FlushAsync().WaitAsync(DisposeFlushTimeout).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                // They return to the queue with the channel.
+            }
+            await _acks.DisposeAsync().ConfigureAwait(false);
+        }
+        if (_channel is not null)
+        {
+            await QuietlyAsync(() => _channel.CloseAsync()).ConfigureAwait(false);
+            await _channel.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    private async Task QuietlyAsync(Func<Task> action)
+    {
+        try
+        {
+            await action().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is global::RabbitMQ.Client.Exceptions.AlreadyClosedException or global::RabbitMQ.Client.Exceptions.OperationInterruptedException
+                                       or ObjectDisposedException or IOException or OperationCanceledException)
+        {
+            LogChannelGone(_subscription, ex.Message);
+        }
+    }
+
+    /// <summary>One delivery: its wire mapping and settlement primitives.</summary>
+    private sealed class Message(RabbitMqReceiver owner, RabbitMqAckBatcher.Slot slot, IReadOnlyBasicProperties properties, byte[] body, bool redelivered)
+        : ReceivedMessage
+    {
+        public override string? MessageId => properties.MessageId;
+
+        /// <summary>Attempts before this copy (carried by retry copies) + returns of this copy counted by the quorum queue + this one.</summary>
+        protected override int ReadAttempt()
+        {
+            long? prior = null;
+            long? returns = null;
+            if (properties.Headers is { } headers)
+            {
+                if (headers.TryGetValue(RabbitMqNames.PriorAttemptsHeader, out var p))
+                {
+                    prior = RabbitMqMessageCopy.ToLong(p);
+                }
+                if (headers.TryGetValue(RabbitMqNames.DeliveryCountHeader, out var d))
+                {
+                    returns = RabbitMqMessageCopy.ToLong(d);
+                }
+            }
+            return DeliveryAttempt.FromWire(prior, Math.Clamp(returns ?? (redelivered ? 1 : 0), 0, DeliveryAttempt.MaxFromWire) + 1);
+        }
+
+        protected override CloudEvent Decode() => owner._transport.Codec.Decode(properties, body, bodyIsOwned: true);
+
+        protected override Task CompleteAsync(CancellationToken cancellationToken)
+        {
+            // The frame goes out with the channel's next batch. If the channel was recovered meanwhile, the tag is
+            // stale: the client drops the ack and the broker redelivers.
+            owner._acks!.Ack(slot);
+            return Task.CompletedTask;
+        }
+
+        protected override async Task RetryAsync(TimeSpan delay, CancellationToken cancellationToken)
+        {
+            var target = owner._queue;
+            if (delay > TimeSpan.Zero)
+            {
+                await owner.EnsureRetryQueueAsync(delay, cancellationToken).ConfigureAwait(false);
+                target = RabbitMqNames.RetryQueue(owner._subscription, delay);
+            }
+            var headers = RabbitMqMessageCopy.Headers(properties, [new(RabbitMqNames.PriorAttemptsHeader, Attempt)]);
+            // Publish the copy (confirmed) before acknowledging the original: a crash in between duplicates, never loses.
+            await owner._transport.Publisher.PublishAsync(
+                [new OutgoingMessage(string.Empty, target, Mandatory: true, RabbitMqMessageCopy.Properties(properties, headers), body)], cancellationToken).ConfigureAwait(false);
+            owner._acks!.Ack(slot);
+        }
+
+        protected override async Task DeadLetterAsync(DeadLetterMetadata metadata, CancellationToken cancellationToken)
+        {
+            var extra = metadata.ToProperties().Select(p => new KeyValuePair<string, object?>(p.Key, p.Value)).ToList();
+            extra.Add(new(RabbitMqNames.DeadLetterIdHeader, Guid.NewGuid().ToString("N")));
+            extra.Add(new(RabbitMqNames.PriorAttemptsHeader, Attempt));
+            var headers = RabbitMqMessageCopy.Headers(properties, extra);
+            await owner._transport.Publisher.PublishAsync(
+                [new OutgoingMessage(string.Empty, RabbitMqNames.DeadLetterQueue(owner._subscription), Mandatory: true, RabbitMqMessageCopy.Properties(properties, headers), body)],
+                cancellationToken).ConfigureAwait(false);
+            owner._acks!.Ack(slot);
+        }
+
+        protected override Task ReturnAsync(CancellationToken cancellationToken) => owner.NackAsync(slot);
+    }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Could not acknowledge deliveries of subscription {Subscription}; they return to the queue: {Reason}")]
+    private partial void LogAckFailed(string subscription, string reason);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Channel of subscription {Subscription} is closed: {Reason}")]
+    private partial void LogChannelGone(string subscription, string reason);
+}
