@@ -68,7 +68,7 @@ internal sealed class ServiceBusDeadLetterStore(ServiceBusTransport transport) :
                                 kept.Add(message); // stays locked until the end, so the scan does not see it again
                                 continue;
                             }
-                            var copy = ServiceBusConsumer.Copy(message, static key =>
+                            var copy = ServiceBusMessageCopy.Copy(message, static key =>
                                 DeadLetterMetadata.IsMetadataProperty(key) || key.StartsWith("messaging-", StringComparison.Ordinal));
                             await sender.SendMessageAsync(copy, cancellationToken).ConfigureAwait(false);
                             await receiver.CompleteMessageAsync(message, cancellationToken).ConfigureAwait(false);
@@ -126,7 +126,7 @@ internal sealed class ServiceBusDeadLetterStore(ServiceBusTransport transport) :
             { } named when Enum.TryParse<DeadLetterReason>(named, out var parsed) => parsed,
             _ => DeadLetterReason.Unknown,
         };
-        var fallbackAttempts = ServiceBusConsumer.PriorAttempts(properties) + message.DeliveryCount;
+        var fallbackAttempts = ServiceBusMessageCopy.PriorAttempts(properties) + message.DeliveryCount;
         var metadata = DeadLetterMetadata.FromProperties(Lookup, subscription, fallbackAttempts, fallbackReason);
         if (metadata.Description is null && message.DeadLetterErrorDescription is { } description)
         {

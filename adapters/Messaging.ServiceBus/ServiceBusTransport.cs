@@ -26,7 +26,7 @@ public sealed partial class ServiceBusTransport : IMessageTransport
     private readonly ServiceBusAdministrationClient _administration;
     private readonly ConcurrentDictionary<string, ServiceBusSender> _senders = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, string> _topicOfSubscription = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<ServiceBusConsumer, byte> _consumers = new();
+    private readonly ConcurrentDictionary<ServiceBusSubscriptionReceiver, byte> _receivers = new();
     private readonly ServiceBusDeadLetterStore _deadLetters;
     private readonly ILogger _logger;
     private int _disposed;
@@ -219,20 +219,29 @@ public sealed partial class ServiceBusTransport : IMessageTransport
         }
     }
 
-    public async Task<ITransportConsumer> StartConsumerAsync(SubscriptionDefinition subscription, DeliveryCallback onDelivery, CancellationToken cancellationToken)
+    public async Task<ITransportReceiver> StartReceiverAsync(ReceivePipeline pipeline, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(subscription);
+        ArgumentNullException.ThrowIfNull(pipeline);
+        var subscription = pipeline.Subscription;
         ServiceBusNames.EnsureValidSubscription(subscription.Name);
         Remember(subscription);
-        var consumer = new ServiceBusConsumer(this, subscription, onDelivery, _logger);
-        await consumer.StartAsync(cancellationToken).ConfigureAwait(false);
-        _consumers.TryAdd(consumer, 0);
-        return consumer;
+        var receiver = new ServiceBusSubscriptionReceiver(this, pipeline, _logger);
+        _receivers.TryAdd(receiver, 0);
+        try
+        {
+            await receiver.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await receiver.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+        return receiver;
     }
 
     internal ServiceBusSender Sender(string entity) => _senders.GetOrAdd(entity, static (name, client) => client.CreateSender(name), _client);
 
-    internal void Forget(ServiceBusConsumer consumer) => _consumers.TryRemove(consumer, out _);
+    internal void Forget(ServiceBusSubscriptionReceiver receiver) => _receivers.TryRemove(receiver, out _);
 
     private void Remember(SubscriptionDefinition subscription) => _topicOfSubscription[subscription.Name] = subscription.Topic;
 
@@ -260,11 +269,11 @@ public sealed partial class ServiceBusTransport : IMessageTransport
         {
             return;
         }
-        // Handlers still running are abandoned, not awaited: their messages go back to the entity and the return counts
-        // as a delivery, as it would after a crash (where the lock expires instead).
-        foreach (var consumer in _consumers.Keys)
+        // Like a crash: links close, handlers still running are cancelled, not awaited; their messages stay locked until the
+        // lock expires, and Service Bus counts that delivery.
+        foreach (var receiver in _receivers.Keys)
         {
-            await consumer.AbortAsync().ConfigureAwait(false);
+            await receiver.DisposeAsync().ConfigureAwait(false);
         }
         foreach (var sender in _senders.Values)
         {

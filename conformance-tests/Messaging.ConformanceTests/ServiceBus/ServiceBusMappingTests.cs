@@ -165,11 +165,11 @@ public sealed class ServiceBusMappingTests
     public void The_attempt_is_the_brokers_delivery_count_plus_the_attempts_carried_by_a_retry_copy()
     {
         var message = Codec().Encode(Sample());
-        Assert.Equal(1, ServiceBusConsumer.AttemptOf(Received(message)));
-        Assert.Equal(3, ServiceBusConsumer.AttemptOf(Received(message, deliveryCount: 3)));
+        Assert.Equal(1, ServiceBusMessageCopy.AttemptOf(Received(message)));
+        Assert.Equal(3, ServiceBusMessageCopy.AttemptOf(Received(message, deliveryCount: 3)));
         message.ApplicationProperties[ServiceBusNames.PriorAttemptsProperty] = 4;
-        Assert.Equal(5, ServiceBusConsumer.AttemptOf(Received(message)));
-        Assert.Equal(6, ServiceBusConsumer.AttemptOf(Received(message, deliveryCount: 2)));
+        Assert.Equal(5, ServiceBusMessageCopy.AttemptOf(Received(message)));
+        Assert.Equal(6, ServiceBusMessageCopy.AttemptOf(Received(message, deliveryCount: 2)));
     }
 
     [Fact]
@@ -179,7 +179,7 @@ public sealed class ServiceBusMappingTests
         message.ApplicationProperties["deadletter-reason"] = "Rejected";
         message.ApplicationProperties["DeadLetterReason"] = "Rejected";
         message.ApplicationProperties[ServiceBusNames.PriorAttemptsProperty] = 2;
-        var copy = ServiceBusConsumer.Copy(Received(message), key => key.StartsWith("deadletter-", StringComparison.Ordinal) || key.StartsWith("messaging-", StringComparison.Ordinal));
+        var copy = ServiceBusMessageCopy.Copy(Received(message), key => key.StartsWith("deadletter-", StringComparison.Ordinal) || key.StartsWith("messaging-", StringComparison.Ordinal));
         Assert.Equal("map-1", copy.MessageId);
         Assert.Equal("text/plain", copy.ContentType);
         Assert.Equal("hello", copy.Body.ToString());

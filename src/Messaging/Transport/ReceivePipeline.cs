@@ -116,6 +116,19 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         return reserved;
     }
 
+    /// <summary>
+    /// Lowers how many messages this pipeline holds at once below <see cref="Capacity"/>, for a transport that must not hold
+    /// many (say, because a held message's lock costs a delivery when it is given back). Call it before receiving.
+    /// </summary>
+    public void LimitHeldMessages(int max)
+    {
+        var remove = Capacity - Math.Clamp(max, 1, Capacity);
+        while (remove > 0 && _places.Wait(0))
+        {
+            remove--;
+        }
+    }
+
     /// <summary>Gives back places reserved with <see cref="ReserveAsync"/> that no message took.</summary>
     public void CancelReservation(int count)
     {
