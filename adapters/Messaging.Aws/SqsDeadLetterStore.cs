@@ -119,9 +119,9 @@ internal sealed class SqsDeadLetterStore(SnsSqsTransport transport) : IDeadLette
         {
             cloudEvent = transport.Codec.Decode(body, SqsMessageAttributes.ToStrings(message.MessageAttributes));
         }
-        catch (InvalidCloudEventException)
+        catch (Exception)
         {
-            // Dead-lettered because it is not a CloudEvent; the raw body is still returned.
+            // Dead-lettered because it is not a CloudEvent, whatever the decoder throws; the raw body is still returned.
         }
         var lookup = SqsMessageAttributes.DecodeMetadata(message.MessageAttributes);
         // Without our metadata the message was moved by the queue's redrive policy: consumers kept crashing on it.

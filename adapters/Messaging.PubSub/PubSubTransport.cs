@@ -9,6 +9,7 @@ using Messaging.Envelope;
 using Messaging.PubSub.Grpc;
 using Messaging.Topology;
 using Messaging.Transport;
+using ReceivedMessage = Messaging.PubSub.Grpc.ReceivedMessage;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -39,7 +40,7 @@ public sealed class PubSubTransport : IMessageTransport, IDeadLetterStore
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, TopicPublisher> _publishers = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<PubSubConsumer, byte> _consumers = new();
+    private readonly ConcurrentDictionary<PubSubReceiver, byte> _receivers = new();
     private int _disposed;
 
     public PubSubTransport(PubSubTransportOptions options, IReadOnlyList<CloudEventAttribute> extensionAttributes, ILogger<PubSubTransport>? logger = null, TimeProvider? time = null)
@@ -194,18 +195,17 @@ public sealed class PubSubTransport : IMessageTransport, IDeadLetterStore
 
     // ---- consuming -----------------------------------------------------------------------------
 
-    public async Task<ITransportConsumer> StartConsumerAsync(SubscriptionDefinition subscription, DeliveryCallback onDelivery, CancellationToken cancellationToken)
+    public async Task<ITransportReceiver> StartReceiverAsync(ReceivePipeline pipeline, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(subscription);
-        ArgumentNullException.ThrowIfNull(onDelivery);
+        ArgumentNullException.ThrowIfNull(pipeline);
         ThrowIfDisposed();
-        var consumer = new PubSubConsumer(this, subscription, onDelivery, _logger, _time);
-        await consumer.StartAsync(cancellationToken).ConfigureAwait(false);
-        _consumers.TryAdd(consumer, 0);
-        return consumer;
+        var receiver = new PubSubReceiver(this, pipeline, _logger);
+        await receiver.StartAsync(cancellationToken).ConfigureAwait(false);
+        _receivers.TryAdd(receiver, 0);
+        return receiver;
     }
 
-    internal void Remove(PubSubConsumer consumer) => _consumers.TryRemove(consumer, out _);
+    internal void Remove(PubSubReceiver receiver) => _receivers.TryRemove(receiver, out _);
 
     // ---- dead letters --------------------------------------------------------------------------
 
@@ -382,9 +382,9 @@ public sealed class PubSubTransport : IMessageTransport, IDeadLetterStore
         {
             cloudEvent = Codec.Decode(message);
         }
-        catch (InvalidCloudEventException)
+        catch (Exception)
         {
-            // Dead-lettered because it is not a valid CloudEvent; the raw body is still there.
+            // Dead-lettered because it is not a valid CloudEvent, whatever the decoder throws; the raw body is still there.
         }
         var movedByBroker = message.Attributes.ContainsKey(BrokerDeliveryCountAttribute);
         var brokerAttempts = message.Attributes.TryGetValue(BrokerDeliveryCountAttribute, out var count)
@@ -440,9 +440,9 @@ public sealed class PubSubTransport : IMessageTransport, IDeadLetterStore
             return;
         }
         // Like a dropped connection: consumers stop at once and unsettled messages go back to Pub/Sub.
-        foreach (var consumer in _consumers.Keys)
+        foreach (var receiver in _receivers.Keys)
         {
-            await consumer.AbortAsync().ConfigureAwait(false);
+            await receiver.DisposeAsync().ConfigureAwait(false);
         }
         foreach (var publisher in _publishers.Values)
         {

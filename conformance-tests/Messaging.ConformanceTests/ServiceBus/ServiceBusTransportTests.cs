@@ -1,3 +1,4 @@
+using Messaging.Transport;
 using Azure.Messaging.ServiceBus;
 using CloudNative.CloudEvents;
 using Messaging.ConformanceTests.Infrastructure;
@@ -128,8 +129,8 @@ public sealed class ServiceBusTransportTests(ServiceBusFixture fixture) : IClass
     public async Task A_consumer_of_entities_that_do_not_exist_fails_at_start_naming_the_entity()
     {
         await using var transport = Transport();
-        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => transport.StartConsumerAsync(
-            new SubscriptionDefinition { Name = Subscription, Topic = _topic }, (_, _) => Task.CompletedTask, Ct));
+        await using var pipeline = new ReceivePipeline(new SubscriptionDefinition { Name = Subscription, Topic = _topic }, (_, _) => Task.CompletedTask, null, null, transport.Name);
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => pipeline.StartAsync(transport, Ct));
         Assert.Contains(Subscription, error.Message, StringComparison.Ordinal);
         Assert.Contains("does not exist", error.Message, StringComparison.Ordinal);
         Assert.Contains("Provisioning", error.Message, StringComparison.Ordinal);
@@ -153,14 +154,15 @@ public sealed class ServiceBusTransportTests(ServiceBusFixture fixture) : IClass
         await transport.ProvisionAsync(Topology(), Ct);
         var calls = 0;
         var completed = new TaskCompletionSource();
-        await using var consumer = await transport.StartConsumerAsync(new SubscriptionDefinition { Name = Subscription, Topic = _topic }, async (delivery, ct) =>
+        await using var consumer = new ReceivePipeline(new SubscriptionDefinition { Name = Subscription, Topic = _topic }, async (delivery, ct) =>
         {
             Interlocked.Increment(ref calls);
             // Three lock durations: without renewal the lock expires and the completion below is refused.
             await Task.Delay(TimeSpan.FromSeconds(15), ct);
             await delivery.CompleteAsync(ct);
             completed.TrySetResult();
-        }, Ct);
+        }, null, null, transport.Name);
+        await consumer.StartAsync(transport, Ct);
         await transport.PublishAsync(_topic, [Event()], Ct);
 
         await completed.Task.WaitAsync(TimeSpan.FromSeconds(60), Ct);

@@ -1,0 +1,349 @@
+using System.Collections.Concurrent;
+using CloudNative.CloudEvents;
+using Grpc.Core;
+using Messaging.DeadLetters;
+using Messaging.PubSub.Grpc;
+using Messaging.Transport;
+using GrpcReceivedMessage = Messaging.PubSub.Grpc.ReceivedMessage;
+using ReceivedMessage = Messaging.Transport.ReceivedMessage;
+using Microsoft.Extensions.Logging;
+
+namespace Messaging.PubSub;
+
+/// <summary>
+/// Pub/Sub's receive loops for one subscription (and its replay subscription), over StreamingPull. Everything between
+/// receiving and settling is the <see cref="ReceivePipeline"/>'s; this class is the broker's side of it:
+/// <list type="bullet">
+/// <item>Flow control: the broker is asked for at most <c>Concurrency + Prefetch</c> outstanding messages, and the stream is
+/// not read while the pipeline holds that many (in case the broker does not enforce it).</item>
+/// <item>Leases: the pipeline has every held message's ack deadline extended, whether its handler runs or it waits.</item>
+/// <item>Settlement uses unary Acknowledge / ModifyAckDeadline calls, so completion means the broker accepted it; acks that
+/// arrive while an Acknowledge call is in flight share the next call (<see cref="AcknowledgeBatcher"/>).</item>
+/// <item>Graceful stop: stop pulling, then every message already received runs to settlement, because giving a message back
+/// (a nack, or a deadline left to expire) counts as a delivery attempt on Pub/Sub.</item>
+/// </list>
+/// </summary>
+internal sealed class PubSubReceiver : ITransportReceiver
+{
+    private static readonly TimeSpan StreamDrainTimeout = TimeSpan.FromSeconds(5);
+    private readonly PubSubTransport _transport;
+    private readonly ReceivePipeline _pipeline;
+    private readonly string _subscription;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly int _ackDeadlineSeconds;
+    private readonly int _maxOutstanding;
+    private readonly string _clientId = Guid.NewGuid().ToString("N");
+    private readonly CancellationTokenSource _stopPulling = new();
+    private readonly CancellationTokenSource _killStreams = new();
+    private readonly ConcurrentDictionary<string, byte> _held = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, int> _localAttempts = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, AcknowledgeBatcher> _acknowledgers = new(StringComparer.Ordinal);
+    private readonly List<(string Resource, bool BrokerCountsAttempts)> _sources = [];
+    private Task[] _pullLoops = [];
+    private int _disposed;
+
+    public PubSubReceiver(PubSubTransport transport, ReceivePipeline pipeline, ILogger logger)
+    {
+        _transport = transport;
+        _pipeline = pipeline;
+        _subscription = pipeline.Subscription.Name;
+        _logger = logger;
+        _time = pipeline.Time;
+        _ackDeadlineSeconds = (int)Math.Ceiling(transport.Options.AckDeadline.TotalSeconds);
+        _maxOutstanding = transport.Options.MaxOutstandingMessages > 0 ? transport.Options.MaxOutstandingMessages : pipeline.Capacity;
+    }
+
+    public StopBehavior StopBehavior => StopBehavior.HandleReceived;
+
+    public TimeSpan? LeaseRenewalInterval => TimeSpan.FromSeconds(Math.Max(3, _ackDeadlineSeconds / 3));
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        var names = _transport.Names;
+        var main = await GetSubscriptionAsync(names.Subscription(_subscription), cancellationToken).ConfigureAwait(false)
+            ?? throw new InvalidOperationException(
+                $"Pub/Sub subscription '{names.Subscription(_subscription)}' does not exist. Provision it first (Messaging:Provisioning).");
+        _sources.Add((main.Name, main.DeadLetterPolicy is not null));
+        if (main.DeadLetterPolicy is null)
+        {
+            _logger.LogWarning(
+                "Pub/Sub subscription {Subscription} has no dead-letter policy, so the broker does not count delivery attempts; attempts are counted in this process and restart at 1 after a crash.",
+                main.Name);
+        }
+        var replay = await GetSubscriptionAsync(names.Subscription(PubSubNames.Replay(_subscription)), cancellationToken).ConfigureAwait(false);
+        if (replay is not null)
+        {
+            _sources.Add((replay.Name, replay.DeadLetterPolicy is not null));
+        }
+        else
+        {
+            _logger.LogWarning("Pub/Sub replay subscription for {Subscription} does not exist; replayed dead letters will not be received until it is provisioned.", _subscription);
+        }
+        _pullLoops = _sources.Select(s => Task.Run(() => PullLoopAsync(s.Resource, s.BrokerCountsAttempts))).ToArray();
+    }
+
+    private async Task<Subscription?> GetSubscriptionAsync(string resource, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await PubSubConnection.WithRetryAsync(
+                o => _transport.Connection.Subscriber.GetSubscriptionAsync(new GetSubscriptionRequest { Subscription = resource }, o).ResponseAsync,
+                cancellationToken).ConfigureAwait(false);
+        }
+        catch (RpcException ex) when (ex.StatusCode == StatusCode.NotFound)
+        {
+            return null;
+        }
+    }
+
+    // ---- receiving -----------------------------------------------------------------------------
+
+    private async Task PullLoopAsync(string resource, bool brokerCountsAttempts)
+    {
+        var token = _stopPulling.Token;
+        var backoff = TimeSpan.FromMilliseconds(200);
+        while (!token.IsCancellationRequested)
+        {
+            try
+            {
+                // The call lives until the broker closes it after our half-close (graceful stop), or until it is killed.
+                using var call = _transport.Connection.Subscriber.StreamingPull(cancellationToken: _killStreams.Token);
+                await call.RequestStream.WriteAsync(new StreamingPullRequest
+                {
+                    Subscription = resource,
+                    StreamAckDeadlineSeconds = _ackDeadlineSeconds,
+                    ClientId = _clientId,
+                    MaxOutstandingMessages = _maxOutstanding,
+                    MaxOutstandingBytes = _transport.Options.MaxOutstandingBytes,
+                }, token).ConfigureAwait(false);
+                // Stopping half-closes the stream instead of cutting it: the broker then stops sending and ends it, and
+                // whatever it had already sent is still read and handled rather than left to expire (which would
+                // cost each such message a delivery attempt).
+                using var halfClose = token.Register(() => _ = HalfCloseAsync(call.RequestStream));
+                while (await call.ResponseStream.MoveNext(_killStreams.Token).ConfigureAwait(false))
+                {
+                    backoff = TimeSpan.FromMilliseconds(200);
+                    foreach (var received in call.ResponseStream.Current.ReceivedMessages)
+                    {
+                        if (_held.TryAdd(received.AckId, 0))
+                        {
+                            _pipeline.Submit(new Message(this, resource, received, brokerCountsAttempts));
+                        }
+                        // Otherwise the same lease was handed out twice; the first copy is being handled.
+                    }
+                    // Client-side flow control: stop reading (HTTP/2 then holds the broker back) while the pipeline is full.
+                    await _pipeline.WaitForCapacityAsync(_killStreams.Token).ConfigureAwait(false);
+                }
+                if (token.IsCancellationRequested)
+                {
+                    return;
+                }
+                // The broker closed the stream (it does so to rebalance): open a new one.
+            }
+            catch (Exception) when (token.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (RpcException ex)
+            {
+                var level = PubSubConnection.IsTransient(ex) ? LogLevel.Information : LogLevel.Error;
+                _logger.Log(level, ex, "Pub/Sub streaming pull on {Subscription} ended ({Status}); reconnecting in {Delay}.", resource, ex.StatusCode, backoff);
+            }
+            catch (Exception ex)
+            {
+                _logger.LogError(ex, "Pub/Sub streaming pull on {Subscription} failed; reconnecting in {Delay}.", resource, backoff);
+            }
+            try
+            {
+                await Task.Delay(backoff, _time, token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(10).Ticks));
+        }
+    }
+
+    private static async Task HalfCloseAsync(IClientStreamWriter<StreamingPullRequest> requests)
+    {
+        try
+        {
+            await requests.CompleteAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is RpcException or InvalidOperationException or OperationCanceledException)
+        {
+            // The stream is already gone.
+        }
+    }
+
+    // ---- leases --------------------------------------------------------------------------------
+
+    public async Task RenewLeasesAsync(IReadOnlyList<ReceivedMessage> messages, CancellationToken cancellationToken)
+    {
+        var now = _time.GetUtcNow();
+        foreach (var group in messages.Cast<Message>().GroupBy(m => m.Resource))
+        {
+            foreach (var chunk in group.Chunk(1000))
+            {
+                var request = new ModifyAckDeadlineRequest { Subscription = group.Key, AckDeadlineSeconds = _ackDeadlineSeconds };
+                request.AckIds.AddRange(chunk.Select(m => m.AckId));
+                await PubSubConnection.WithRetryAsync(
+                    o => _transport.Connection.Subscriber.ModifyAckDeadlineAsync(request, o).ResponseAsync, cancellationToken).ConfigureAwait(false);
+                foreach (var message in chunk)
+                {
+                    message.LeasedAt = now;
+                }
+            }
+        }
+    }
+
+    // ---- lifecycle -----------------------------------------------------------------------------
+
+    public async Task StopReceivingAsync(CancellationToken cancellationToken)
+    {
+        await _stopPulling.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await Task.WhenAll(_pullLoops).WaitAsync(StreamDrainTimeout, _time, cancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            // The broker did not end the stream after our half-close: cut it.
+            await _killStreams.CancelAsync().ConfigureAwait(false);
+            await Task.WhenAll(_pullLoops).WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    public Task DrainedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>Like a dropped connection: streams are cut, handlers are cancelled and unsettled messages go back (deadline 0).</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+        _transport.Remove(this);
+        await _stopPulling.CancelAsync().ConfigureAwait(false);
+        await _killStreams.CancelAsync().ConfigureAwait(false);
+        await _pipeline.AbortAsync().ConfigureAwait(false);
+        try
+        {
+            await Task.WhenAll(_pullLoops).WaitAsync(TimeSpan.FromSeconds(5), _time).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            // Best effort: the loops observe the cancellation on their own.
+        }
+    }
+
+    private Task AcknowledgeAsync(string resource, string ackId, CancellationToken cancellationToken) =>
+        _acknowledgers.GetOrAdd(resource, static (r, connection) => new AcknowledgeBatcher(connection, r), _transport.Connection)
+            .AcknowledgeAsync(ackId, cancellationToken);
+
+    private async Task ModifyDeadlineAsync(string resource, string ackId, int seconds, CancellationToken cancellationToken)
+    {
+        var request = new ModifyAckDeadlineRequest { Subscription = resource, AckDeadlineSeconds = seconds };
+        request.AckIds.Add(ackId);
+        await PubSubConnection.WithRetryAsync(
+            o => _transport.Connection.Subscriber.ModifyAckDeadlineAsync(request, o).ResponseAsync, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>One received message: its wire mapping and settlement primitives.</summary>
+    private sealed class Message(PubSubReceiver owner, string resource, GrpcReceivedMessage received, bool brokerCountsAttempts) : ReceivedMessage
+    {
+        private readonly PubsubMessage _message = received.Message;
+
+        public string Resource => resource;
+
+        public string AckId => received.AckId;
+
+        public override string? MessageId => _message.MessageId;
+
+        protected override string? OrderingKey => _message.OrderingKey is { Length: > 0 } key ? key : null;
+
+        protected override int ReadAttempt()
+        {
+            if (received.DeliveryAttempt > 0)
+            {
+                return received.DeliveryAttempt;
+            }
+            // No dead-letter policy, so the broker does not count: count here (does not survive a crash).
+            if (brokerCountsAttempts)
+            {
+                owner._logger.LogDebug("Pub/Sub sent no delivery attempt for message {MessageId} on {Subscription}; counted locally.", _message.MessageId, resource);
+            }
+            return owner._localAttempts.AddOrUpdate(_message.MessageId, 1, (_, n) => n + 1);
+        }
+
+        protected override CloudEvent Decode() => owner._transport.Codec.Decode(_message);
+
+        protected override async Task CompleteAsync(CancellationToken cancellationToken)
+        {
+            try
+            {
+                await owner.AcknowledgeAsync(resource, AckId, cancellationToken).ConfigureAwait(false);
+                owner._localAttempts.TryRemove(_message.MessageId, out _);
+            }
+            finally
+            {
+                owner._held.TryRemove(AckId, out _);
+            }
+        }
+
+        /// <summary>
+        /// The broker owns the delay: the message becomes deliverable again when the new deadline passes (whole seconds,
+        /// rounded up; Pub/Sub allows at most 10 minutes), which also counts one more attempt.
+        /// </summary>
+        protected override async Task RetryAsync(TimeSpan delay, CancellationToken cancellationToken)
+        {
+            var seconds = delay <= TimeSpan.Zero ? 0 : (int)Math.Min(600, Math.Ceiling(delay.TotalSeconds));
+            try
+            {
+                await owner.ModifyDeadlineAsync(resource, AckId, seconds, cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                owner._held.TryRemove(AckId, out _);
+            }
+        }
+
+        protected override async Task DeadLetterAsync(DeadLetterMetadata metadata, CancellationToken cancellationToken)
+        {
+            var copy = new PubsubMessage { Data = _message.Data, OrderingKey = _message.OrderingKey };
+            foreach (var (key, value) in _message.Attributes)
+            {
+                if (!PubSubTransport.IsDeadLetterAttribute(key))
+                {
+                    copy.Attributes[key] = value;
+                }
+            }
+            foreach (var (key, value) in metadata.ToProperties())
+            {
+                copy.Attributes[key] = PubSubTransport.ClipAttributeValue(value);
+            }
+            var topic = owner._transport.Names.Topic(PubSubNames.DeadLetter(owner._subscription));
+            await owner._transport.PublishMessagesAsync(topic, [copy], cancellationToken).ConfigureAwait(false);
+            await owner.AcknowledgeAsync(resource, AckId, cancellationToken).ConfigureAwait(false);
+            owner._localAttempts.TryRemove(_message.MessageId, out _);
+            owner._held.TryRemove(AckId, out _);
+        }
+
+        /// <summary>Gives the message back (deadline 0), as a broker does when a consumer's connection drops.</summary>
+        protected override async Task ReturnAsync(CancellationToken cancellationToken)
+        {
+            try
+            {
+                var request = new ModifyAckDeadlineRequest { Subscription = resource, AckDeadlineSeconds = 0 };
+                request.AckIds.Add(AckId);
+                await owner._transport.Connection.Subscriber.ModifyAckDeadlineAsync(request, PubSubConnection.Call(cancellationToken)).ResponseAsync.ConfigureAwait(false);
+            }
+            finally
+            {
+                owner._held.TryRemove(AckId, out _);
+            }
+        }
+    }
+}
