@@ -141,9 +141,9 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
 
     public async Task StopReceivingAsync(CancellationToken cancellationToken)
     {
-        if (_channel is { IsOpen: true } && _consumerTag is not null)
+        if (_channel is { IsOpen: true } channel && Interlocked.Exchange(ref _consumerTag, null) is { } tag)
         {
-            await QuietlyAsync(() => _channel.BasicCancelAsync(_consumerTag, noWait: false, cancellationToken)).ConfigureAwait(false);
+            await QuietlyAsync(() => channel.BasicCancelAsync(tag, noWait: false, cancellationToken)).ConfigureAwait(false);
         }
     }
 
@@ -162,7 +162,7 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
         }
     }
 
-    /// <summary>Like a dropped connection: the pipeline gives back what is unsettled, handled deliveries are acknowledged if the channel lets us, the channel closes.</summary>
+    /// <summary>Like a dropped connection: consuming stops, the pipeline gives back what is unsettled, handled deliveries are acknowledged if the channel lets us, the channel closes.</summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 1)
@@ -170,6 +170,12 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
             return;
         }
         _transport.Forget(this);
+        // Cancel the consumer first: a delivery given back to a channel that still consumes comes straight back, and each
+        // return counts as a delivery attempt.
+        using (var cancelTimeout = new CancellationTokenSource(DisposeFlushTimeout))
+        {
+            await StopReceivingAsync(cancelTimeout.Token).ConfigureAwait(false);
+        }
         await _pipeline.AbortAsync().ConfigureAwait(false);
         if (_acks is not null)
         {
