@@ -6,7 +6,7 @@ using Messaging.Envelope;
 namespace Messaging.Aws;
 
 /// <summary>A message as it travels through SNS and SQS: a text body and string message attributes.</summary>
-public sealed record SqsWireMessage(string Body, IReadOnlyList<KeyValuePair<string, string>> Attributes)
+internal sealed record SqsWireMessage(string Body, IReadOnlyList<KeyValuePair<string, string>> Attributes)
 {
     /// <summary>What AWS counts against its 256 KiB limit: the body plus each attribute's name, data type and value, in UTF-8.</summary>
     public int WireSize
@@ -37,7 +37,7 @@ public sealed record SqsWireMessage(string Body, IReadOnlyList<KeyValuePair<stri
 /// a content type of <c>application/cloudevents+json</c> (or, without any attributes, a JSON body with
 /// <c>specversion</c>) means structured mode, and an SNS notification envelope (raw delivery off) is unwrapped first.
 /// </summary>
-public sealed class SnsSqsCodec
+internal sealed class SnsSqsCodec
 {
     /// <summary>SQS's and SNS's limit on one message: body plus attributes.</summary>
     public const int MaxWireBytes = 256 * 1024;

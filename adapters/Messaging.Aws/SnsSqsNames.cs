@@ -10,7 +10,7 @@ namespace Messaging.Aws;
 /// and ends with '-' and 8 hex digits of the SHA-256 of the original name, so two different names never share a queue
 /// ('a.b' and 'a_b' get different suffixes) and the mapping is the same in every process.
 /// </summary>
-public static class SnsSqsNames
+internal static class SnsSqsNames
 {
     private const int MaxTopicLength = 256;
     private const int MaxQueueLength = 80;

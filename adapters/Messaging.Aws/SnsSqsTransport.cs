@@ -37,7 +37,13 @@ public sealed class SnsSqsTransport : IMessageTransport
     private readonly SqsDeadLetterStore _deadLetters;
     private int _disposed;
 
-    public SnsSqsTransport(SnsSqsTransportOptions options, IReadOnlyList<CloudEventAttribute> extensionAttributes, ILoggerFactory loggerFactory, ISnsClient? snsClient = null)
+    public SnsSqsTransport(SnsSqsTransportOptions options, IReadOnlyList<CloudEventAttribute> extensionAttributes, ILoggerFactory loggerFactory)
+        : this(options, extensionAttributes, loggerFactory, snsClient: null)
+    {
+    }
+
+    /// <summary>With another SNS client (tests; later the official SDK's): the client stays an implementation detail.</summary>
+    internal SnsSqsTransport(SnsSqsTransportOptions options, IReadOnlyList<CloudEventAttribute> extensionAttributes, ILoggerFactory loggerFactory, ISnsClient? snsClient)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(loggerFactory);

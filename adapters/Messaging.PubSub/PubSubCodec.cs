@@ -12,7 +12,7 @@ namespace Messaging.PubSub;
 /// mode puts the JSON document in the data with <c>content-type: application/cloudevents+json</c>.
 /// The <c>partitionkey</c> extension becomes the ordering key.
 /// </summary>
-internal sealed class PubSubCodec(PubSubContentMode mode, long maxEventSizeBytes, IReadOnlyList<CloudEventAttribute> extensions)
+internal sealed class PubSubCodec(ContentMode mode, long maxEventSizeBytes, IReadOnlyList<CloudEventAttribute> extensions)
 {
     public const string AttributePrefix = "ce-";
     public const string ContentTypeAttribute = "content-type";
@@ -28,7 +28,7 @@ internal sealed class PubSubCodec(PubSubContentMode mode, long maxEventSizeBytes
     {
         ArgumentNullException.ThrowIfNull(cloudEvent);
         CloudEventAttributeMap.EnsureValid(cloudEvent);
-        var message = mode == PubSubContentMode.Binary ? TryEncodeBinary(cloudEvent) ?? EncodeStructured(cloudEvent) : EncodeStructured(cloudEvent);
+        var message = mode == ContentMode.Binary ? TryEncodeBinary(cloudEvent) ?? EncodeStructured(cloudEvent) : EncodeStructured(cloudEvent);
         var orderingKey = OrderingKey(cloudEvent);
         if (orderingKey is not null)
         {

@@ -6,7 +6,7 @@ namespace Messaging.PubSub;
 /// (<c>{name}.dead-letter</c>, so dead letters can be read back), and a replay topic with one subscription
 /// (<c>{name}.replay</c>) through which replayed events reach only this subscription.
 /// </summary>
-public sealed class PubSubNames(string projectId)
+internal sealed class PubSubNames(string projectId)
 {
     public const string ReplaySuffix = ".replay";
 

@@ -1,17 +1,5 @@
+using CloudNative.CloudEvents;
 namespace Messaging.PubSub;
-
-/// <summary>How a CloudEvent is laid out in a Pub/Sub message.</summary>
-public enum PubSubContentMode
-{
-    /// <summary>
-    /// Google's CloudEvents binding: every attribute as a <c>ce-{name}</c> message attribute, <c>datacontenttype</c>
-    /// as the <c>content-type</c> attribute and the data as the message data. Readable by Eventarc and Google's SDKs.
-    /// </summary>
-    Binary,
-
-    /// <summary>The whole event as one <c>application/cloudevents+json</c> document in the message data.</summary>
-    Structured,
-}
 
 /// <summary>Settings of the Google Cloud Pub/Sub transport (<c>Messaging:PubSub</c>).</summary>
 public sealed class PubSubTransportOptions
@@ -39,7 +27,7 @@ public sealed class PubSubTransportOptions
     public string? Endpoint { get; set; }
 
     /// <summary>Binary (the default, Google's <c>ce-</c> attribute convention) or structured JSON.</summary>
-    public PubSubContentMode ContentMode { get; set; } = PubSubContentMode.Binary;
+    public ContentMode ContentMode { get; set; } = ContentMode.Binary;
 
     /// <summary>Most messages in one publish request (Pub/Sub allows 1000).</summary>
     public int MaxBatchCount { get; set; } = 100;

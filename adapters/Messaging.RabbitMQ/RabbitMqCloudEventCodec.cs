@@ -14,7 +14,7 @@ namespace Messaging.RabbitMQ;
 /// <c>cloudEvents:</c>, <c>ce-</c> and <c>ce_</c> are all accepted, and a content type of
 /// <c>application/cloudevents+json</c> means structured mode.
 /// </summary>
-public sealed class RabbitMqCloudEventCodec(RabbitMqContentMode mode, IReadOnlyList<CloudEventAttribute> extensionAttributes, long maxEventSizeBytes)
+internal sealed class RabbitMqCloudEventCodec(ContentMode mode, IReadOnlyList<CloudEventAttribute> extensionAttributes, long maxEventSizeBytes)
 {
     // Header names repeat on every message; computing them once keeps a string per header off the hot path. The
     // names are the application's own attributes, but the cache still stops growing at a bound.
@@ -32,7 +32,7 @@ public sealed class RabbitMqCloudEventCodec(RabbitMqContentMode mode, IReadOnlyL
         };
         ReadOnlyMemory<byte> body;
         long size;
-        if (mode == RabbitMqContentMode.Structured)
+        if (mode == ContentMode.Structured)
         {
             body = StructuredJson.Encode(cloudEvent);
             properties.ContentType = StructuredJson.MediaType + "; charset=utf-8";

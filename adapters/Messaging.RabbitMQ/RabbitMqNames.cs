@@ -3,7 +3,7 @@ using System.Globalization;
 namespace Messaging.RabbitMQ;
 
 /// <summary>How topology maps onto RabbitMQ entities.</summary>
-public static class RabbitMqNames
+internal static class RabbitMqNames
 {
     /// <summary>A topic is a durable exchange of the same name: fanout by default, see <see cref="RabbitMqTransportOptions.ExchangeType"/>.</summary>
     public static string Exchange(string topic) => topic;

@@ -1,14 +1,5 @@
+using CloudNative.CloudEvents;
 namespace Messaging.RabbitMQ;
-
-/// <summary>How CloudEvents are laid out in AMQP 0-9-1 messages.</summary>
-public enum RabbitMqContentMode
-{
-    /// <summary>Attributes as <c>cloudEvents_*</c> headers, <c>datacontenttype</c> as the content-type property, data as the body.</summary>
-    Binary,
-
-    /// <summary>The whole event as one <c>application/cloudevents+json</c> body.</summary>
-    Structured,
-}
 
 /// <summary>The exchange type that carries a topic. Subscriptions are bound with <c>#</c>, which receives every event of the topic with either type.</summary>
 public enum RabbitMqExchangeType
@@ -51,7 +42,11 @@ public sealed class RabbitMqTransportOptions
     /// <summary>Name shown for this application's connections in the management UI.</summary>
     public string? ClientName { get; set; }
 
-    public RabbitMqContentMode ContentMode { get; set; } = RabbitMqContentMode.Binary;
+    /// <summary>
+    /// Binary (the default: attributes as <c>cloudEvents_*</c> headers, <c>datacontenttype</c> as the content-type property, data
+    /// as the body) or structured (one <c>application/cloudevents+json</c> body). Both are always accepted on receive.
+    /// </summary>
+    public ContentMode ContentMode { get; set; } = ContentMode.Binary;
 
     /// <summary>
     /// Type of the exchange declared for each topic. An exchange that already exists with another type (or other

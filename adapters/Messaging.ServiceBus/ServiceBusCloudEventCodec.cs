@@ -15,8 +15,8 @@ namespace Messaging.ServiceBus;
 /// <c>cloudEvents_</c>, <c>cloudEvents:</c>, <c>ce-</c> and <c>ce_</c> are accepted, native AMQP property types are read
 /// back into canonical strings, and a content type of <c>application/cloudevents+json</c> means structured mode.
 /// </summary>
-public sealed class ServiceBusCloudEventCodec(
-    ServiceBusContentMode mode,
+internal sealed class ServiceBusCloudEventCodec(
+    ContentMode mode,
     IReadOnlyList<CloudEventAttribute> extensionAttributes,
     long maxEventSizeBytes,
     bool copySubject = true)
@@ -40,7 +40,7 @@ public sealed class ServiceBusCloudEventCodec(
             message.Subject = subject;
             size += Encoding.UTF8.GetByteCount(subject);
         }
-        if (mode == ServiceBusContentMode.Structured)
+        if (mode == ContentMode.Structured)
         {
             var body = StructuredJson.Encode(cloudEvent);
             message.Body = new BinaryData(body);

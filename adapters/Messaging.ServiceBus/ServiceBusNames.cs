@@ -1,7 +1,7 @@
 namespace Messaging.ServiceBus;
 
 /// <summary>How topology maps onto Service Bus entities.</summary>
-public static class ServiceBusNames
+internal static class ServiceBusNames
 {
     /// <summary>Service Bus's limit on subscription names.</summary>
     public const int MaxSubscriptionNameLength = 50;

@@ -1,19 +1,7 @@
+using CloudNative.CloudEvents;
 using Azure.Core;
 
 namespace Messaging.ServiceBus;
-
-/// <summary>How a CloudEvent is laid out in a Service Bus message.</summary>
-public enum ServiceBusContentMode
-{
-    /// <summary>
-    /// The CloudEvents AMQP 1.0 binding's binary mode: every attribute as a <c>cloudEvents_{name}</c> application property,
-    /// <c>datacontenttype</c> as the message's content type, the data as the body.
-    /// </summary>
-    Binary,
-
-    /// <summary>The whole event as one <c>application/cloudevents+json</c> body.</summary>
-    Structured,
-}
 
 /// <summary>Settings of the Azure Service Bus transport (<c>Messaging:ServiceBus</c>).</summary>
 public sealed class ServiceBusTransportOptions
@@ -51,7 +39,7 @@ public sealed class ServiceBusTransportOptions
     public string? AdministrationConnectionString { get; set; }
 
     /// <summary>Binary (the default, the AMQP binding's <c>cloudEvents_</c> application properties) or structured JSON.</summary>
-    public ServiceBusContentMode ContentMode { get; set; } = ServiceBusContentMode.Binary;
+    public ContentMode ContentMode { get; set; } = ContentMode.Binary;
 
     /// <summary>
     /// Also copy the CloudEvent <c>subject</c> to the message's Subject (the AMQP <c>subject</c> property, shown as "Label"

@@ -4,7 +4,7 @@ namespace Messaging.Aws.Sns;
 /// The few SNS operations the transport needs. A seam so that the official <c>AWSSDK.SimpleNotificationService</c>
 /// client can replace <see cref="SnsQueryClient"/> without touching the transport.
 /// </summary>
-public interface ISnsClient : IDisposable
+internal interface ISnsClient : IDisposable
 {
     /// <summary>Creates a standard topic, or returns the ARN of the existing one (CreateTopic is idempotent).</summary>
     Task<string> CreateTopicAsync(string name, CancellationToken cancellationToken);
@@ -33,13 +33,13 @@ public interface ISnsClient : IDisposable
 }
 
 /// <summary>A message for SNS: a UTF-8 text body and string message attributes.</summary>
-public sealed record SnsMessage(string Body, IReadOnlyList<KeyValuePair<string, string>> Attributes);
+internal sealed record SnsMessage(string Body, IReadOnlyList<KeyValuePair<string, string>> Attributes);
 
 /// <summary>One entry of a PublishBatch request; <paramref name="Id"/> is unique within the batch.</summary>
-public sealed record SnsBatchEntry(string Id, SnsMessage Message);
+internal sealed record SnsBatchEntry(string Id, SnsMessage Message);
 
 /// <summary>An entry SNS refused. <paramref name="SenderFault"/> false means SNS failed and the entry may be retried.</summary>
-public sealed record SnsBatchFailure(string Id, string Code, string? Message, bool SenderFault);
+internal sealed record SnsBatchFailure(string Id, string Code, string? Message, bool SenderFault);
 
 /// <summary>An error answer from SNS.</summary>
 public sealed class SnsException : Exception

@@ -14,7 +14,7 @@ namespace Messaging.Aws.Sns;
 /// only the operations the transport needs. Transient failures (network errors, timeouts, throttling, 5xx) are retried
 /// with jittered exponential backoff; every other error is an <see cref="SnsException"/> carrying the AWS error code.
 /// </summary>
-public sealed class SnsQueryClient : ISnsClient
+internal sealed class SnsQueryClient : ISnsClient
 {
     private const string ApiVersion = "2010-03-31";
     private const string ServiceName = "sns";

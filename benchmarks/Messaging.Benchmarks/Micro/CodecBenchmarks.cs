@@ -41,12 +41,12 @@ public class CodecBenchmarks
     public void Setup()
     {
         _event["traceparent"] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        _rabbit = new RabbitMqCloudEventCodec(RabbitMqContentMode.Binary, [], 1 << 24);
-        _pubsub = new PubSubCodec(PubSubContentMode.Binary, 1 << 24, []);
+        _rabbit = new RabbitMqCloudEventCodec(ContentMode.Binary, [], 1 << 24);
+        _pubsub = new PubSubCodec(ContentMode.Binary, 1 << 24, []);
         (_rabbitProperties, _rabbitBody, _) = _rabbit.Encode(_event);
         _pubsubMessage = _pubsub.Encode(_event);
         _structured = StructuredJson.Encode(_event);
-        _serviceBus = new ServiceBusCloudEventCodec(ServiceBusContentMode.Binary, [], 1 << 24);
+        _serviceBus = new ServiceBusCloudEventCodec(ContentMode.Binary, [], 1 << 24);
         _serviceBusMessage = _serviceBus.Encode(_event);
         _snsSqs = new SnsSqsCodec([]);
         _sqsMessage = _snsSqs.Encode(_event);

@@ -13,7 +13,7 @@ public sealed class RabbitMqMappingTests(RabbitMqFixture fixture) : IClassFixtur
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    private async Task<BasicGetResult> PublishAndCaptureAsync(RabbitMqContentMode mode, CloudEvent cloudEvent)
+    private async Task<BasicGetResult> PublishAndCaptureAsync(ContentMode mode, CloudEvent cloudEvent)
     {
         if (fixture.UnavailableReason is { } reason)
         {
@@ -48,7 +48,7 @@ public sealed class RabbitMqMappingTests(RabbitMqFixture fixture) : IClassFixtur
     [Fact(Timeout = 30_000)]
     public async Task Binary_mode_uses_cloudEvents_prefixed_headers_and_the_content_type_property()
     {
-        var message = await PublishAndCaptureAsync(RabbitMqContentMode.Binary, Sample());
+        var message = await PublishAndCaptureAsync(ContentMode.Binary, Sample());
         var headers = message.BasicProperties.Headers!;
         Assert.Equal("1.0", Encoding.UTF8.GetString((byte[])headers["cloudEvents_specversion"]!));
         Assert.Equal("map-1", Encoding.UTF8.GetString((byte[])headers["cloudEvents_id"]!));
@@ -66,13 +66,13 @@ public sealed class RabbitMqMappingTests(RabbitMqFixture fixture) : IClassFixtur
     [Fact(Timeout = 30_000)]
     public async Task Structured_mode_sends_one_cloudevents_json_document_that_decodes_back()
     {
-        var message = await PublishAndCaptureAsync(RabbitMqContentMode.Structured, Sample());
+        var message = await PublishAndCaptureAsync(ContentMode.Structured, Sample());
         Assert.StartsWith("application/cloudevents+json", message.BasicProperties.ContentType, StringComparison.Ordinal);
         var json = System.Text.Json.JsonDocument.Parse(message.Body);
         Assert.Equal("map-1", json.RootElement.GetProperty("id").GetString());
         Assert.Equal("text/plain", json.RootElement.GetProperty("datacontenttype").GetString());
 
-        var codec = new RabbitMqCloudEventCodec(RabbitMqContentMode.Binary, [], 1 << 20);
+        var codec = new RabbitMqCloudEventCodec(ContentMode.Binary, [], 1 << 20);
         var decoded = codec.Decode(message.BasicProperties, message.Body);
         Assert.Equal("map-1", decoded.Id);
         Assert.Equal("subj", decoded.Subject);
@@ -82,7 +82,7 @@ public sealed class RabbitMqMappingTests(RabbitMqFixture fixture) : IClassFixtur
     [Fact]
     public void Receive_accepts_every_common_header_prefix_and_header_value_type()
     {
-        var codec = new RabbitMqCloudEventCodec(RabbitMqContentMode.Binary, [], 1 << 20);
+        var codec = new RabbitMqCloudEventCodec(ContentMode.Binary, [], 1 << 20);
         foreach (var prefix in new[] { "cloudEvents_", "cloudEvents:", "ce-", "ce_", "CE-" })
         {
             var properties = new BasicProperties

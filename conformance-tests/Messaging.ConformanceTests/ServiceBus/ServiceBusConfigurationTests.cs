@@ -1,3 +1,4 @@
+using CloudNative.CloudEvents;
 using Azure.Core;
 using Messaging.Hosting;
 using Messaging.ServiceBus;
@@ -35,7 +36,7 @@ public sealed class ServiceBusConfigurationTests
         });
         var options = host.Services.GetRequiredService<IOptions<ServiceBusTransportOptions>>().Value;
         Assert.Equal(1_048_576, options.MaxEventSizeBytes);
-        Assert.Equal(ServiceBusContentMode.Structured, options.ContentMode);
+        Assert.Equal(ContentMode.Structured, options.ContentMode);
         Assert.Equal(TimeSpan.FromSeconds(30), options.LockDuration);
         var transport = Assert.IsType<ServiceBusTransport>(host.Services.GetRequiredService<IMessageTransport>());
         Assert.Equal(1_048_576, transport.Capabilities.MaxEventSizeBytes);

@@ -24,7 +24,7 @@ public sealed class ServiceBusMappingTests
         Data = Encoding.UTF8.GetBytes("hello"),
     };
 
-    private static ServiceBusCloudEventCodec Codec(ServiceBusContentMode mode = ServiceBusContentMode.Binary, long limit = 262_144, bool copySubject = true,
+    private static ServiceBusCloudEventCodec Codec(ContentMode mode = ContentMode.Binary, long limit = 262_144, bool copySubject = true,
         params CloudEventAttribute[] extensions) => new(mode, extensions, limit, copySubject);
 
     /// <summary>What a receiver gets for a sent message: the same body, properties and header fields.</summary>
@@ -57,7 +57,7 @@ public sealed class ServiceBusMappingTests
     [Fact]
     public void Structured_mode_puts_the_whole_event_in_the_body()
     {
-        var message = Codec(ServiceBusContentMode.Structured).Encode(Sample());
+        var message = Codec(ContentMode.Structured).Encode(Sample());
         Assert.Equal("application/cloudevents+json; charset=utf-8", message.ContentType);
         Assert.Empty(message.ApplicationProperties);
         Assert.Equal("map-1", message.MessageId);
@@ -70,9 +70,9 @@ public sealed class ServiceBusMappingTests
     }
 
     [Theory]
-    [InlineData(ServiceBusContentMode.Binary)]
-    [InlineData(ServiceBusContentMode.Structured)]
-    public void Every_attribute_round_trips_exactly(ServiceBusContentMode mode)
+    [InlineData(ContentMode.Binary)]
+    [InlineData(ContentMode.Structured)]
+    public void Every_attribute_round_trips_exactly(ContentMode mode)
     {
         var ext = CloudEventAttribute.CreateExtension("extint", CloudEventAttributeType.Integer);
         var sent = Sample();
