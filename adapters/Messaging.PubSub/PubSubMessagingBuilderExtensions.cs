@@ -22,13 +22,4 @@ public static class PubSubMessagingBuilderExtensions
             context.LoggerFactory.CreateLogger<PubSubTransport>(),
             context.TimeProvider));
     }
-
-    private sealed class PubSubOptionsValidator : IValidateOptions<PubSubTransportOptions>
-    {
-        public ValidateOptionsResult Validate(string? name, PubSubTransportOptions options)
-        {
-            var problems = options.Validate();
-            return problems.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(problems);
-        }
-    }
 }

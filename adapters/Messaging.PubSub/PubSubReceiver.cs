@@ -23,7 +23,7 @@ namespace Messaging.PubSub;
 /// (a nack, or a deadline left to expire) counts as a delivery attempt on Pub/Sub.</item>
 /// </list>
 /// </summary>
-internal sealed class PubSubReceiver : ITransportReceiver
+internal sealed partial class PubSubReceiver : ITransportReceiver
 {
     private static readonly TimeSpan StreamDrainTimeout = TimeSpan.FromSeconds(5);
     private readonly PubSubTransport _transport;
@@ -67,9 +67,7 @@ internal sealed class PubSubReceiver : ITransportReceiver
         _sources.Add((main.Name, main.DeadLetterPolicy is not null));
         if (main.DeadLetterPolicy is null)
         {
-            _logger.LogWarning(
-                "Pub/Sub subscription {Subscription} has no dead-letter policy, so the broker does not count delivery attempts; attempts are counted in this process and restart at 1 after a crash.",
-                main.Name);
+            LogAttemptsCountedLocally(main.Name);
         }
         var replay = await GetSubscriptionAsync(names.Subscription(PubSubNames.Replay(_subscription)), cancellationToken).ConfigureAwait(false);
         if (replay is not null)
@@ -78,7 +76,7 @@ internal sealed class PubSubReceiver : ITransportReceiver
         }
         else
         {
-            _logger.LogWarning("Pub/Sub replay subscription for {Subscription} does not exist; replayed dead letters will not be received until it is provisioned.", _subscription);
+            LogNoReplaySubscription(_subscription);
         }
         _pullLoops = _sources.Select(s => Task.Run(() => PullLoopAsync(s.Resource, s.BrokerCountsAttempts))).ToArray();
     }
@@ -147,12 +145,11 @@ internal sealed class PubSubReceiver : ITransportReceiver
             }
             catch (RpcException ex)
             {
-                var level = PubSubConnection.IsTransient(ex) ? LogLevel.Information : LogLevel.Error;
-                _logger.Log(level, ex, "Pub/Sub streaming pull on {Subscription} ended ({Status}); reconnecting in {Delay}.", resource, ex.StatusCode, backoff);
+                LogStreamEnded(PubSubConnection.IsTransient(ex) ? LogLevel.Information : LogLevel.Error, ex, resource, ex.StatusCode, backoff);
             }
             catch (Exception ex)
             {
-                _logger.LogError(ex, "Pub/Sub streaming pull on {Subscription} failed; reconnecting in {Delay}.", resource, backoff);
+                LogStreamFailed(ex, resource, backoff);
             }
             try
             {
@@ -273,7 +270,7 @@ internal sealed class PubSubReceiver : ITransportReceiver
             // No dead-letter policy, so the broker does not count: count here (does not survive a crash).
             if (brokerCountsAttempts)
             {
-                owner._logger.LogDebug("Pub/Sub sent no delivery attempt for message {MessageId} on {Subscription}; counted locally.", _message.MessageId, resource);
+                owner.LogNoDeliveryAttempt(_message.MessageId, resource);
             }
             return owner._localAttempts.AddOrUpdate(_message.MessageId, 1, (_, n) => n + 1);
         }
@@ -346,4 +343,19 @@ internal sealed class PubSubReceiver : ITransportReceiver
             }
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Pub/Sub subscription {Subscription} has no dead-letter policy, so the broker does not count delivery attempts; attempts are counted in this process and restart at 1 after a crash.")]
+    private partial void LogAttemptsCountedLocally(string subscription);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Pub/Sub replay subscription for {Subscription} does not exist; replayed dead letters will not be received until it is provisioned.")]
+    private partial void LogNoReplaySubscription(string subscription);
+
+    [LoggerMessage(Message = "Pub/Sub streaming pull on {Subscription} ended ({Status}); reconnecting in {Delay}.")]
+    private partial void LogStreamEnded(LogLevel level, Exception exception, string subscription, StatusCode status, TimeSpan delay);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Pub/Sub streaming pull on {Subscription} failed; reconnecting in {Delay}.")]
+    private partial void LogStreamFailed(Exception exception, string subscription, TimeSpan delay);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Pub/Sub sent no delivery attempt for message {MessageId} on {Subscription}; counted locally.")]
+    private partial void LogNoDeliveryAttempt(string messageId, string subscription);
 }

@@ -25,7 +25,7 @@ namespace Messaging.PubSub;
 /// set to <c>max(5, MaxAttempts)</c> (Pub/Sub's minimum is 5) as a safety net for consumers that crash, while the
 /// contract layer dead-letters explicitly, with metadata, at the configured maximum.
 /// </summary>
-public sealed class PubSubTransport : IMessageTransport, IDeadLetterStore
+public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStore
 {
     /// <summary>The name that selects this transport in configuration.</summary>
     public const string TransportName = "PubSub";
@@ -46,7 +46,7 @@ public sealed class PubSubTransport : IMessageTransport, IDeadLetterStore
     public PubSubTransport(PubSubTransportOptions options, IReadOnlyList<CloudEventAttribute> extensionAttributes, ILogger<PubSubTransport>? logger = null, TimeProvider? time = null)
     {
         ArgumentNullException.ThrowIfNull(options);
-        var problems = options.Validate();
+        var problems = PubSubOptionsValidator.Problems(options);
         if (problems.Count > 0)
         {
             throw new ArgumentException(string.Join(" ", problems), nameof(options));
@@ -164,9 +164,7 @@ public sealed class PubSubTransport : IMessageTransport, IDeadLetterStore
         if (wanted.DeadLetterPolicy is not null
             && (existing.DeadLetterPolicy is null || existing.DeadLetterPolicy.DeadLetterTopic != wanted.DeadLetterPolicy.DeadLetterTopic))
         {
-            _logger.LogWarning(
-                "Pub/Sub subscription {Subscription} already exists without the expected dead-letter policy (topic {DeadLetterTopic}); delivery attempts will not be counted by the broker.",
-                wanted.Name, wanted.DeadLetterPolicy.DeadLetterTopic);
+            LogNoDeadLetterPolicy(wanted.Name, wanted.DeadLetterPolicy.DeadLetterTopic);
         }
     }
 
@@ -369,7 +367,7 @@ public sealed class PubSubTransport : IMessageTransport, IDeadLetterStore
             }
             catch (Exception ex) when (ex is RpcException or OperationCanceledException)
             {
-                _logger.LogWarning(ex, "Releasing {Count} dead letter(s) on {Subscription} failed; they become visible again within {Deadline}.", chunk.Length, resource, DeadLetterAckDeadline);
+                LogReleaseDeadLettersFailed(ex, chunk.Length, resource, DeadLetterAckDeadline);
             }
         }
     }
@@ -450,4 +448,10 @@ public sealed class PubSubTransport : IMessageTransport, IDeadLetterStore
         }
         Connection.Dispose();
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Pub/Sub subscription {Subscription} already exists without the expected dead-letter policy (topic {DeadLetterTopic}); delivery attempts will not be counted by the broker.")]
+    private partial void LogNoDeadLetterPolicy(string subscription, string deadLetterTopic);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Releasing {Count} dead letter(s) on {Subscription} failed; they become visible again within {Deadline}.")]
+    private partial void LogReleaseDeadLettersFailed(Exception exception, int count, string subscription, TimeSpan deadline);
 }

@@ -14,7 +14,7 @@ namespace Messaging.RabbitMQ;
 /// delay that dead-letters back into the subscription. Attempts are counted on the broker: the quorum queue's <c>x-delivery-count</c>
 /// (deliveries returned unacknowledged, e.g. by a crashed consumer) plus a header carried by retry copies.
 /// </summary>
-public sealed class RabbitMqTransport : IMessageTransport
+public sealed partial class RabbitMqTransport : IMessageTransport
 {
     /// <summary>The name that selects this transport in configuration.</summary>
     public const string TransportName = "RabbitMQ";
@@ -107,10 +107,7 @@ public sealed class RabbitMqTransport : IMessageTransport
         {
             await ReleaseAsync(check).ConfigureAwait(false);
         }
-        _logger.LogWarning(
-            "Exchange '{Exchange}' already exists and differs from what Messaging:RabbitMQ:ExchangeType ({ExchangeType}) declares; it is used as it is. Broker: {Reason}. " +
-            "To change it: stop every instance that uses it, delete the exchange (its bindings go with it; queues and their messages stay), then start them again.",
-            exchange, Options.ExchangeType, refused.ShutdownReason?.ReplyText);
+        LogExchangeTypeDiffers(exchange, Options.ExchangeType, refused.ShutdownReason?.ReplyText);
     }
 
     /// <summary>
@@ -199,4 +196,8 @@ public sealed class RabbitMqTransport : IMessageTransport
         await Publisher.DisposeAsync().ConfigureAwait(false);
         await _connections.DisposeAsync().ConfigureAwait(false);
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Exchange '{Exchange}' already exists and differs from what Messaging:RabbitMQ:ExchangeType ({ExchangeType}) declares; it is used as it is. Broker: {Reason}. " +
+        "To change it: stop every instance that uses it, delete the exchange (its bindings go with it; queues and their messages stay), then start them again.")]
+    private partial void LogExchangeTypeDiffers(string exchange, RabbitMqExchangeType exchangeType, string? reason);
 }

@@ -14,11 +14,28 @@ public static class InMemoryMessagingBuilderExtensions
     public static MessagingBuilder AddInMemoryTransport(this MessagingBuilder builder)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        builder.AddTransportOptions<InMemoryTransportOptions>(InMemoryTransport.TransportName)
-               .Validate(o => o.QueueCapacity >= 1, "Messaging:InMemory:QueueCapacity must be at least 1.")
-               .Validate(o => o.MaxEventSizeBytes >= 1024, "Messaging:InMemory:MaxEventSizeBytes must be at least 1024.");
+        builder.AddTransportOptions<InMemoryTransportOptions>(InMemoryTransport.TransportName);
+        builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<InMemoryTransportOptions>, InMemoryOptionsValidator>());
         builder.Services.TryAddSingleton(sp => new InMemoryBroker(sp.GetRequiredService<IOptions<InMemoryTransportOptions>>().Value));
         return builder.AddTransport(InMemoryTransport.TransportName,
             (sp, context) => new InMemoryTransport(sp.GetRequiredService<InMemoryBroker>(), context.ExtensionAttributes, context.TimeProvider));
+    }
+}
+
+/// <summary>Checks <see cref="InMemoryTransportOptions"/> at start-up; every message names the setting.</summary>
+internal sealed class InMemoryOptionsValidator : IValidateOptions<InMemoryTransportOptions>
+{
+    public ValidateOptionsResult Validate(string? name, InMemoryTransportOptions options)
+    {
+        var problems = new List<string>();
+        if (options.QueueCapacity < 1)
+        {
+            problems.Add("Messaging:InMemory:QueueCapacity must be at least 1.");
+        }
+        if (options.MaxEventSizeBytes < 1024)
+        {
+            problems.Add("Messaging:InMemory:MaxEventSizeBytes must be at least 1024.");
+        }
+        return problems.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(problems);
     }
 }
