@@ -71,6 +71,16 @@ public sealed class SnsSqsTransport : IMessageTransport
 
     public IDeadLetterStore DeadLetters => _deadLetters;
 
+    /// <summary>Throttling and failures on AWS's side (5xx), network failures and timeouts.</summary>
+    public bool IsTransient(Exception exception) => exception switch
+    {
+        SnsException sns => sns.IsTransient,
+        Amazon.Runtime.AmazonServiceException aws => (int)aws.StatusCode >= 500 || (int)aws.StatusCode == 429
+            || aws.ErrorCode is "Throttling" or "ThrottlingException" or "RequestThrottled" or "ServiceUnavailable" or "InternalError",
+        TimeoutException or IOException or HttpRequestException => true,
+        _ => false,
+    };
+
     internal SnsSqsTransportOptions Options { get; }
 
     internal SnsSqsClients Clients { get; }

@@ -70,6 +70,14 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
 
     public IDeadLetterStore DeadLetters => this;
 
+    /// <summary>Pub/Sub's retryable status codes (unavailable, deadline exceeded, resource exhausted, ...), and timeouts.</summary>
+    public bool IsTransient(Exception exception) => exception switch
+    {
+        RpcException rpc => PubSubConnection.IsTransient(rpc),
+        TimeoutException or IOException or HttpRequestException => true,
+        _ => false,
+    };
+
     internal PubSubTransportOptions Options { get; }
 
     internal PubSubNames Names { get; }

@@ -60,6 +60,9 @@ internal sealed partial class RabbitMqConnections : IAsyncDisposable
 
     public string Endpoint { get; }
 
+    /// <summary>Why the broker blocks this client's publishers (a memory or disk alarm), while it does.</summary>
+    public string? BlockedReason { get; private set; }
+
     public Task<IConnection> PublishingAsync(CancellationToken cancellationToken) => GetAsync(publishing: true, cancellationToken);
 
     public Task<IConnection> ConsumingAsync(CancellationToken cancellationToken) => GetAsync(publishing: false, cancellationToken);
@@ -98,6 +101,18 @@ internal sealed partial class RabbitMqConnections : IAsyncDisposable
                 {
                     LogConnectionLost(name, args.ReplyText);
                 }
+                return Task.CompletedTask;
+            };
+            connection.ConnectionBlockedAsync += (_, args) =>
+            {
+                BlockedReason = args.Reason;
+                LogBlocked(name, args.Reason);
+                return Task.CompletedTask;
+            };
+            connection.ConnectionUnblockedAsync += (_, _) =>
+            {
+                BlockedReason = null;
+                LogUnblocked(name);
                 return Task.CompletedTask;
             };
             connection.RecoverySucceededAsync += (_, _) =>
@@ -153,4 +168,10 @@ internal sealed partial class RabbitMqConnections : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "RabbitMQ connection {Connection} recovered")]
     private partial void LogConnectionRecovered(string connection);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "RabbitMQ blocks publishing on connection {Connection}: {Reason}; publishes wait, and fail after Messaging:RabbitMQ:PublishTimeout")]
+    private partial void LogBlocked(string connection, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "RabbitMQ no longer blocks publishing on connection {Connection}")]
+    private partial void LogUnblocked(string connection);
 }

@@ -36,45 +36,59 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
     public async Task PublishAsync(IReadOnlyList<OutgoingMessage> messages, CancellationToken cancellationToken)
     {
         EnsureStarted();
-        var deadline = DateTimeOffset.UtcNow + _options.PublishTimeout;
+        // One token for the caller's cancellation and the publish timeout: the loops drop what it cancels before sending it,
+        // and a publish already sent stops waiting for its confirm (a broker that blocks publishers never sends one).
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(_options.PublishTimeout);
+        var token = deadline.Token;
         IReadOnlyList<OutgoingMessage> pending = messages;
-        while (true)
+        Exception? lastFailure = null;
+        try
         {
-            var chunks = Split(pending, cancellationToken);
-            foreach (var chunk in chunks)
+            while (true)
             {
-                if (!_queue.Writer.TryWrite(chunk))
+                var chunks = Split(pending, token);
+                foreach (var chunk in chunks)
                 {
-                    throw new ObjectDisposedException(nameof(RabbitMqPublisher));
+                    if (!_queue.Writer.TryWrite(chunk))
+                    {
+                        throw new ObjectDisposedException(nameof(RabbitMqPublisher));
+                    }
                 }
-            }
-            List<OutgoingMessage>? failed = null;
-            Exception? lastFailure = null;
-            foreach (var chunk in chunks)
-            {
-                await chunk.Done.Task.ConfigureAwait(false);
-                cancellationToken.ThrowIfCancellationRequested();
-                if (chunk.Fatal is { } fatal)
+                List<OutgoingMessage>? failed = null;
+                foreach (var chunk in chunks)
                 {
-                    throw Explain(fatal.Exception, fatal.Message);
+                    await chunk.Done.Task.WaitAsync(token).ConfigureAwait(false);
+                    token.ThrowIfCancellationRequested();
+                    if (chunk.Fatal is { } fatal)
+                    {
+                        throw Explain(fatal.Exception, fatal.Message);
+                    }
+                    if (chunk.Failed is { } chunkFailed)
+                    {
+                        (failed ??= []).AddRange(chunkFailed);
+                        lastFailure = chunk.LastFailure;
+                    }
                 }
-                if (chunk.Failed is { } chunkFailed)
+                if (failed is null)
                 {
-                    (failed ??= []).AddRange(chunkFailed);
-                    lastFailure = chunk.LastFailure;
+                    return;
                 }
+                await Task.Delay(TimeSpan.FromMilliseconds(200), token).ConfigureAwait(false);
+                pending = failed;
             }
-            if (failed is null)
-            {
-                return;
-            }
-            if (DateTimeOffset.UtcNow >= deadline)
-            {
-                throw new TimeoutException(
-                    $"RabbitMQ at {_connections.Endpoint} did not confirm {failed.Count} message(s) within Messaging:RabbitMQ:PublishTimeout ({_options.PublishTimeout}).", lastFailure);
-            }
-            await Task.Delay(TimeSpan.FromMilliseconds(200), cancellationToken).ConfigureAwait(false);
-            pending = failed;
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && deadline.IsCancellationRequested)
+        {
+            var blocked = _connections.BlockedReason is { } reason ? $" The broker is blocking publishers: {reason}." : string.Empty;
+            throw new TimeoutException(
+                $"RabbitMQ at {_connections.Endpoint} did not confirm {pending.Count} message(s) within Messaging:RabbitMQ:PublishTimeout ({_options.PublishTimeout}).{blocked} " +
+                "They may still be stored once the broker accepts them.", lastFailure);
+        }
+        finally
+        {
+            // Whatever of this call is still queued (after a failure elsewhere in it) is dropped, not sent later.
+            await deadline.CancelAsync().ConfigureAwait(false);
         }
     }
 
@@ -205,7 +219,7 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
             outstandingPublisherConfirmationsRateLimiter: new ThrottlingRateLimiter(_options.MaxOutstandingConfirms, throttlingPercentage: 0)), _disposed.Token).ConfigureAwait(false);
     }
 
-    private static bool IsTransient(Exception ex) => ex switch
+    internal static bool IsTransient(Exception ex) => ex switch
     {
         PublishException { IsReturn: false } => true, // nack: the broker could not store it; try again
         AlreadyClosedException closed => !IsChannelError(closed.ShutdownReason),

@@ -44,6 +44,14 @@ public sealed partial class RabbitMqTransport : IMessageTransport
 
     public IDeadLetterStore DeadLetters => _deadLetters;
 
+    /// <summary>A connection lost or not yet recovered, a nack, a blocked broker (timeout): worth trying again.</summary>
+    public bool IsTransient(Exception exception) => exception switch
+    {
+        TimeoutException => true,
+        InvalidOperationException { InnerException: BrokerUnreachableException } => true,
+        _ => RabbitMqPublisher.IsTransient(exception),
+    };
+
     internal RabbitMqTransportOptions Options { get; }
 
     internal RabbitMqPublisher Publisher { get; }

@@ -78,6 +78,14 @@ public sealed partial class ServiceBusTransport : IMessageTransport
 
     public IDeadLetterStore DeadLetters => _deadLetters;
 
+    /// <summary>What the Service Bus SDK itself calls transient (busy, timeout, communication problems), and timeouts.</summary>
+    public bool IsTransient(Exception exception) => exception switch
+    {
+        ServiceBusException serviceBus => serviceBus.IsTransient,
+        TimeoutException or IOException => true,
+        _ => false,
+    };
+
     /// <summary>The namespace this transport talks to, for messages.</summary>
     public string Endpoint { get; }
 

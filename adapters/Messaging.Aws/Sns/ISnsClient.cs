@@ -42,7 +42,7 @@ internal sealed record SnsBatchEntry(string Id, SnsMessage Message);
 internal sealed record SnsBatchFailure(string Id, string Code, string? Message, bool SenderFault);
 
 /// <summary>An error answer from SNS.</summary>
-public sealed class SnsException : Exception
+internal sealed class SnsException : Exception
 {
     public SnsException(string message, string errorCode, int statusCode, string? requestId, Exception? innerException = null)
         : base(message, innerException)

@@ -1,12 +1,16 @@
+using Messaging.Publishing;
+
 namespace Messaging.Envelope;
 
 /// <summary>An event does not fit in one message of the selected transport.</summary>
-public sealed class EventTooLargeException : Exception
+public sealed class EventTooLargeException : EventPublishException
 {
     public EventTooLargeException(string eventId, long sizeBytes, long limitBytes, string transport)
         : base($"CloudEvent '{eventId}' encodes to {sizeBytes} bytes, above the {limitBytes}-byte limit of the {transport} transport. " +
-               "Store large payloads elsewhere and publish a reference (claim check), or raise the transport's size limit where the broker allows it.")
+               "Store large payloads elsewhere and publish a reference (claim check), or raise the transport's size limit where the broker allows it.",
+               innerException: null, isTransient: false)
     {
+        Transport = transport;
         EventId = eventId;
         SizeBytes = sizeBytes;
         LimitBytes = limitBytes;

@@ -81,11 +81,25 @@ internal sealed class EventPublisher : IEventPublisher
         {
             await _transport.PublishAsync(topic, events, cancellationToken).ConfigureAwait(false);
         }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            activity?.SetStatus(ActivityStatusCode.Error, "cancelled");
+            throw;
+        }
         catch (Exception ex)
         {
             activity?.SetStatus(ActivityStatusCode.Error, ex.Message);
             activity?.SetTag("error.type", ex.GetType().FullName);
-            throw;
+            if (ex is EventPublishException)
+            {
+                throw;
+            }
+            throw new EventPublishException(
+                $"Publishing {events.Count} event(s) to topic '{topic}' on {_transport.Name} failed: {ex.Message}", ex, _transport.IsTransient(ex))
+            {
+                Topic = topic,
+                Transport = _transport.Name,
+            };
         }
         MessagingDiagnostics.SentMessages.Add(events.Count,
             new KeyValuePair<string, object?>("messaging.system", _transport.Name),

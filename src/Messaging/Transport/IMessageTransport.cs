@@ -32,6 +32,12 @@ public interface IMessageTransport : IAsyncDisposable
     /// </summary>
     Task<ITransportReceiver> StartReceiverAsync(ReceivePipeline pipeline, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Whether a failure of <see cref="PublishAsync"/> may succeed when tried again: the broker was unreachable, restarting,
+    /// throttling or blocking publishers, or did not confirm in time. It sets <see cref="Publishing.EventPublishException.IsTransient"/>.
+    /// </summary>
+    bool IsTransient(Exception exception) => exception is TimeoutException or IOException or System.Net.Sockets.SocketException or System.Net.Http.HttpRequestException;
+
     /// <summary>Reads and replays a subscription's dead-letter destination.</summary>
     IDeadLetterStore DeadLetters { get; }
 }
