@@ -247,10 +247,22 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         try
         {
             await _onDelivery(message, token).ConfigureAwait(false);
-            if (message.IsUnsettled && _aborting is null && await message.TryReleaseAsync().ConfigureAwait(false))
+            if (message.NeedsReturn)
             {
-                // Never expected of the processor; left alone the message would hold a slot and its lease for good.
+                // A settlement failed and the callback swallowed its exception: the broker still has to get the message back.
                 LogNotSettled(message.MessageId, Subscription.Name);
+                MessagingDiagnostics.SettleFailures.Add(1, _metricTags);
+                await ReturnQuietlyAsync(message).ConfigureAwait(false);
+            }
+            else if (message.IsUnsettled && await message.TryReleaseAsync().ConfigureAwait(false))
+            {
+                // Never expected of the processor; left alone the message would hold a slot and its lease for good. During an
+                // abort this is a handler that gave up when cancelled: the abort may have looked at the running messages
+                // before this one, so it is given back here (whoever releases it first returns it, once).
+                if (_aborting is null)
+                {
+                    LogNotSettled(message.MessageId, Subscription.Name);
+                }
                 await ReturnQuietlyAsync(message).ConfigureAwait(false);
             }
         }

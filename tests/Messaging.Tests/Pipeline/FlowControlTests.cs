@@ -1,0 +1,84 @@
+using Messaging.Tests.Infrastructure;
+
+namespace Messaging.Tests.Pipeline;
+
+/// <summary>At most <c>Concurrency + Prefetch</c> messages are held; transports wait for a place to free up.</summary>
+public sealed class FlowControlTests
+{
+    [Fact]
+    public async Task Reservations_never_exceed_concurrency_plus_prefetch_and_wait_until_a_message_settles()
+    {
+        var gates = new HandlerGates();
+        await using var harness = await PipelineHarness.StartAsync(PipelineHarness.Subscription(concurrency: 2, prefetch: 1), async (delivery, ct) =>
+        {
+            await gates.EnterAsync(delivery.MessageId!, ct);
+            await delivery.CompleteAsync(ct);
+        });
+        var pipeline = harness.Pipeline;
+        Assert.Equal(3, pipeline.Capacity);
+
+        var reserved = await Wait.ForAsync(pipeline.ReserveAsync(10, Wait.TestToken).AsTask(), "the first reservation");
+        Assert.Equal(3, reserved);
+        var pending = pipeline.ReserveAsync(1, Wait.TestToken).AsTask();
+        Assert.False(pending.IsCompleted, "a place was reserved beyond the capacity");
+
+        var messages = new[] { "m1", "m2", "m3" }.Select(id => harness.NewMessage(id)).ToList();
+        messages.ForEach(m => pipeline.Submit(m, reserved: true));
+        await gates.WaitUntilStartedAsync("m1");
+        await gates.WaitUntilStartedAsync("m2");
+        Assert.Equal(3, pipeline.HeldCount);
+        Assert.False(pending.IsCompleted, "a place was reserved while every place holds a message");
+
+        gates.Open("m1");
+
+        Assert.Equal(1, await Wait.ForAsync(pending, "the reservation to get the place m1 freed"));
+        Assert.Equal(1, messages[0].CompleteCalls);
+        var another = pipeline.ReserveAsync(1, Wait.TestToken).AsTask();
+        Assert.False(another.IsCompleted, "a place was reserved beyond the capacity");
+
+        gates.Open("m2");
+        Assert.Equal(1, await Wait.ForAsync(another, "the reservation to get the place m2 freed"));
+        pipeline.CancelReservation(2);
+        gates.Open("m3");
+        await harness.StopAsync();
+        Assert.All(messages, m => Assert.Equal(1, m.SettlementCalls));
+    }
+
+    [Fact]
+    public async Task Cancelled_reservations_give_their_places_back()
+    {
+        await using var harness = await PipelineHarness.StartAsync(PipelineHarness.Subscription(concurrency: 3, prefetch: 2), (delivery, ct) => delivery.CompleteAsync(ct));
+        var pipeline = harness.Pipeline;
+
+        Assert.Equal(2, await pipeline.ReserveAsync(2, Wait.TestToken)); // never more than asked for
+        Assert.Equal(3, await pipeline.ReserveAsync(10, Wait.TestToken)); // never more than the capacity
+        pipeline.CancelReservation(2);
+        Assert.Equal(2, await Wait.ForAsync(pipeline.ReserveAsync(10, Wait.TestToken).AsTask(), "the places given back"));
+        Assert.False(pipeline.ReserveAsync(1, Wait.TestToken).IsCompleted, "a place was reserved beyond the capacity");
+        pipeline.CancelReservation(0);
+    }
+
+    [Fact]
+    public async Task A_push_transport_waits_for_capacity_until_a_message_settles()
+    {
+        var gates = new HandlerGates();
+        await using var harness = await PipelineHarness.StartAsync(PipelineHarness.Subscription(concurrency: 1, prefetch: 1), async (delivery, ct) =>
+        {
+            await gates.EnterAsync(delivery.MessageId!, ct);
+            await delivery.CompleteAsync(ct);
+        });
+        var pipeline = harness.Pipeline;
+        await Wait.ForAsync(pipeline.WaitForCapacityAsync(Wait.TestToken).AsTask(), "capacity of an empty pipeline");
+        var first = harness.Submit("m1");
+        harness.Submit("m2");
+
+        var capacity = pipeline.WaitForCapacityAsync(Wait.TestToken).AsTask();
+        Assert.False(capacity.IsCompleted, "capacity was reported while every place holds a message");
+
+        gates.Open("m1");
+        await Wait.ForAsync(capacity, "capacity once m1 settled");
+        Assert.Equal(1, first.CompleteCalls);
+        gates.Open("m2");
+        await harness.StopAsync();
+    }
+}

@@ -1,0 +1,194 @@
+using System.Collections.Concurrent;
+using Messaging.Tests.Infrastructure;
+
+namespace Messaging.Tests.Pipeline;
+
+/// <summary>Ordered subscriptions: one lane per ordering key, in arrival order; different keys run side by side.</summary>
+public sealed class OrderingTests
+{
+    [Fact]
+    public async Task Messages_of_one_key_run_one_at_a_time_in_arrival_order_while_other_keys_run_in_parallel()
+    {
+        var gates = new HandlerGates();
+        var lanes = new LaneMonitor();
+        await using var harness = await PipelineHarness.StartAsync(
+            PipelineHarness.Subscription(concurrency: 4, prefetch: 20, ordered: true),
+            async (delivery, ct) =>
+            {
+                var message = (FakeMessage)delivery;
+                lanes.Enter(message);
+                try
+                {
+                    await gates.EnterAsync(message.Id, ct);
+                }
+                finally
+                {
+                    lanes.Exit(message);
+                }
+                await delivery.CompleteAsync(ct);
+            });
+        var arrivals = new List<FakeMessage>();
+        for (var i = 0; i < 3; i++)
+        {
+            foreach (var key in new[] { "A", "B", "C" })
+            {
+                arrivals.Add(harness.Submit($"{key}{i}", key));
+            }
+        }
+        arrivals.Add(harness.Submit("D0", "D")); // arrives after A1, B1, ... and still gets the free fourth slot
+
+        await gates.WaitUntilStartedAsync("D0");
+        Assert.Equal(["A0", "B0", "C0", "D0"], gates.Started);
+
+        gates.Open("A0");
+        await gates.WaitUntilStartedAsync("A1");
+        Assert.Equal(["A0", "B0", "C0", "D0", "A1"], gates.Started);
+
+        foreach (var message in arrivals)
+        {
+            gates.Open(message.Id);
+        }
+        await Wait.ForAsync(Task.WhenAll(arrivals.Select(m => m.FirstSettlementCall)), "every message to be settled");
+        await harness.StopAsync();
+
+        Assert.Empty(lanes.Violations);
+        foreach (var key in new[] { "A", "B", "C" })
+        {
+            Assert.Equal(arrivals.Where(m => m.Id.StartsWith(key, StringComparison.Ordinal)).Select(m => m.Id), lanes.StartOrder(key));
+        }
+        Assert.All(arrivals, m => Assert.Equal(1, m.CompleteCalls));
+        Assert.All(arrivals, m => Assert.Equal(1, m.SettlementCalls));
+    }
+
+    [Fact]
+    public async Task Random_ordered_runs_keep_every_key_in_order_and_within_the_concurrency()
+    {
+        var seeds = new Random(1_337);
+        for (var run = 0; run < 300; run++)
+        {
+            var seed = seeds.Next();
+            var random = new Random(seed);
+            var subscription = PipelineHarness.Subscription(concurrency: random.Next(1, 7), prefetch: random.Next(0, 6), ordered: true);
+            var keys = random.Next(1, 5);
+            var lanes = new LaneMonitor();
+            var gauge = new ConcurrencyGauge();
+            var yields = new ConcurrentDictionary<string, int>();
+            await using var harness = await PipelineHarness.StartAsync(subscription, async (delivery, ct) =>
+            {
+                var message = (FakeMessage)delivery;
+                gauge.Enter();
+                lanes.Enter(message);
+                try
+                {
+                    for (var i = 0; i < yields[message.Id]; i++)
+                    {
+                        await Task.Yield();
+                    }
+                }
+                finally
+                {
+                    lanes.Exit(message);
+                    gauge.Exit();
+                }
+                await delivery.CompleteAsync(ct);
+            });
+            var arrivals = new List<FakeMessage>();
+            for (var i = 0; i < 30; i++)
+            {
+                // One message in six has no ordering key: it takes no lane.
+                var key = random.Next(6) == 0 ? null : $"k{random.Next(keys)}";
+                var message = harness.NewMessage($"m{i}", key);
+                yields[message.Id] = random.Next(3);
+                arrivals.Add(message);
+                harness.Pipeline.Submit(message);
+            }
+
+            var context = $"seed {seed} (concurrency {subscription.Concurrency}, {keys} keys)";
+            await Wait.ForAsync(Task.WhenAll(arrivals.Select(m => m.FirstSettlementCall)), $"every message to be settled, {context}");
+            await harness.StopAsync();
+
+            Assert.True(lanes.Violations.IsEmpty, $"{string.Join("; ", lanes.Violations)}, {context}");
+            Assert.True(gauge.Max <= subscription.Concurrency, $"{gauge.Max} handlers ran at once, {context}");
+            foreach (var key in arrivals.Select(m => m.Key).OfType<string>().Distinct())
+            {
+                Assert.Equal(arrivals.Where(m => m.Key == key).Select(m => m.Id), lanes.StartOrder(key));
+            }
+            Assert.All(arrivals, m => Assert.Equal(1, m.CompleteCalls));
+            Assert.All(arrivals, m => Assert.Equal(1, m.SettlementCalls));
+        }
+    }
+
+    [Fact]
+    public async Task A_retried_message_has_the_rest_of_its_key_returned_while_other_keys_go_on()
+    {
+        var gates = new HandlerGates();
+        await using var harness = await PipelineHarness.StartAsync(
+            PipelineHarness.Subscription(concurrency: 2, prefetch: 10, ordered: true),
+            async (delivery, ct) =>
+            {
+                await gates.EnterAsync(delivery.MessageId!, ct);
+                if (delivery.MessageId == "A1")
+                {
+                    await delivery.RetryAsync(TimeSpan.FromSeconds(1), ct);
+                    return;
+                }
+                await delivery.CompleteAsync(ct);
+            });
+        foreach (var id in new[] { "A2", "A3", "B1", "B2", "A4" })
+        {
+            gates.Open(id);
+        }
+        var retried = harness.Submit("A1", "A");
+        var sameKey = new[] { harness.Submit("A2", "A"), harness.Submit("A3", "A") };
+        var otherKey = new[] { harness.Submit("B1", "B"), harness.Submit("B2", "B") };
+
+        await Wait.ForAsync(Task.WhenAll(otherKey.Select(m => m.FirstSettlementCall)), "the other key's messages to be handled");
+        Assert.False(gates.HasStarted("A2"), "A2 started while A1 of the same key was running");
+
+        gates.Open("A1");
+        await Wait.UntilAsync(() => sameKey.All(m => m.ReturnCalls == 1), "the rest of A's backlog was returned");
+        var later = harness.Submit("A4", "A");
+        await Wait.ForAsync(later.FirstSettlementCall, "a later message of the key to be handled");
+        await harness.StopAsync();
+
+        Assert.Equal(1, retried.RetryCalls);
+        Assert.Equal(1, retried.SettlementCalls);
+        Assert.All(sameKey, m => Assert.Equal(1, m.SettlementCalls));
+        Assert.All(otherKey, m => Assert.Equal(1, m.CompleteCalls));
+        Assert.Equal(1, later.CompleteCalls);
+        Assert.DoesNotContain("A2", gates.Started);
+        Assert.DoesNotContain("A3", gates.Started);
+    }
+
+    /// <summary>Records, per ordering key, the order handlers started in and any moment two of them ran at once.</summary>
+    private sealed class LaneMonitor
+    {
+        private readonly ConcurrentDictionary<string, int> _running = new();
+        private readonly ConcurrentDictionary<string, ConcurrentQueue<string>> _starts = new();
+
+        public ConcurrentQueue<string> Violations { get; } = new();
+
+        public void Enter(FakeMessage message)
+        {
+            if (message.Key is not { } key)
+            {
+                return;
+            }
+            _starts.GetOrAdd(key, _ => new()).Enqueue(message.Id);
+            if (_running.AddOrUpdate(key, 1, (_, n) => n + 1) > 1)
+            {
+                Violations.Enqueue($"{message.Id} started while another message of key {key} was running");
+            }
+        }
+
+        public void Exit(FakeMessage message)
+        {
+            if (message.Key is { } key)
+            {
+                _running.AddOrUpdate(key, 0, (_, n) => n - 1);
+            }
+        }
+
+        public IReadOnlyList<string> StartOrder(string key) => _starts.TryGetValue(key, out var starts) ? [.. starts] : [];
+    }
+}
