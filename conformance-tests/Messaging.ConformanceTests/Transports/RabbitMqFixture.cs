@@ -80,18 +80,28 @@ public sealed class RabbitMqFixture : ITransportFixture, IAsyncLifetime
         {
             throw new NotSupportedException("rabbitmqctl is not available to close connections.");
         }
-        var listing = await RunCtlAsync(["-q", "list_connections", "pid", "client_properties"], cancellationToken);
+        var listing = await RunCtlCoreAsync(["-q", "list_connections", "pid", "client_properties"], cancellationToken);
         var pids = listing.Split('\n').Where(line => line.Contains(clientName, StringComparison.Ordinal)).Select(line => line.Split('\t')[0].Trim()).ToList();
         foreach (var pid in pids)
         {
-            await RunCtlAsync(["close_connection", pid, "closed by a conformance test"], cancellationToken);
+            await RunCtlCoreAsync(["close_connection", pid, "closed by a conformance test"], cancellationToken);
         }
         return pids.Count;
     }
 
-    private Task<string> RunCtlAsync(string command, CancellationToken cancellationToken) => RunCtlAsync([command], cancellationToken);
+    /// <summary>Sets off (or clears) the broker's memory alarm, under which RabbitMQ blocks every publishing connection.</summary>
+    public Task SetMemoryAlarmAsync(bool on, CancellationToken cancellationToken) =>
+        _ctl is null
+            ? throw new NotSupportedException("rabbitmqctl is not available to set the memory alarm.")
+            : RunCtlAsync(["set_vm_memory_high_watermark", on ? "0" : "0.4"], cancellationToken);
 
-    private async Task<string> RunCtlAsync(string[] arguments, CancellationToken cancellationToken)
+    /// <summary>Runs a rabbitmqctl command with its arguments.</summary>
+    public Task<string> RunCtlAsync(string[] arguments, CancellationToken cancellationToken) =>
+        _ctl is null ? throw new NotSupportedException("rabbitmqctl is not available.") : RunCtlCoreAsync(arguments, cancellationToken);
+
+    private Task<string> RunCtlAsync(string command, CancellationToken cancellationToken) => RunCtlCoreAsync([command], cancellationToken);
+
+    private async Task<string> RunCtlCoreAsync(string[] arguments, CancellationToken cancellationToken)
     {
         var start = new ProcessStartInfo(_ctl!) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var argument in arguments)

@@ -415,13 +415,16 @@ public sealed partial class ReceivePipeline : ITransportConsumer
             {
                 due = [.. _held.Where(m => now - m.LeasedAt >= interval / 2)];
             }
+            // The round is published before any message is marked, so a settlement that finds its message being renewed
+            // always has this round to wait for.
+            var round = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            Volatile.Write(ref _renewalRound, round);
             var taken = due.Where(m => m.TryBeginRenewal()).ToList();
             if (taken.Count == 0)
             {
+                round.TrySetResult();
                 continue;
             }
-            var round = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            Volatile.Write(ref _renewalRound, round);
             try
             {
                 // Bounded, so that a settlement waiting behind this renewal never waits on a broker that does not answer.

@@ -1,0 +1,126 @@
+using System.Diagnostics;
+using CloudNative.CloudEvents;
+using Messaging.ConformanceTests.Infrastructure;
+using Messaging.ConformanceTests.Transports;
+using Messaging.Publishing;
+using Messaging.RabbitMQ;
+using Messaging.Topology;
+
+namespace Messaging.ConformanceTests.RabbitMq;
+
+/// <summary>
+/// Faults of a production RabbitMQ, caused on the local broker with rabbitmqctl. They run in the RabbitMQ collection, so no
+/// other case of this broker runs meanwhile (the memory alarm blocks every publisher of the broker).
+/// </summary>
+[Collection(RabbitMqCollection.Name)]
+public sealed class RabbitMqFaultTests(RabbitMqFixture fixture) : IClassFixture<RabbitMqFixture>
+{
+    private static readonly string Uri = Environment.GetEnvironmentVariable("MESSAGING_RABBITMQ_URI") ?? "amqp://guest:guest@127.0.0.1:5672/";
+
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    private void RequireControl()
+    {
+        var reason = fixture.UnavailableReason ?? (fixture.CanRestartBroker ? null : "rabbitmqctl is not available to cause broker faults.");
+        if (reason is not null)
+        {
+            Assert.SkipWhen(Environment.GetEnvironmentVariable("MESSAGING_CONFORMANCE_REQUIRE") is null, reason);
+            Assert.Fail(reason);
+        }
+    }
+
+    private static CloudEvent Event() => new()
+    {
+        Id = Guid.NewGuid().ToString(),
+        Source = new System.Uri("urn:test"),
+        Type = "com.example.fault",
+        DataContentType = "text/plain",
+        Data = "x"u8.ToArray(),
+    };
+
+    [Fact(Timeout = 120_000)]
+    public async Task A_publish_the_broker_blocks_fails_within_PublishTimeout_honours_its_token_and_publishing_resumes_after_the_alarm()
+    {
+        RequireControl();
+        var topic = "ct-blocked-" + Guid.NewGuid().ToString("N")[..8];
+        var subscription = topic + "-sub";
+        var timeout = TimeSpan.FromSeconds(3);
+        var logs = new CapturingLoggerFactory();
+        await using var transport = new RabbitMqTransport(new RabbitMqTransportOptions { Uri = Uri, PublishTimeout = timeout }, [], logs);
+        await transport.ProvisionAsync(new MessagingTopology([topic], [new SubscriptionDefinition { Name = subscription, Topic = topic }]), Ct);
+        await transport.PublishAsync(topic, [Event()], Ct); // the publishing connection exists before the alarm
+        try
+        {
+            await fixture.SetMemoryAlarmAsync(on: true, Ct);
+
+            // Without a deadline of its own the publish waited for the alarm to clear (914 s in the report); now PublishTimeout bounds it.
+            var watch = Stopwatch.StartNew();
+            var failed = await Assert.ThrowsAsync<TimeoutException>(() => transport.PublishAsync(topic, [Event()], Ct).WaitAsync(timeout + TimeSpan.FromSeconds(5), Ct));
+            Assert.Contains("PublishTimeout", failed.Message, StringComparison.Ordinal);
+            Assert.True(transport.IsTransient(failed));
+            Assert.True(watch.Elapsed >= timeout - TimeSpan.FromMilliseconds(200), $"it failed after {watch.Elapsed}, before its timeout");
+
+            // The caller's token is honoured at any time, well before the timeout.
+            using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => transport.PublishAsync(topic, [Event()], cancel.Token).WaitAsync(timeout, Ct));
+
+            Assert.Contains(logs.Warnings, w => w.Contains("blocks publishing", StringComparison.Ordinal));
+        }
+        finally
+        {
+            await fixture.SetMemoryAlarmAsync(on: false, CancellationToken.None);
+        }
+        // Once the alarm is cleared, publishing works again on the same transport.
+        await Wait.UntilAsync(async () =>
+        {
+            try
+            {
+                await transport.PublishAsync(topic, [Event()], Ct);
+                return true;
+            }
+            catch (TimeoutException)
+            {
+                return false;
+            }
+        }, ok => ok, "a publish succeeds after the alarm clears", TimeSpan.FromSeconds(30));
+        await fixture.DeleteSubscriptionAsync(topic, subscription);
+    }
+
+    [Fact(Timeout = 120_000)]
+    public async Task A_host_stopping_while_the_broker_blocks_publishers_stops_within_its_shutdown_timeout()
+    {
+        RequireControl();
+        var topic = "ct-blockstop-" + Guid.NewGuid().ToString("N")[..8];
+        var subscription = topic + "-sub";
+        var publishing = new TaskCompletionSource();
+        var probe = new Probe
+        {
+            // The handler publishes, as a payment handler would; under the alarm that publish cannot complete.
+            Behaviour = async (context, ct) =>
+            {
+                publishing.TrySetResult();
+                var publisher = context.Services.GetService(typeof(IEventPublisher)) as IEventPublisher;
+                await publisher!.PublishAsync(topic, Event(), ct);
+            },
+        };
+        var host = await ConformanceHost.StartAsync(fixture, probe,
+            m => m.AddSubscription(subscription, topic, s => s.HandleCloudEvents<ProbeHandler>()),
+            settings: new Dictionary<string, string?> { ["Messaging:RabbitMQ:PublishTimeout"] = "00:00:30" });
+        try
+        {
+            await host.Publisher.PublishAsync(topic, Event(), Ct);
+            await fixture.SetMemoryAlarmAsync(on: true, Ct);
+            await host.Publisher.PublishAsync(topic, Event(), Ct).ContinueWith(_ => { }, Ct); // may or may not get through before the block
+            await publishing.Task.WaitAsync(TimeSpan.FromSeconds(30), Ct);
+            var watch = Stopwatch.StartNew();
+            await host.StopAsync(TimeSpan.FromSeconds(3)).WaitAsync(TimeSpan.FromSeconds(15), Ct);
+            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(15), $"the host took {watch.Elapsed} to stop");
+        }
+        finally
+        {
+            await fixture.SetMemoryAlarmAsync(on: false, CancellationToken.None);
+            await host.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+            await fixture.DeleteSubscriptionAsync(topic, subscription);
+        }
+    }
+}
