@@ -127,6 +127,9 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
         var reader = _queue.Reader;
         var window = new Queue<InFlight>(_options.MaxOutstandingConfirms);
         IChannel? channel = null;
+        // Set when a publish on the channel was given up unconfirmed (its caller's timeout or token): a channel whose confirms
+        // stop coming (a broker that lost track of a re-created quorum queue, say) is not used again.
+        var abandoned = false;
         try
         {
             while (await reader.WaitToReadAsync(_disposed.Token).ConfigureAwait(false))
@@ -142,9 +145,10 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
                         }
                         try
                         {
-                            if (channel is null || NeedsReplacing(channel))
+                            if (channel is null || abandoned || NeedsReplacing(channel))
                             {
                                 channel = await ReplaceChannelAsync(channel).ConfigureAwait(false);
+                                abandoned = false;
                             }
                         }
                         catch (Exception ex)
@@ -154,7 +158,7 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
                         }
                         while (window.Count >= _options.MaxOutstandingConfirms)
                         {
-                            await window.Dequeue().CompleteAsync().ConfigureAwait(false);
+                            abandoned |= !await window.Dequeue().CompleteAsync().ConfigureAwait(false);
                         }
                         var m = chunk.Messages[i];
                         window.Enqueue(new InFlight(chunk, i, Send(channel, m, chunk.CancellationToken)));
@@ -164,7 +168,7 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
                 // sending as soon as more is queued: callers that publish one event at a time keep the window full.
                 while (window.Count > 0 && !reader.TryPeek(out _))
                 {
-                    await window.Dequeue().CompleteAsync().ConfigureAwait(false);
+                    abandoned |= !await window.Dequeue().CompleteAsync().ConfigureAwait(false);
                 }
             }
         }
@@ -258,21 +262,24 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
     /// <summary>A publish whose confirm is outstanding.</summary>
     private readonly record struct InFlight(PublishChunk Chunk, int Index, ValueTask Confirm)
     {
-        /// <summary>Waits for the confirm and records the outcome in the chunk. Never throws.</summary>
-        public async ValueTask CompleteAsync()
+        /// <summary>Waits for the confirm and records the outcome in the chunk; false when it was given up unconfirmed. Never throws.</summary>
+        public async ValueTask<bool> CompleteAsync()
         {
             try
             {
                 await Confirm.ConfigureAwait(false);
                 Chunk.Settle();
+                return true;
             }
             catch (OperationCanceledException) when (Chunk.CancellationToken.IsCancellationRequested)
             {
                 Chunk.Settle();
+                return false;
             }
             catch (Exception ex)
             {
                 Chunk.Fail(Chunk.Messages[Index], ex, IsTransient(ex));
+                return true;
             }
         }
     }

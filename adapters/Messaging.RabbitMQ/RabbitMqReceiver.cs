@@ -25,9 +25,10 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
     private readonly string _subscription;
     private readonly string _queue;
     private readonly ConcurrentDictionary<TimeSpan, Task> _retryQueues = new();
-    private IChannel? _channel;
-    private RabbitMqAckBatcher? _acks;
-    private string? _consumerTag;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly List<Session> _retired = [];
+    private volatile Session? _session;
+    private int _resubscribing;
     private int _disposed;
 
     public RabbitMqReceiver(RabbitMqTransport transport, ReceivePipeline pipeline, ILogger logger)
@@ -47,25 +48,9 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        var subscription = _pipeline.Subscription;
-        var connection = await _transport.Connections.ConsumingAsync(cancellationToken).ConfigureAwait(false);
-        _channel = await connection.CreateChannelAsync(new CreateChannelOptions(
-            publisherConfirmationsEnabled: false,
-            publisherConfirmationTrackingEnabled: false,
-            consumerDispatchConcurrency: 1), cancellationToken).ConfigureAwait(false);
-        var window = (ushort)Math.Clamp(Math.Max(subscription.Prefetch, subscription.Concurrency), 1, ushort.MaxValue);
-        await _channel.BasicQosAsync(0, window, global: false, cancellationToken).ConfigureAwait(false);
-        var channel = _channel;
-        _acks = new RabbitMqAckBatcher(
-            (tag, multiple) => channel.BasicAckAsync(tag, multiple, CancellationToken.None),
-            ex => LogAckFailed(_subscription, ex.Message),
-            individualThreshold: Math.Max(1, window / 4),
-            linger: AckLinger);
-        var consumer = new AsyncEventingBasicConsumer(_channel);
-        consumer.ReceivedAsync += OnReceivedAsync;
         try
         {
-            _consumerTag = await _channel.BasicConsumeAsync(_queue, autoAck: false, consumer, cancellationToken).ConfigureAwait(false);
+            _session = await OpenSessionAsync(cancellationToken).ConfigureAwait(false);
         }
         catch (global::RabbitMQ.Client.Exceptions.OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == 404)
         {
@@ -73,27 +58,119 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
         }
     }
 
-    private Task OnReceivedAsync(object sender, BasicDeliverEventArgs args)
+    /// <summary>A channel with its prefetch window, its acknowledgement batcher and a consumer on the subscription's queue.</summary>
+    private async Task<Session> OpenSessionAsync(CancellationToken cancellationToken)
     {
-        var slot = _acks!.Track(args.DeliveryTag);
+        var subscription = _pipeline.Subscription;
+        var connection = await _transport.Connections.ConsumingAsync(cancellationToken).ConfigureAwait(false);
+        var channel = await connection.CreateChannelAsync(new CreateChannelOptions(
+            publisherConfirmationsEnabled: false,
+            publisherConfirmationTrackingEnabled: false,
+            consumerDispatchConcurrency: 1), cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var window = (ushort)Math.Clamp(Math.Max(subscription.Prefetch, subscription.Concurrency), 1, ushort.MaxValue);
+            await channel.BasicQosAsync(0, window, global: false, cancellationToken).ConfigureAwait(false);
+            var acks = new RabbitMqAckBatcher(
+                (tag, multiple) => channel.BasicAckAsync(tag, multiple, CancellationToken.None),
+                ex => LogAckFailed(_subscription, ex.Message),
+                individualThreshold: Math.Max(1, window / 4),
+                linger: AckLinger);
+            var session = new Session(connection, channel, acks);
+            var consumer = new AsyncEventingBasicConsumer(channel);
+            consumer.ReceivedAsync += (_, args) => OnReceivedAsync(session, args);
+            // A consumer the broker cancels (its queue was deleted, consumer_timeout) or a channel it closes is not recovered
+            // by the client, unlike a lost connection: without this the subscription would silently consume nothing.
+            consumer.UnregisteredAsync += (_, _) => OnConsumerLostAsync(session, "the broker cancelled the consumer (was the queue deleted?)");
+            consumer.ShutdownAsync += (_, args) => OnConsumerLostAsync(session, $"the channel was closed: {args.ReplyCode} {args.ReplyText}");
+            session.ConsumerTag = await channel.BasicConsumeAsync(_queue, autoAck: false, consumer, cancellationToken).ConfigureAwait(false);
+            return session;
+        }
+        catch
+        {
+            await QuietlyAsync(() => channel.AbortAsync(CancellationToken.None)).ConfigureAwait(false);
+            channel.Dispose();
+            throw;
+        }
+    }
+
+    private Task OnConsumerLostAsync(Session session, string reason)
+    {
+        // Our own cancel (stop) clears the tag first; a lost connection is recovered by the client with its consumers.
+        if (_stop.IsCancellationRequested || session != _session || session.ConsumerTag is null || !session.Connection.IsOpen)
+        {
+            return Task.CompletedTask;
+        }
+        if (Interlocked.Exchange(ref _resubscribing, 1) == 0)
+        {
+            LogConsumerLost(_subscription, reason);
+            _ = ResubscribeAsync(session);
+        }
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Consumes again on a new channel, with a bounded backoff, until it works or the receiver stops.</summary>
+    private async Task ResubscribeAsync(Session lost)
+    {
+        lock (_retired)
+        {
+            _retired.Add(lost); // its deliveries still settle on it while its channel lives
+        }
+        var delay = TimeSpan.FromMilliseconds(500);
+        var failures = 0;
+        try
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                try
+                {
+                    await Task.Delay(delay, _pipeline.Time, _stop.Token).ConfigureAwait(false);
+                    _session = await OpenSessionAsync(_stop.Token).ConfigureAwait(false);
+                    LogConsumerResumed(_subscription, failures + 1);
+                    return;
+                }
+                catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+                {
+                    return;
+                }
+                catch (Exception ex)
+                {
+                    failures++;
+                    if (failures % 10 == 1)
+                    {
+                        LogResubscribeFailed(_subscription, failures, ex.Message);
+                    }
+                    delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.FromSeconds(5).Ticks));
+                }
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref _resubscribing, 0);
+        }
+    }
+
+    private Task OnReceivedAsync(Session session, BasicDeliverEventArgs args)
+    {
+        var slot = session.Acks.Track(args.DeliveryTag);
         // The client's body buffer is only valid during this callback. The copy is overwritten whole, so it need not be zeroed first.
         var body = GC.AllocateUninitializedArray<byte>(args.Body.Length);
         args.Body.Span.CopyTo(body);
         // A handler that completes synchronously runs on this thread and never leaves it: the pipeline never blocks here.
-        _pipeline.Submit(new Message(this, slot, args.BasicProperties, body, args.Redelivered));
+        _pipeline.Submit(new Message(this, session, slot, args.BasicProperties, body, args.Redelivered));
         return Task.CompletedTask;
     }
 
     /// <summary>Returns a delivery to the queue with a frame of its own, before any multiple-ack can pass over it.</summary>
-    private async Task NackAsync(RabbitMqAckBatcher.Slot slot)
+    private static async Task NackAsync(Session session, RabbitMqAckBatcher.Slot slot)
     {
         try
         {
-            await _channel!.BasicNackAsync(slot.Tag, multiple: false, requeue: true, CancellationToken.None).ConfigureAwait(false);
+            await session.Channel.BasicNackAsync(slot.Tag, multiple: false, requeue: true, CancellationToken.None).ConfigureAwait(false);
         }
         finally
         {
-            _acks!.SettledElsewhere(slot);
+            session.Acks.SettledElsewhere(slot);
         }
     }
 
@@ -141,24 +218,41 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
 
     public async Task StopReceivingAsync(CancellationToken cancellationToken)
     {
-        if (_channel is { IsOpen: true } channel && Interlocked.Exchange(ref _consumerTag, null) is { } tag)
+        if (!_stop.IsCancellationRequested)
         {
-            await QuietlyAsync(() => channel.BasicCancelAsync(tag, noWait: false, cancellationToken)).ConfigureAwait(false);
+            await _stop.CancelAsync().ConfigureAwait(false);
+        }
+        if (_session is { } session && session.Channel.IsOpen && Interlocked.Exchange(ref session.ConsumerTag, null) is { } tag)
+        {
+            await QuietlyAsync(() => session.Channel.BasicCancelAsync(tag, noWait: false, cancellationToken)).ConfigureAwait(false);
         }
     }
 
     public async Task DrainedAsync(CancellationToken cancellationToken)
     {
-        if (_acks is not null)
+        foreach (var session in Sessions())
         {
             try
             {
-                await _acks.FlushAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
+                await session.Acks.FlushAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
                 // Out of time: what is not acknowledged returns to the queue with the channel.
             }
+        }
+    }
+
+    private List<Session> Sessions()
+    {
+        lock (_retired)
+        {
+            var sessions = new List<Session>(_retired);
+            if (_session is { } current && !sessions.Contains(current))
+            {
+                sessions.Add(current);
+            }
+            return sessions;
         }
     }
 
@@ -177,22 +271,20 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
             await StopReceivingAsync(cancelTimeout.Token).ConfigureAwait(false);
         }
         await _pipeline.AbortAsync().ConfigureAwait(false);
-        if (_acks is not null)
+        foreach (var session in Sessions())
         {
             try
             {
-                await _acks.FlushAsync().WaitAsync(DisposeFlushTimeout).ConfigureAwait(false);
+                // Handled deliveries are acknowledged even when the consumer goes away without a stop, if the channel lets us.
+                await session.Acks.FlushAsync().WaitAsync(DisposeFlushTimeout).ConfigureAwait(false);
             }
             catch (TimeoutException)
             {
                 // They return to the queue with the channel.
             }
-            await _acks.DisposeAsync().ConfigureAwait(false);
-        }
-        if (_channel is not null)
-        {
-            await QuietlyAsync(() => _channel.CloseAsync()).ConfigureAwait(false);
-            await _channel.DisposeAsync().ConfigureAwait(false);
+            await session.Acks.DisposeAsync().ConfigureAwait(false);
+            await QuietlyAsync(() => session.Channel.CloseAsync()).ConfigureAwait(false);
+            await session.Channel.DisposeAsync().ConfigureAwait(false);
         }
     }
 
@@ -210,7 +302,7 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
     }
 
     /// <summary>One delivery: its wire mapping and settlement primitives.</summary>
-    private sealed class Message(RabbitMqReceiver owner, RabbitMqAckBatcher.Slot slot, IReadOnlyBasicProperties properties, byte[] body, bool redelivered)
+    private sealed class Message(RabbitMqReceiver owner, Session session, RabbitMqAckBatcher.Slot slot, IReadOnlyBasicProperties properties, byte[] body, bool redelivered)
         : ReceivedMessage
     {
         public override string? MessageId => properties.MessageId;
@@ -240,7 +332,7 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
         {
             // The frame goes out with the channel's next batch. If the channel was recovered meanwhile, the tag is
             // stale: the client drops the ack and the broker redelivers.
-            owner._acks!.Ack(slot);
+            session.Acks.Ack(slot);
             return Task.CompletedTask;
         }
 
@@ -256,7 +348,7 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
             // Publish the copy (confirmed) before acknowledging the original: a crash in between duplicates, never loses.
             await owner._transport.Publisher.PublishAsync(
                 [new OutgoingMessage(string.Empty, target, Mandatory: true, RabbitMqMessageCopy.Properties(properties, headers), body)], cancellationToken).ConfigureAwait(false);
-            owner._acks!.Ack(slot);
+            session.Acks.Ack(slot);
         }
 
         protected override async Task DeadLetterAsync(DeadLetterMetadata metadata, CancellationToken cancellationToken)
@@ -268,11 +360,32 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
             await owner._transport.Publisher.PublishAsync(
                 [new OutgoingMessage(string.Empty, RabbitMqNames.DeadLetterQueue(owner._subscription), Mandatory: true, RabbitMqMessageCopy.Properties(properties, headers), body)],
                 cancellationToken).ConfigureAwait(false);
-            owner._acks!.Ack(slot);
+            session.Acks.Ack(slot);
         }
 
-        protected override Task ReturnAsync(CancellationToken cancellationToken) => owner.NackAsync(slot);
+        protected override Task ReturnAsync(CancellationToken cancellationToken) => NackAsync(session, slot);
     }
+
+    /// <summary>One channel consuming the queue; a new one replaces it when the broker cancels the consumer or closes the channel.</summary>
+    private sealed class Session(IConnection connection, IChannel channel, RabbitMqAckBatcher acks)
+    {
+        public string? ConsumerTag;
+
+        public IConnection Connection => connection;
+
+        public IChannel Channel => channel;
+
+        public RabbitMqAckBatcher Acks => acks;
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Subscription {Subscription} stopped consuming: {Reason}; consuming again on a new channel")]
+    private partial void LogConsumerLost(string subscription, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Subscription {Subscription} consumes again (attempt {Attempt})")]
+    private partial void LogConsumerResumed(string subscription, int attempt);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Subscription {Subscription} cannot consume yet ({Failures} attempt(s)): {Reason}; still trying")]
+    private partial void LogResubscribeFailed(string subscription, int failures, string reason);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Could not acknowledge deliveries of subscription {Subscription}; they return to the queue: {Reason}")]
     private partial void LogAckFailed(string subscription, string reason);

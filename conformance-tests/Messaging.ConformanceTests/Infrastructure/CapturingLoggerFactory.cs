@@ -3,8 +3,8 @@ using Microsoft.Extensions.Logging;
 
 namespace Messaging.ConformanceTests.Infrastructure;
 
-/// <summary>Keeps every Warning-or-above log line, for cases that assert a fault was named.</summary>
-public sealed class CapturingLoggerFactory : ILoggerFactory
+/// <summary>Keeps every Warning-or-above log line, for cases that assert a fault was named. A factory, or a provider added to a host.</summary>
+public sealed class CapturingLoggerFactory : ILoggerFactory, ILoggerProvider
 {
     private readonly ConcurrentQueue<string> _warnings = new();
 

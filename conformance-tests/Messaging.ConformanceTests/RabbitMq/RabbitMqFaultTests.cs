@@ -5,6 +5,8 @@ using Messaging.ConformanceTests.Transports;
 using Messaging.Publishing;
 using Messaging.RabbitMQ;
 using Messaging.Topology;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace Messaging.ConformanceTests.RabbitMq;
 
@@ -120,6 +122,53 @@ public sealed class RabbitMqFaultTests(RabbitMqFixture fixture) : IClassFixture<
         {
             await fixture.SetMemoryAlarmAsync(on: false, CancellationToken.None);
             await host.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+            await fixture.DeleteSubscriptionAsync(topic, subscription);
+        }
+    }
+
+    [Fact(Timeout = 120_000)]
+    public async Task A_consumer_the_broker_cancels_consumes_again_once_its_queue_is_back_with_a_warning_naming_the_fault()
+    {
+        RequireControl();
+        var topic = "ct-cancel-" + Guid.NewGuid().ToString("N")[..8];
+        var subscription = topic + "-sub";
+        var logs = new CapturingLoggerFactory();
+        var probe = new Probe();
+        await using var host = await ConformanceHost.StartAsync(fixture, probe,
+            m => m.AddSubscription(subscription, topic, s => s.HandleCloudEvents<ProbeHandler>()),
+            services: s => s.AddSingleton<ILoggerProvider>(logs),
+            settings: new Dictionary<string, string?> { ["Messaging:RabbitMQ:PublishTimeout"] = "00:00:05" });
+        try
+        {
+            await host.Publisher.PublishAsync(topic, Event(), Ct);
+            await Wait.UntilAsync(() => probe.Handled.Count == 1, "the first event is handled");
+
+            // Someone deletes the subscription's queue: RabbitMQ cancels the consumer (basic.cancel), which the client does not recover.
+            await fixture.RunCtlAsync(["delete_queue", RabbitMqNames.Queue(subscription)], Ct);
+            await Wait.UntilAsync(() => logs.Warnings.Any(w => w.Contains(subscription, StringComparison.Ordinal) && w.Contains("cancelled", StringComparison.Ordinal)),
+                "a warning names the cancelled consumer");
+
+            // The queue is provisioned again; the consumer resumes by itself and nothing published afterwards is left behind.
+            await host.Transport.ProvisionAsync(new MessagingTopology([topic], [new SubscriptionDefinition { Name = subscription, Topic = topic }]), Ct);
+            // RabbitMQ 3.10 may never confirm the first publishes to a quorum queue re-created under the same name on a channel
+            // that published to the old one: such a publish fails after PublishTimeout, and the channel is replaced.
+            var after = Enumerable.Range(0, 5).Select(_ => Event()).ToList();
+            await Wait.UntilAsync(async () =>
+            {
+                try
+                {
+                    await host.Publisher.PublishBatchAsync(topic, after, Ct);
+                    return true;
+                }
+                catch (EventPublishException ex) when (ex.IsTransient)
+                {
+                    return false;
+                }
+            }, published => published, "a publish to the re-created queue is confirmed", TimeSpan.FromSeconds(40));
+            await Wait.UntilAsync(() => after.All(e => probe.Handled.Any(h => h.Event.Id == e.Id)), "events published after the queue is back are handled", TimeSpan.FromSeconds(30));
+        }
+        finally
+        {
             await fixture.DeleteSubscriptionAsync(topic, subscription);
         }
     }
