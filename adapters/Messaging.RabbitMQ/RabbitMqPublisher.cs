@@ -95,13 +95,16 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
     /// <summary>One chunk per loop at most, so a large batch is spread over every channel.</summary>
     private PublishChunk[] Split(IReadOnlyList<OutgoingMessage> messages, CancellationToken cancellationToken)
     {
-        var count = Math.Min(messages.Count, _options.PublisherChannels);
-        if (count == 0)
+        var loops = Math.Min(messages.Count, _options.PublisherChannels);
+        if (loops == 0)
         {
             return [];
         }
+        var size = (messages.Count + loops - 1) / loops;
+        // As many chunks as it takes at that size: 5 messages over 4 loops are 3 chunks of 2, 2 and 1, never an empty
+        // fourth one, which would never complete.
+        var count = (messages.Count + size - 1) / size;
         var chunks = new PublishChunk[count];
-        var size = (messages.Count + count - 1) / count;
         for (var i = 0; i < count; i++)
         {
             var offset = i * size;
@@ -127,9 +130,6 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
         var reader = _queue.Reader;
         var window = new Queue<InFlight>(_options.MaxOutstandingConfirms);
         IChannel? channel = null;
-        // Set when a publish on the channel was given up unconfirmed (its caller's timeout or token): a channel whose confirms
-        // stop coming (a broker that lost track of a re-created quorum queue, say) is not used again.
-        var abandoned = false;
         try
         {
             while (await reader.WaitToReadAsync(_disposed.Token).ConfigureAwait(false))
@@ -145,10 +145,9 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
                         }
                         try
                         {
-                            if (channel is null || abandoned || NeedsReplacing(channel))
+                            if (channel is null || NeedsReplacing(channel))
                             {
                                 channel = await ReplaceChannelAsync(channel).ConfigureAwait(false);
-                                abandoned = false;
                             }
                         }
                         catch (Exception ex)
@@ -158,7 +157,7 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
                         }
                         while (window.Count >= _options.MaxOutstandingConfirms)
                         {
-                            abandoned |= !await window.Dequeue().CompleteAsync().ConfigureAwait(false);
+                            await window.Dequeue().CompleteAsync().ConfigureAwait(false);
                         }
                         var m = chunk.Messages[i];
                         window.Enqueue(new InFlight(chunk, i, Send(channel, m, chunk.CancellationToken)));
@@ -168,7 +167,7 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
                 // sending as soon as more is queued: callers that publish one event at a time keep the window full.
                 while (window.Count > 0 && !reader.TryPeek(out _))
                 {
-                    abandoned |= !await window.Dequeue().CompleteAsync().ConfigureAwait(false);
+                    await window.Dequeue().CompleteAsync().ConfigureAwait(false);
                 }
             }
         }
@@ -262,24 +261,21 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
     /// <summary>A publish whose confirm is outstanding.</summary>
     private readonly record struct InFlight(PublishChunk Chunk, int Index, ValueTask Confirm)
     {
-        /// <summary>Waits for the confirm and records the outcome in the chunk; false when it was given up unconfirmed. Never throws.</summary>
-        public async ValueTask<bool> CompleteAsync()
+        /// <summary>Waits for the confirm and records the outcome in the chunk. Never throws.</summary>
+        public async ValueTask CompleteAsync()
         {
             try
             {
                 await Confirm.ConfigureAwait(false);
                 Chunk.Settle();
-                return true;
             }
             catch (OperationCanceledException) when (Chunk.CancellationToken.IsCancellationRequested)
             {
                 Chunk.Settle();
-                return false;
             }
             catch (Exception ex)
             {
                 Chunk.Fail(Chunk.Messages[Index], ex, IsTransient(ex));
-                return true;
             }
         }
     }

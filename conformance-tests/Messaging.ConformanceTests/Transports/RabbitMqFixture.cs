@@ -119,6 +119,13 @@ public sealed class RabbitMqFixture : ITransportFixture, IAsyncLifetime
         return stdout;
     }
 
+    /// <summary>Deletes one queue, as an operator would.</summary>
+    public async Task DeleteQueueAsync(string queue, CancellationToken cancellationToken)
+    {
+        await using var channel = await _connection!.CreateChannelAsync(cancellationToken: cancellationToken);
+        await channel.QueueDeleteAsync(queue, ifUnused: false, ifEmpty: false, cancellationToken: cancellationToken);
+    }
+
     public async Task DeleteSubscriptionAsync(string topic, string subscription)
     {
         if (_connection is null)
