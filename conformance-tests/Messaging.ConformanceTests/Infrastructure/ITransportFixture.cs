@@ -24,6 +24,36 @@ public interface ITransportFixture : IAsyncDisposable
     /// <summary>Sends a raw message to a topic with the broker's own client, as a foreign or broken producer would.</summary>
     Task PublishRawAsync(string topic, IReadOnlyDictionary<string, string> headers, byte[] body, string? contentType, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Sends a raw message whose header values are typed, with the broker's own client, as a foreign producer would; each
+    /// fixture maps the values to its wire types (see <see cref="RawMessage"/>). Returns the broker-level message id the
+    /// consumer will see (and log), when the producer can know it: set by the producer (RabbitMQ, Service Bus) or returned by
+    /// the broker (Pub/Sub); <c>null</c> where the broker assigns another id on the way (SNS to SQS) or none is visible (in-memory).
+    /// Throws <see cref="NotSupportedException"/> for a message <see cref="CannotCarry"/> refuses.
+    /// </summary>
+    Task<string?> PublishRawAsync(string topic, RawMessage message, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Why this broker (or its own client) cannot physically carry <paramref name="message"/> as given (a header value type
+    /// it has no wire type for, bytes that are not UTF-8 where the wire only has Unicode strings, characters or sizes it
+    /// refuses at send), or <c>null</c> when it can.
+    /// </summary>
+    string? CannotCarry(RawMessage message);
+
+    /// <summary>
+    /// The text a binary-typed (<c>byte[]</c>) header value of a CloudEvents attribute reads back as on this transport, as the
+    /// README documents it: the UTF-8 text on RabbitMQ (byte arrays are accepted as text), base64 (the CloudEvents string
+    /// form of Binary) where the wire's binary type is read as Binary (Service Bus, SQS) or where the fixture has to send
+    /// bytes as a base64 string attribute (Pub/Sub, in-memory).
+    /// </summary>
+    string BinaryAttributeText(byte[] value);
+
+    /// <summary>
+    /// The header in which the transport carries its own count of attempts made before this copy of a message, or
+    /// <c>null</c> when the broker counts attempts itself (a header of that name is then just a foreign header).
+    /// </summary>
+    string? PriorAttemptsHeader { get; }
+
     /// <summary>True when the suite can restart the broker (a local broker it controls).</summary>
     bool CanRestartBroker { get; }
 

@@ -50,6 +50,7 @@ public sealed class Ledger : IAsyncDisposable
             var outcomes = Results.Where(r => r.Key.Transport == t).GroupBy(r => r.Value).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => $"{g.Count()} {g.Key}");
             text.AppendLine($"- {t}: {string.Join(", ", outcomes)}");
         }
+        Cases.PoisonCorpus.AppendLedgerSection(text);
         var path = Environment.GetEnvironmentVariable("MESSAGING_LEDGER_PATH") ?? Path.Combine(FindRoot(), "conformance-tests", "LEDGER.md");
         File.WriteAllText(path, text.ToString());
         return ValueTask.CompletedTask;

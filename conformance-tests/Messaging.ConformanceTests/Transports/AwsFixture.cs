@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Net.Http.Headers;
 using System.Text;
 using Amazon.SQS;
 using Messaging.Aws;
@@ -24,6 +26,7 @@ public sealed class AwsFixture : ITransportFixture, IAsyncLifetime
     private LocalAwsEndpoint? _local;
     private SnsSqsClients? _clients;
     private SnsSqsTransportOptions _options = new();
+    private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(30) };
 
     public string TransportName => SnsSqsTransport.TransportName;
 
@@ -99,6 +102,118 @@ public sealed class AwsFixture : ITransportFixture, IAsyncLifetime
         await sns.PublishAsync(arn, new SnsMessage(Encoding.UTF8.GetString(body), attributes), cancellationToken);
     }
 
+    /// <summary>
+    /// Publishes through SNS with typed message attributes, as the AWS SDK's SNS client sends them (query protocol, Signature
+    /// Version 4): strings and booleans (SNS has no boolean) as <c>String</c>, integers as <c>Number</c>, bytes as <c>Binary</c>,
+    /// timestamps (SNS has none) as RFC 3339 <c>String</c>s. The SQS message gets an id of its own, so none is returned.
+    /// </summary>
+    public async Task<string?> PublishRawAsync(string topic, RawMessage message, CancellationToken cancellationToken)
+    {
+        if (CannotCarry(message) is { } reason)
+        {
+            throw new NotSupportedException(reason);
+        }
+        var arn = await Clients.Sns.CreateTopicAsync(SnsSqsNames.Topic(topic), cancellationToken);
+        var parameters = new List<KeyValuePair<string, string>> { new("TopicArn", arn), new("Message", Encoding.UTF8.GetString(message.Body)) };
+        var index = 0;
+        foreach (var (name, dataType, value) in SnsAttributes(message))
+        {
+            var prefix = string.Create(CultureInfo.InvariantCulture, $"MessageAttributes.entry.{++index}.");
+            parameters.Add(new(prefix + "Name", name));
+            parameters.Add(new(prefix + "Value.DataType", dataType));
+            parameters.Add(new(prefix + (dataType == "Binary" ? "Value.BinaryValue" : "Value.StringValue"), value));
+        }
+        var form = Encoding.UTF8.GetBytes(SnsQueryClient.FormEncode("Publish", parameters));
+        using var request = new HttpRequestMessage(HttpMethod.Post, Clients.SnsEndpoint) { Content = new ByteArrayContent(form) };
+        request.Content.Headers.ContentType = MediaTypeHeaderValue.Parse("application/x-www-form-urlencoded; charset=utf-8");
+        ((SnsQueryClient)Clients.Sns).Sign(request, form, await Clients.Credentials.GetCredentialsAsync(), DateTime.UtcNow);
+        using var response = await _http.SendAsync(request, cancellationToken);
+        if (!response.IsSuccessStatusCode)
+        {
+            throw new HttpRequestException($"SNS refused the raw message ({(int)response.StatusCode}): {await response.Content.ReadAsStringAsync(cancellationToken)}");
+        }
+        return null;
+    }
+
+    /// <summary>Each header as an SNS message attribute (name, data type, value; binary values in base64), then the content type.</summary>
+    private static List<(string Name, string DataType, string Value)> SnsAttributes(RawMessage message)
+    {
+        var attributes = new List<(string, string, string)>();
+        foreach (var (key, value) in message.Headers)
+        {
+            attributes.Add(value switch
+            {
+                byte[] bytes => (key, "Binary", Convert.ToBase64String(bytes)),
+                int or long => (key, "Number", RawValues.AsText(value, out _)!),
+                _ => (key, "String", RawValues.AsText(value, out _) ?? string.Empty),
+            });
+        }
+        if (message.ContentType is not null)
+        {
+            attributes.Add((SnsSqsCodec.ContentTypeAttribute, "String", message.ContentType));
+        }
+        return attributes;
+    }
+
+    /// <summary>
+    /// What SNS and SQS refuse: a body that is not text of the characters SQS accepts (or is empty); message attributes that
+    /// are empty, not of String/Number/Binary, or hold characters SQS refuses; more than 10 attributes (raw message delivery
+    /// to SQS carries at most 10; SNS drops the copy otherwise); more than 256 KiB in all.
+    /// </summary>
+    public string? CannotCarry(RawMessage message)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        string body;
+        try
+        {
+            body = new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(message.Body);
+        }
+        catch (DecoderFallbackException)
+        {
+            return "SNS and SQS bodies are text: the body is not UTF-8";
+        }
+        if (body.Length == 0 || !SnsSqsCodec.IsSqsText(body))
+        {
+            return "SNS and SQS bodies are non-empty text of the characters SQS accepts";
+        }
+        foreach (var (key, value) in message.Headers)
+        {
+            if (value is byte[] bytes)
+            {
+                if (bytes.Length == 0)
+                {
+                    return $"message attribute '{key}': Binary values must not be empty";
+                }
+                continue;
+            }
+            if (RawValues.AsText(value, out var reason) is not { } text)
+            {
+                return $"message attribute '{key}': SNS/SQS attributes are String, Number or Binary: {reason}";
+            }
+            if (text.Length == 0 || !SnsSqsCodec.IsSqsText(text))
+            {
+                return $"message attribute '{key}': SNS refuses empty values and characters outside those SQS accepts";
+            }
+        }
+        if (message.ContentType is { } contentType && (contentType.Length == 0 || !SnsSqsCodec.IsSqsText(contentType)))
+        {
+            return "the content-type attribute: SNS refuses empty values and characters outside those SQS accepts";
+        }
+        var attributes = SnsAttributes(message);
+        if (attributes.Count > SnsSqsCodec.MaxMessageAttributes)
+        {
+            return $"raw message delivery to SQS carries at most {SnsSqsCodec.MaxMessageAttributes} message attributes ({attributes.Count} needed)";
+        }
+        var size = Encoding.UTF8.GetByteCount(body) + attributes.Sum(a => Encoding.UTF8.GetByteCount(a.Name) + a.DataType.Length
+            + (a.DataType == "Binary" ? Convert.FromBase64String(a.Value).Length : Encoding.UTF8.GetByteCount(a.Value)));
+        return size > SnsSqsCodec.MaxWireBytes ? $"SNS and SQS messages are at most 256 KiB ({size} bytes)" : null;
+    }
+
+    /// <summary>A Binary message attribute is read as the CloudEvents Binary type: base64 (SnsSqsCodec, SqsMessageAttributes).</summary>
+    public string BinaryAttributeText(byte[] value) => Convert.ToBase64String(value);
+
+    public string? PriorAttemptsHeader => null;
+
     public async Task RestartBrokerAsync(CancellationToken cancellationToken)
     {
         if (_local is null)
@@ -141,6 +256,7 @@ public sealed class AwsFixture : ITransportFixture, IAsyncLifetime
     public async ValueTask DisposeAsync()
     {
         _clients?.Dispose();
+        _http.Dispose();
         if (_local is not null)
         {
             await _local.DisposeAsync();

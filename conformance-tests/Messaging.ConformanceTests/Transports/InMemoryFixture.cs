@@ -27,6 +27,28 @@ public sealed class InMemoryFixture : ITransportFixture
     public Task PublishRawAsync(string topic, IReadOnlyDictionary<string, string> headers, byte[] body, string? contentType, CancellationToken cancellationToken) =>
         _broker.PublishRawAsync(topic, headers, body, contentType, cancellationToken);
 
+    public async Task<string?> PublishRawAsync(string topic, RawMessage message, CancellationToken cancellationToken)
+    {
+        if (CannotCarry(message) is { } reason)
+        {
+            throw new NotSupportedException(reason);
+        }
+        var properties = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (key, value) in message.Headers)
+        {
+            properties[key] = RawValues.AsText(value, out _)!;
+        }
+        await _broker.PublishRawAsync(topic, properties, message.Body, message.ContentType, cancellationToken);
+        return null; // the broker gives each stored copy its own id and does not hand it back
+    }
+
+    public string? CannotCarry(RawMessage message) => RawValues.NotAllText(message, "the in-memory broker's properties are strings");
+
+    /// <summary>Properties are strings only: the fixture sends bytes as their base64 text.</summary>
+    public string BinaryAttributeText(byte[] value) => Convert.ToBase64String(value);
+
+    public string? PriorAttemptsHeader => null;
+
     public Task RestartBrokerAsync(CancellationToken cancellationToken) =>
         throw new NotSupportedException("The in-memory broker lives in the process; it cannot restart without losing everything, by design.");
 

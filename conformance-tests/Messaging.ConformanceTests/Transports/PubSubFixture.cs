@@ -63,6 +63,67 @@ public sealed class PubSubFixture : ITransportFixture, IAsyncLifetime
         response.EnsureSuccessStatusCode();
     }
 
+    public async Task<string?> PublishRawAsync(string topic, RawMessage message, CancellationToken cancellationToken)
+    {
+        if (CannotCarry(message) is { } reason)
+        {
+            throw new NotSupportedException(reason);
+        }
+        var attributes = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (key, value) in message.Headers)
+        {
+            attributes[key] = RawValues.AsText(value, out _)!;
+        }
+        if (message.ContentType is not null)
+        {
+            attributes["content-type"] = message.ContentType;
+        }
+        var request = new { messages = new[] { new { data = Convert.ToBase64String(message.Body), attributes } } };
+        using var response = await _http.PostAsJsonAsync(new Uri($"http://{_host}/v1/projects/{_project}/topics/{topic}:publish"), request, cancellationToken);
+        if (!response.IsSuccessStatusCode)
+        {
+            throw new HttpRequestException($"Pub/Sub refused the raw message ({(int)response.StatusCode}): {await response.Content.ReadAsStringAsync(cancellationToken)}");
+        }
+        var answer = await response.Content.ReadFromJsonAsync<PublishAnswer>(cancellationToken);
+        return answer?.MessageIds is [var id] ? id : null;
+    }
+
+    private sealed record PublishAnswer(string[]? MessageIds);
+
+    /// <summary>Pub/Sub attributes are UTF-8 strings; at most 100 per message, keys up to 256 bytes, values up to 1024 bytes (Pub/Sub quotas).</summary>
+    public string? CannotCarry(RawMessage message)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        if (RawValues.NotAllText(message, "Pub/Sub attributes are strings") is { } reason)
+        {
+            return reason;
+        }
+        var count = message.Headers.Count + (message.ContentType is null ? 0 : 1);
+        if (count > 100)
+        {
+            return $"Pub/Sub allows at most 100 attributes per message ({count} needed)";
+        }
+        foreach (var (key, value) in message.Headers)
+        {
+            if (System.Text.Encoding.UTF8.GetByteCount(key) > 256)
+            {
+                return $"Pub/Sub attribute keys are at most 256 bytes ('{key[..20]}...')";
+            }
+            if (System.Text.Encoding.UTF8.GetByteCount(RawValues.AsText(value, out _)!) > 1024)
+            {
+                return $"Pub/Sub attribute values are at most 1024 bytes (attribute '{key}')";
+            }
+        }
+        return message.ContentType is { } contentType && System.Text.Encoding.UTF8.GetByteCount(contentType) > 1024
+            ? "Pub/Sub attribute values are at most 1024 bytes (content-type)"
+            : null;
+    }
+
+    /// <summary>Attributes are strings only: the fixture sends bytes as their base64 text.</summary>
+    public string BinaryAttributeText(byte[] value) => Convert.ToBase64String(value);
+
+    public string? PriorAttemptsHeader => null;
+
     public Task RestartBrokerAsync(CancellationToken cancellationToken) =>
         throw new NotSupportedException("The Pub/Sub emulator keeps its state in memory; a restart would lose every topic and message.");
 

@@ -66,6 +66,79 @@ public sealed class RabbitMqFixture : ITransportFixture, IAsyncLifetime
         await channel.BasicPublishAsync(topic, "raw", mandatory: false, properties, body, cancellationToken);
     }
 
+    public async Task<string?> PublishRawAsync(string topic, RawMessage message, CancellationToken cancellationToken)
+    {
+        if (CannotCarry(message) is { } reason)
+        {
+            throw new NotSupportedException(reason);
+        }
+        await using var channel = await _connection!.CreateChannelAsync(new CreateChannelOptions(true, true), cancellationToken);
+        var headers = new Dictionary<string, object?>(StringComparer.Ordinal);
+        foreach (var (key, value) in message.Headers)
+        {
+            headers[key] = ToFieldValue(value);
+        }
+        var properties = new BasicProperties
+        {
+            Persistent = true,
+            ContentType = message.ContentType,
+            MessageId = message.MessageId,
+            Headers = headers,
+        };
+        await channel.BasicPublishAsync(topic, "raw", mandatory: false, properties, message.Body, cancellationToken);
+        return message.MessageId;
+    }
+
+    /// <summary>
+    /// The AMQP 0-9-1 field types RabbitMQ.Client writes: string and <see cref="Utf8Text"/> as long strings ('S', bytes on the
+    /// wire, which is how the client sends <c>byte[]</c>), <c>byte[]</c> as the byte-array type ('x', <see cref="BinaryTableValue"/>,
+    /// as the Java client sends <c>byte[]</c>), int ('I'), long ('l'), bool ('t'), timestamps ('T', whole seconds), nested
+    /// tables ('F') and arrays ('A').
+    /// </summary>
+    private static object? ToFieldValue(object? value) => value switch
+    {
+        null => null,
+        string text => text,
+        byte[] bytes => new BinaryTableValue(bytes),
+        Utf8Text text => text.Bytes,
+        int or long or bool => value,
+        DateTimeOffset time => new AmqpTimestamp(time.ToUnixTimeSeconds()),
+        IDictionary<string, object?> table => table.ToDictionary(e => e.Key, e => ToFieldValue(e.Value), StringComparer.Ordinal),
+        IEnumerable<object?> list => list.Select(ToFieldValue).ToList(),
+        _ => throw new NotSupportedException($"No AMQP 0-9-1 field type for {value.GetType()}."),
+    };
+
+    public string? CannotCarry(RawMessage message)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        if (message.ContentType is { } contentType && Encoding.UTF8.GetByteCount(contentType) > 255)
+        {
+            return "content_type is an AMQP short string (at most 255 bytes)";
+        }
+        // Properties travel in one content-header frame, which cannot be split: it must fit the negotiated frame_max (128 KiB by default).
+        long size = 0;
+        foreach (var (key, value) in message.Headers)
+        {
+            size += Encoding.UTF8.GetByteCount(key) + 8 + FieldSize(value);
+        }
+        return size > 120 * 1024 ? $"the headers ({size} bytes) do not fit one AMQP content-header frame (frame_max 128 KiB)" : null;
+    }
+
+    private static long FieldSize(object? value) => value switch
+    {
+        string text => Encoding.UTF8.GetByteCount(text),
+        byte[] bytes => bytes.Length,
+        Utf8Text text => text.Bytes.Length,
+        IDictionary<string, object?> table => table.Sum(e => e.Key.Length + 8 + FieldSize(e.Value)),
+        IEnumerable<object?> list => list.Sum(v => 8 + FieldSize(v)),
+        _ => 8,
+    };
+
+    /// <summary>RabbitMQ accepts byte arrays (and long strings, which arrive as bytes) as text: their UTF-8 (README, RabbitMQ mapping).</summary>
+    public string BinaryAttributeText(byte[] value) => Encoding.UTF8.GetString(value);
+
+    public string? PriorAttemptsHeader => RabbitMqNames.PriorAttemptsHeader;
+
     public async Task RestartBrokerAsync(CancellationToken cancellationToken)
     {
         await RunCtlAsync("stop_app", cancellationToken);

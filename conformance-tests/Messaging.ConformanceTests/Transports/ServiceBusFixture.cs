@@ -89,6 +89,62 @@ public sealed class ServiceBusFixture : ITransportFixture, IAsyncLifetime
         await sender.SendMessageAsync(message, cancellationToken);
     }
 
+    public async Task<string?> PublishRawAsync(string topic, RawMessage message, CancellationToken cancellationToken)
+    {
+        if (CannotCarry(message) is { } reason)
+        {
+            throw new NotSupportedException(reason);
+        }
+        await using var sender = _client!.CreateSender(topic);
+        var outgoing = new ServiceBusMessage(message.Body) { ContentType = message.ContentType, MessageId = message.MessageId };
+        foreach (var (key, value) in message.Headers)
+        {
+            outgoing.ApplicationProperties[key] = value is Utf8Text text ? text.TryGetText() : value;
+        }
+        await sender.SendMessageAsync(outgoing, cancellationToken);
+        return message.MessageId;
+    }
+
+    /// <summary>
+    /// Application properties are AMQP simple types (string, integers, booleans, timestamps, binary, ...); AMQP 1.0 allows no
+    /// maps or lists there, strings are Unicode (the SDK takes .NET strings), and the message header (properties
+    /// included) is limited to 64 KB on the Standard tier.
+    /// </summary>
+    public string? CannotCarry(RawMessage message)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        long size = 0;
+        foreach (var (key, value) in message.Headers)
+        {
+            switch (value)
+            {
+                case string text:
+                    size += System.Text.Encoding.UTF8.GetByteCount(text);
+                    break;
+                case byte[] bytes:
+                    size += bytes.Length;
+                    break;
+                case Utf8Text text when text.TryGetText() is { } decoded:
+                    size += System.Text.Encoding.UTF8.GetByteCount(decoded);
+                    break;
+                case Utf8Text:
+                    return $"application property '{key}': the bytes are not UTF-8 and AMQP strings are Unicode text (binary would be a different type)";
+                case int or long or bool or DateTimeOffset:
+                    size += 8;
+                    break;
+                default:
+                    return $"application property '{key}': AMQP 1.0 application properties hold simple types only, not a {value?.GetType().Name ?? "null"}";
+            }
+            size += System.Text.Encoding.UTF8.GetByteCount(key) + 8;
+        }
+        return size > 60 * 1024 ? $"the application properties ({size} bytes) exceed the 64 KB message header limit of Service Bus (Standard tier)" : null;
+    }
+
+    /// <summary>AMQP binary is read as the CloudEvents Binary type: base64 (README, Service Bus mapping).</summary>
+    public string BinaryAttributeText(byte[] value) => Convert.ToBase64String(value);
+
+    public string? PriorAttemptsHeader => ServiceBusNames.PriorAttemptsProperty;
+
     public async Task RestartBrokerAsync(CancellationToken cancellationToken)
     {
         if (_local is null)
