@@ -82,13 +82,28 @@ internal sealed class RabbitMqCloudEventCodec(ContentMode mode, IReadOnlyList<Cl
     {
         AmqpTimestamp ts => CloudEventAttributeType.Timestamp.Format(DateTimeOffset.FromUnixTimeSeconds(ts.UnixTime)),
         // An AMQP byte array (field type 'x'): the client wraps it; its bytes are the UTF-8 of the value.
-        BinaryTableValue binary => Encoding.UTF8.GetString(binary.Bytes),
-        byte[] bytes => Encoding.UTF8.GetString(bytes),
+        BinaryTableValue binary => StrictUtf8(binary.Bytes),
+        byte[] bytes => StrictUtf8(bytes),
         // A nested table or a list cannot be an attribute's value.
         System.Collections.IDictionary or System.Collections.IList =>
             throw new InvalidCloudEventException($"A CloudEvents attribute header holds an AMQP {(value is System.Collections.IDictionary ? "table" : "array")}, which no attribute type allows."),
         _ => CloudEventAttributeMap.HeaderValueToString(value),
     };
+
+    /// <summary>Attribute values are Unicode strings: bytes that are not UTF-8 make the message invalid, never a mangled value.</summary>
+    private static string StrictUtf8(byte[] bytes)
+    {
+        try
+        {
+            return Utf8.GetString(bytes);
+        }
+        catch (DecoderFallbackException ex)
+        {
+            throw new InvalidCloudEventException($"A CloudEvents attribute header is not valid UTF-8 (byte {ex.Index}).", ex);
+        }
+    }
+
+    private static readonly UTF8Encoding Utf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     private static string HeaderName(string attribute)
     {
