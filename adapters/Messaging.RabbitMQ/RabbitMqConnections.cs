@@ -41,7 +41,12 @@ internal sealed partial class RabbitMqConnections : IAsyncDisposable
         };
         if (!string.IsNullOrWhiteSpace(options.Uri))
         {
-            _factory.Uri = new Uri(options.Uri);
+            if (options.UseTls && options.Uri.StartsWith("amqp://", StringComparison.OrdinalIgnoreCase))
+            {
+                throw new ArgumentException(
+                    $"Messaging:RabbitMQ:UseTls is true but Messaging:RabbitMQ:Uri '{RabbitMqOptionsValidator.Redact(options.Uri)}' is amqp://, which is plaintext; use amqps://.", nameof(options));
+            }
+            _factory.Uri = new Uri(options.Uri); // amqps:// turns TLS on, with the URI's host as the expected server name
         }
         else
         {
@@ -50,10 +55,12 @@ internal sealed partial class RabbitMqConnections : IAsyncDisposable
             _factory.UserName = options.UserName;
             _factory.Password = options.Password;
             _factory.VirtualHost = options.VirtualHost;
-            if (options.UseTls)
-            {
-                _factory.Ssl = new SslOption(options.TlsServerName ?? options.Host, enabled: true);
-            }
+        }
+        // TLS settings apply however the endpoint was given: with a Uri too (an amqp:// Uri with UseTls is refused at
+        // start-up, so this never silently connects in plaintext).
+        if (options.UseTls || _factory.Ssl.Enabled)
+        {
+            _factory.Ssl = new SslOption(options.TlsServerName ?? _factory.HostName, enabled: true);
         }
         Endpoint = $"{_factory.HostName}:{_factory.Port}{_factory.VirtualHost}";
     }

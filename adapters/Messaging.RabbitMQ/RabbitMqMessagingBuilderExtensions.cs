@@ -37,6 +37,11 @@ internal sealed class RabbitMqOptionsValidator : IValidateOptions<RabbitMqTransp
             {
                 errors.Add($"{Prefix}:Uri '{Redact(o.Uri)}' is not an amqp:// or amqps:// URI.");
             }
+            else if (o.UseTls && uri.Scheme == "amqp")
+            {
+                // Connecting in plaintext when TLS was asked for would send the credentials in the clear.
+                errors.Add($"{Prefix}:UseTls is true but {Prefix}:Uri '{Redact(o.Uri)}' is amqp://, which is plaintext; use amqps:// (or leave UseTls off).");
+            }
         }
         else
         {
@@ -88,5 +93,14 @@ internal sealed class RabbitMqOptionsValidator : IValidateOptions<RabbitMqTransp
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 
-    private static string Redact(string uri) => System.Text.RegularExpressions.Regex.Replace(uri, "//[^@/]*@", "//***@");
+    /// <summary>The URI without its password, for messages and logs.</summary>
+    internal static string Redact(string uri)
+    {
+        if (System.Uri.TryCreate(uri, UriKind.Absolute, out var parsed) && parsed.UserInfo.Length > 0)
+        {
+            var user = parsed.UserInfo.Split(':', 2)[0];
+            return new UriBuilder(parsed) { UserName = user, Password = parsed.UserInfo.Contains(':', StringComparison.Ordinal) ? "***" : string.Empty }.Uri.ToString();
+        }
+        return System.Text.RegularExpressions.Regex.Replace(uri, "//[^@/]*@", "//***@");
+    }
 }

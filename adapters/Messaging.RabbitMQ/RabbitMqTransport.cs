@@ -72,10 +72,9 @@ public sealed partial class RabbitMqTransport : IMessageTransport
                 await DeclareExchangeAsync(connection, RabbitMqNames.Exchange(topic), cancellationToken).ConfigureAwait(false);
             }
         }
-        await using var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
         foreach (var subscription in topology.Subscriptions)
         {
-            await DeclareSubscriptionAsync(channel, subscription, cancellationToken).ConfigureAwait(false);
+            await DeclareSubscriptionAsync(connection, subscription, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -135,26 +134,64 @@ public sealed partial class RabbitMqTransport : IMessageTransport
         await channel.DisposeAsync().ConfigureAwait(false);
     }
 
-    private async Task DeclareSubscriptionAsync(IChannel channel, SubscriptionDefinition subscription, CancellationToken cancellationToken)
+    /// <summary>
+    /// Declares a subscription's quorum queue and its dead-letter queue and binds the queue to the topic. A queue that already
+    /// exists with other arguments (one declared by an earlier version, without at-least-once dead-lettering) makes the
+    /// broker refuse the declaration: it is used as it is, with a warning that says how to migrate.
+    /// </summary>
+    private async Task DeclareSubscriptionAsync(IConnection connection, SubscriptionDefinition subscription, CancellationToken cancellationToken)
     {
         var queue = RabbitMqNames.Queue(subscription.Name);
         var deadLetterQueue = RabbitMqNames.DeadLetterQueue(subscription.Name);
-        await channel.QueueDeclareAsync(deadLetterQueue, durable: true, exclusive: false, autoDelete: false,
-            arguments: new Dictionary<string, object?> { ["x-queue-type"] = "quorum" }, cancellationToken: cancellationToken).ConfigureAwait(false);
-        await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, arguments: new Dictionary<string, object?>
+        var exchange = RabbitMqNames.Exchange(subscription.Topic);
+        OperationInterruptedException? refused = null;
+        var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        try
         {
-            ["x-queue-type"] = "quorum",
-            // Safety net for consumers that crash before settling: after this many unacknowledged returns the
-            // broker itself moves the message to the dead-letter queue (reason delivery_limit).
-            // It is fixed rather than derived from MaxAttempts so that changing the retry policy never makes the queue's
-            // arguments inequivalent (which RabbitMQ refuses on redeclaration).
-            ["x-delivery-limit"] = Options.CrashDeliveryLimit,
-            ["x-dead-letter-exchange"] = string.Empty,
-            ["x-dead-letter-routing-key"] = deadLetterQueue,
-        }, cancellationToken: cancellationToken).ConfigureAwait(false);
-        await channel.QueueBindAsync(queue, RabbitMqNames.Exchange(subscription.Topic), "#", cancellationToken: cancellationToken).ConfigureAwait(false);
+            await channel.QueueDeclareAsync(deadLetterQueue, durable: true, exclusive: false, autoDelete: false,
+                arguments: new Dictionary<string, object?> { ["x-queue-type"] = "quorum" }, cancellationToken: cancellationToken).ConfigureAwait(false);
+            await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, arguments: new Dictionary<string, object?>
+            {
+                ["x-queue-type"] = "quorum",
+                // Safety net for consumers that crash before settling: after this many unacknowledged returns the
+                // broker itself moves the message to the dead-letter queue (reason delivery_limit).
+                // It is fixed rather than derived from MaxAttempts so that changing the retry policy never makes the queue's
+                // arguments inequivalent (which RabbitMQ refuses on redeclaration).
+                ["x-delivery-limit"] = Options.CrashDeliveryLimit,
+                ["x-dead-letter-exchange"] = string.Empty,
+                ["x-dead-letter-routing-key"] = deadLetterQueue,
+                // At-least-once dead-lettering (quorum queues, RabbitMQ 3.10+): the broker keeps a message until the dead-letter
+                // queue has confirmed it, so a crash-looping message is never lost on its way there. It needs reject-publish.
+                ["x-dead-letter-strategy"] = "at-least-once",
+                ["x-overflow"] = "reject-publish",
+            }, cancellationToken: cancellationToken).ConfigureAwait(false);
+            await channel.QueueBindAsync(queue, exchange, "#", cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == Constants.PreconditionFailed)
+        {
+            refused = ex;
+        }
+        finally
+        {
+            await ReleaseAsync(channel).ConfigureAwait(false);
+        }
+        if (refused is null)
+        {
+            return;
+        }
         // Retry queues (one quorum queue per delay) are declared on first use by the consumer, not here: most
         // subscriptions never retry with most delays, and every quorum queue costs the broker a process and a log.
+        var check = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await check.QueueDeclarePassiveAsync(queue, cancellationToken).ConfigureAwait(false);
+            await check.QueueBindAsync(queue, exchange, "#", cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            await ReleaseAsync(check).ConfigureAwait(false);
+        }
+        LogQueueArgumentsDiffer(queue, refused.ShutdownReason?.ReplyText);
     }
 
     public async Task PublishAsync(string topic, IReadOnlyList<CloudEvent> events, CancellationToken cancellationToken)
@@ -208,4 +245,8 @@ public sealed partial class RabbitMqTransport : IMessageTransport
     [LoggerMessage(Level = LogLevel.Warning, Message = "Exchange '{Exchange}' already exists and differs from what Messaging:RabbitMQ:ExchangeType ({ExchangeType}) declares; it is used as it is. Broker: {Reason}. " +
         "To change it: stop every instance that uses it, delete the exchange (its bindings go with it; queues and their messages stay), then start them again.")]
     private partial void LogExchangeTypeDiffers(string exchange, RabbitMqExchangeType exchangeType, string? reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Queue '{Queue}' already exists with other arguments than this version declares (at-least-once dead-lettering); it is used as it is. Broker: {Reason}. " +
+        "To migrate: stop every consumer of it, move or drain its messages, delete the queue, then start again (it is declared anew).")]
+    private partial void LogQueueArgumentsDiffer(string queue, string? reason);
 }

@@ -71,6 +71,31 @@ public sealed class ConfigurationTests
     }
 
     [Fact]
+    public async Task A_plaintext_amqp_uri_with_UseTls_is_refused_at_startup_and_the_password_is_not_shown()
+    {
+        var message = await StartupErrorAsync(new()
+        {
+            ["Messaging:Transport"] = "RabbitMQ",
+            ["Messaging:RabbitMQ:Uri"] = "amqp://app:s3cret-pw@broker.example.com:5672/prod",
+            ["Messaging:RabbitMQ:UseTls"] = "true",
+        });
+        Assert.Contains("Messaging:RabbitMQ:UseTls", message, StringComparison.Ordinal);
+        Assert.Contains("amqps://", message, StringComparison.Ordinal);
+        Assert.Contains("broker.example.com", message, StringComparison.Ordinal);
+        Assert.DoesNotContain("s3cret-pw", message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_transport_built_without_the_host_refuses_a_plaintext_uri_with_UseTls_too()
+    {
+        var error = Assert.Throws<ArgumentException>(() => new Messaging.RabbitMQ.RabbitMqTransport(
+            new Messaging.RabbitMQ.RabbitMqTransportOptions { Uri = "amqp://app:s3cret-pw@127.0.0.1:5672/", UseTls = true }, [],
+            Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance));
+        Assert.Contains("UseTls", error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("s3cret-pw", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Invalid_rabbitmq_settings_are_ignored_when_another_transport_is_selected()
     {
         using var host = Build(new() { ["Messaging:RabbitMQ:Port"] = "70000" });
