@@ -64,6 +64,91 @@ public sealed class RabbitMqTopologyTests(RabbitMqFixture fixture) : IClassFixtu
     }
 
     [Fact(Timeout = 30_000)]
+    public async Task A_subscription_queue_dead_letters_at_least_once()
+    {
+        RequireBroker();
+        var topic = "ct-dlx-" + Guid.NewGuid().ToString("N")[..8];
+        var subscription = topic + "-sub";
+        await using var connection = await new ConnectionFactory { Uri = new System.Uri(Uri) }.CreateConnectionAsync(Ct);
+        try
+        {
+            await using (var transport = new RabbitMqTransport(new RabbitMqTransportOptions { Uri = Uri, CrashDeliveryLimit = 10 }, [], new CapturingLoggerFactory()))
+            {
+                await transport.ProvisionAsync(new MessagingTopology([topic], [new SubscriptionDefinition { Name = subscription, Topic = topic }]), Ct);
+            }
+            // Only an equivalent redeclaration is accepted: these arguments are the queue's.
+            await using (var same = await connection.CreateChannelAsync(cancellationToken: Ct))
+            {
+                await same.QueueDeclareAsync(RabbitMqNames.Queue(subscription), durable: true, exclusive: false, autoDelete: false, arguments: new Dictionary<string, object?>
+                {
+                    ["x-queue-type"] = "quorum",
+                    ["x-delivery-limit"] = 10,
+                    ["x-dead-letter-exchange"] = string.Empty,
+                    ["x-dead-letter-routing-key"] = RabbitMqNames.DeadLetterQueue(subscription),
+                    ["x-dead-letter-strategy"] = "at-least-once",
+                    ["x-overflow"] = "reject-publish",
+                }, cancellationToken: Ct);
+            }
+            await using (var atMostOnce = await connection.CreateChannelAsync(cancellationToken: Ct))
+            {
+                var refused = await Assert.ThrowsAsync<OperationInterruptedException>(() => atMostOnce.QueueDeclareAsync(RabbitMqNames.Queue(subscription), durable: true,
+                    exclusive: false, autoDelete: false, arguments: new Dictionary<string, object?>
+                    {
+                        ["x-queue-type"] = "quorum",
+                        ["x-delivery-limit"] = 10,
+                        ["x-dead-letter-exchange"] = string.Empty,
+                        ["x-dead-letter-routing-key"] = RabbitMqNames.DeadLetterQueue(subscription),
+                    }, cancellationToken: Ct));
+                Assert.Equal(Constants.PreconditionFailed, (int?)refused.ShutdownReason?.ReplyCode);
+            }
+        }
+        finally
+        {
+            await CleanUpAsync(connection, topic, subscription);
+        }
+    }
+
+    [Fact(Timeout = 30_000)]
+    public async Task A_subscription_queue_declared_by_an_earlier_version_is_used_as_it_is_with_a_warning()
+    {
+        RequireBroker();
+        var topic = "ct-qold-" + Guid.NewGuid().ToString("N")[..8];
+        var subscription = topic + "-sub";
+        var logs = new CapturingLoggerFactory();
+        await using var connection = await new ConnectionFactory { Uri = new System.Uri(Uri) }.CreateConnectionAsync(Ct);
+        await using (var channel = await connection.CreateChannelAsync(cancellationToken: Ct))
+        {
+            // As an earlier version declared it: at-most-once dead-lettering.
+            await channel.QueueDeclareAsync(RabbitMqNames.Queue(subscription), durable: true, exclusive: false, autoDelete: false, arguments: new Dictionary<string, object?>
+            {
+                ["x-queue-type"] = "quorum",
+                ["x-delivery-limit"] = 10,
+                ["x-dead-letter-exchange"] = string.Empty,
+                ["x-dead-letter-routing-key"] = RabbitMqNames.DeadLetterQueue(subscription),
+            }, cancellationToken: Ct);
+        }
+        try
+        {
+            await using var transport = new RabbitMqTransport(new RabbitMqTransportOptions { Uri = Uri }, [], logs);
+            await transport.ProvisionAsync(new MessagingTopology([topic], [new SubscriptionDefinition { Name = subscription, Topic = topic }]), Ct);
+            var warning = Assert.Single(logs.Warnings);
+            Assert.Contains($"'{RabbitMqNames.Queue(subscription)}'", warning, StringComparison.Ordinal);
+            Assert.Contains("To migrate", warning, StringComparison.Ordinal);
+
+            // Still bound: the subscription receives through it.
+            await transport.PublishAsync(topic, [TextEvent("still routed")], Ct);
+            await using var reader = await connection.CreateChannelAsync(cancellationToken: Ct);
+            var message = await Wait.UntilAsync(() => reader.BasicGetAsync(RabbitMqNames.Queue(subscription), autoAck: true, Ct), m => m is not null,
+                "the event reaches the existing queue", TimeSpan.FromSeconds(20));
+            Assert.Equal("still routed", Encoding.UTF8.GetString(message!.Body.Span));
+        }
+        finally
+        {
+            await CleanUpAsync(connection, topic, subscription);
+        }
+    }
+
+    [Fact(Timeout = 30_000)]
     public async Task An_existing_exchange_of_another_type_is_used_as_it_is_with_a_warning()
     {
         RequireBroker();
