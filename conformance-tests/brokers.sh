@@ -1,17 +1,57 @@
 #!/usr/bin/env bash
 # Installs (when missing) and starts the local brokers the conformance suite runs against:
-#   RabbitMQ from Debian on 127.0.0.1:5672 (guest/guest);
+#   RabbitMQ from Debian on 127.0.0.1:5672 (guest/guest), and its TLS listener on 127.0.0.1:5671 with a throwaway CA and
+#   server certificate made here with openssl (CA at $MESSAGING_TLS_DIR/ca.pem, default /etc/rabbitmq/messaging-tls);
 #   the Google Pub/Sub emulator (gcloud beta emulators pubsub, needs Java) on 127.0.0.1:8085.
 # Idempotent: a broker that already answers is left alone. Needs root (or sudo) only to install.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
+TLS_DIR="${MESSAGING_TLS_DIR:-/etc/rabbitmq/messaging-tls}"
+
+# A throwaway CA and a server certificate for localhost / 127.0.0.1, and RabbitMQ's TLS listener on 5671 using them.
+# Returns 0 when the configuration changed (a running broker must then restart to listen on 5671).
+configure_rabbitmq_tls() {
+  local conf=/etc/rabbitmq/rabbitmq.conf
+  if [ -f "$TLS_DIR/ca.pem" ] && [ -f "$TLS_DIR/server.pem" ] && grep -q "listeners.ssl.default" "$conf" 2>/dev/null; then
+    return 1
+  fi
+  command -v openssl >/dev/null 2>&1 || { as_root apt-get update -qq; DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq openssl >/dev/null; }
+  echo "brokers: making a throwaway CA and server certificate in $TLS_DIR"
+  as_root mkdir -p "$TLS_DIR"
+  local tmp; tmp=$(mktemp -d)
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=Messaging conformance test CA" \
+    -keyout "$tmp/ca.key" -out "$tmp/ca.pem" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$tmp/server.key" -out "$tmp/server.csr" >/dev/null 2>&1
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$tmp/ext.cnf"
+  openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -CAcreateserial -days 30 \
+    -extfile "$tmp/ext.cnf" -out "$tmp/server.pem" >/dev/null 2>&1
+  as_root cp "$tmp/ca.pem" "$tmp/server.pem" "$tmp/server.key" "$TLS_DIR/"
+  rm -rf "$tmp"
+  as_root chmod 644 "$TLS_DIR/ca.pem" "$TLS_DIR/server.pem" "$TLS_DIR/server.key"
+  as_root sh -c "cat > $conf" <<CONF
+listeners.tcp.default = 5672
+listeners.ssl.default = 5671
+ssl_options.cacertfile = $TLS_DIR/ca.pem
+ssl_options.certfile = $TLS_DIR/server.pem
+ssl_options.keyfile = $TLS_DIR/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+CONF
+  return 0
+}
+
 start_rabbitmq() {
   if ! command -v rabbitmq-server >/dev/null 2>&1 && [ ! -x /usr/sbin/rabbitmq-server ]; then
     echo "brokers: installing rabbitmq-server from Debian"
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq rabbitmq-server >/dev/null
+  fi
+  if configure_rabbitmq_tls && as_root rabbitmqctl -q status >/dev/null 2>&1; then
+    echo "brokers: restarting RabbitMQ to open its TLS listener"
+    as_root rabbitmqctl -q stop >/dev/null 2>&1 || true
+    for _ in $(seq 1 60); do as_root rabbitmqctl -q status >/dev/null 2>&1 || break; sleep 1; done
   fi
   if as_root rabbitmqctl -q status >/dev/null 2>&1; then
     echo "brokers: RabbitMQ already running"
@@ -23,7 +63,7 @@ start_rabbitmq() {
   # see yet, so poll (bounded) until the node answers and has finished booting.
   for _ in $(seq 1 120); do
     if as_root rabbitmqctl -q await_startup >/dev/null 2>&1; then
-      echo "brokers: RabbitMQ ready on 127.0.0.1:5672"
+      echo "brokers: RabbitMQ ready on 127.0.0.1:5672 (TLS on 5671, CA $TLS_DIR/ca.pem)"
       return
     fi
     sleep 1

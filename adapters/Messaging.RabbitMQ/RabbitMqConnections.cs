@@ -1,3 +1,5 @@
+using System.Net.Security;
+using System.Security.Cryptography.X509Certificates;
 using Microsoft.Extensions.Logging;
 using RabbitMQ.Client;
 
@@ -60,12 +62,55 @@ internal sealed partial class RabbitMqConnections : IAsyncDisposable
         // start-up, so this never silently connects in plaintext).
         if (options.UseTls || _factory.Ssl.Enabled)
         {
-            _factory.Ssl = new SslOption(options.TlsServerName ?? _factory.HostName, enabled: true);
+            var serverName = options.TlsServerName ?? _factory.HostName;
+            var trustedCa = string.IsNullOrWhiteSpace(options.TlsCaCertificatePath)
+                ? null
+                : X509Certificate2.CreateFromPem(File.ReadAllText(options.TlsCaCertificatePath));
+            _factory.Ssl = new SslOption(serverName, enabled: true)
+            {
+                CertificateValidationCallback = (_, certificate, chain, errors) => ValidateServerCertificate(certificate, errors, serverName, trustedCa),
+            };
         }
         Endpoint = $"{_factory.HostName}:{_factory.Port}{_factory.VirtualHost}";
     }
 
     public string Endpoint { get; }
+
+    /// <summary>Why the broker's TLS certificate was refused on the last attempt, for the connection error.</summary>
+    private volatile string? _certificateProblem;
+
+    /// <summary>
+    /// The platform's checks, except that with <see cref="RabbitMqTransportOptions.TlsCaCertificatePath"/> the chain must end at
+    /// that CA instead of a machine root. A wrong server name is never accepted.
+    /// </summary>
+    private bool ValidateServerCertificate(X509Certificate? certificate, SslPolicyErrors errors, string serverName, X509Certificate2? trustedCa)
+    {
+        if (errors == SslPolicyErrors.None)
+        {
+            return true;
+        }
+        if (certificate is null || (errors & (SslPolicyErrors.RemoteCertificateNameMismatch | SslPolicyErrors.RemoteCertificateNotAvailable)) != 0)
+        {
+            _certificateProblem = $"the broker's certificate does not name '{serverName}' ({errors}); set Messaging:RabbitMQ:TlsServerName to a name it holds";
+            return false;
+        }
+        if (trustedCa is null)
+        {
+            _certificateProblem = $"the broker's certificate is not trusted by this machine ({errors}); set Messaging:RabbitMQ:TlsCaCertificatePath to its CA";
+            return false;
+        }
+        using var custom = new X509Chain();
+        custom.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+        custom.ChainPolicy.CustomTrustStore.Add(trustedCa);
+        custom.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        using var presented = new X509Certificate2(certificate);
+        if (custom.Build(presented))
+        {
+            return true;
+        }
+        _certificateProblem = $"the broker's certificate does not chain to the CA in Messaging:RabbitMQ:TlsCaCertificatePath ({string.Join(", ", custom.ChainStatus.Select(c => c.Status))})";
+        return false;
+    }
 
     /// <summary>Why the broker blocks this client's publishers (a memory or disk alarm), while it does.</summary>
     public string? BlockedReason { get; private set; }
@@ -97,8 +142,9 @@ internal sealed partial class RabbitMqConnections : IAsyncDisposable
             }
             catch (Exception ex) when (ex is global::RabbitMQ.Client.Exceptions.BrokerUnreachableException)
             {
+                var reason = _certificateProblem is { } tls ? $"TLS failed: {tls}" : ex.InnerException?.Message ?? ex.Message;
                 throw new InvalidOperationException(
-                    $"Cannot connect to RabbitMQ at {Endpoint}: {ex.InnerException?.Message ?? ex.Message}. Check Messaging:RabbitMQ:Uri (or Host/Port/UserName/Password/VirtualHost).", ex);
+                    $"Cannot connect to RabbitMQ at {Endpoint}: {reason}. Check Messaging:RabbitMQ:Uri (or Host/Port/UserName/Password/VirtualHost/UseTls).", ex);
             }
             connection.ConnectionShutdownAsync += (_, args) =>
             {

@@ -58,6 +58,10 @@ internal sealed class RabbitMqOptionsValidator : IValidateOptions<RabbitMqTransp
                 errors.Add($"{Prefix}:UserName is empty.");
             }
         }
+        if (!string.IsNullOrWhiteSpace(o.TlsCaCertificatePath) && !File.Exists(o.TlsCaCertificatePath))
+        {
+            errors.Add($"{Prefix}:TlsCaCertificatePath '{o.TlsCaCertificatePath}' does not exist.");
+        }
         if (!Enum.IsDefined(o.ContentMode))
         {
             errors.Add($"{Prefix}:ContentMode must be Binary or Structured (was {o.ContentMode}).");

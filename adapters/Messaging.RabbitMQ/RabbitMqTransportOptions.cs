@@ -36,8 +36,15 @@ public sealed class RabbitMqTransportOptions
     /// <summary>Connect with TLS (port 5671 by convention).</summary>
     public bool UseTls { get; set; }
 
-    /// <summary>Server name expected in the broker's certificate; defaults to <see cref="Host"/>.</summary>
+    /// <summary>Server name expected in the broker's certificate; defaults to the host of <see cref="Uri"/>, or <see cref="Host"/>.</summary>
     public string? TlsServerName { get; set; }
+
+    /// <summary>
+    /// A PEM file with the certificate of the CA that signed the broker's certificate, for brokers whose CA the machine does
+    /// not trust (a private CA). The broker's certificate must chain to it and name <see cref="TlsServerName"/>. Unset: the
+    /// machine's trusted roots.
+    /// </summary>
+    public string? TlsCaCertificatePath { get; set; }
 
     /// <summary>Name shown for this application's connections in the management UI.</summary>
     public string? ClientName { get; set; }
