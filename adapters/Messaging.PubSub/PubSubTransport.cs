@@ -61,6 +61,8 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
         {
             MaxEventSizeBytes = options.MaxEventSizeBytes,
             OrderingKeys = true,
+            // The emulator keeps topics, subscriptions and messages in memory only; the service itself does not restart.
+            SurvivesBrokerRestart = options.ResolveEmulatorHost() is null,
         };
     }
 

@@ -56,7 +56,7 @@ public abstract partial class ConformanceSuite<TFixture>(TFixture fixture) : ICl
     /// <summary>Marks the running case as unsupported by declaration (after it verified the refusal).</summary>
     protected void DeclaredUnsupported() => _unsupported = true;
 
-    private static bool Required(string transport)
+    protected static bool Required(string transport)
     {
         var required = Environment.GetEnvironmentVariable("MESSAGING_CONFORMANCE_REQUIRE");
         if (string.IsNullOrWhiteSpace(required))

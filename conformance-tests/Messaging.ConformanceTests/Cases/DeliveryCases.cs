@@ -94,6 +94,31 @@ public abstract partial class ConformanceSuite<TFixture>
     });
 
     [Fact(Timeout = 120_000)]
+    public Task Lifecycle_stop_under_load_returns_within_its_deadline_and_loses_nothing() => Case(async () =>
+    {
+        var (topic, sub) = Names();
+        var slow = 1;
+        var probe = new Probe
+        {
+            // Long handlers that honour their token, as handlers should: the stop's deadline cancels them.
+            Behaviour = (_, ct) => Volatile.Read(ref slow) == 1 ? Task.Delay(TimeSpan.FromSeconds(60), ct) : Task.CompletedTask,
+        };
+        var configure = Subscribe(topic, sub, s => s.WithConcurrency(4).WithPrefetch(20).WithMaxAttempts(10));
+        var first = await StartAsync(probe, configure);
+        var events = Enumerable.Range(0, 100).Select(_ => NewEvent()).ToList();
+        await first.Publisher.PublishBatchAsync(topic, events, Ct);
+        await Wait.UntilAsync(() => probe.Attempts.Count >= 4, "every handler slot is busy");
+        // The stop's deadline is 2 s; it must return soon after, whatever is held, waiting or running.
+        await first.StopAsync(TimeSpan.FromSeconds(2)).WaitAsync(TimeSpan.FromSeconds(15), Ct);
+        await first.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(15), Ct);
+
+        Volatile.Write(ref slow, 0);
+        await using var second = await StartAsync(probe, configure);
+        await Wait.UntilAsync(() => probe.Handled.Select(h => h.Event.Id).Distinct().Count() == events.Count,
+            "every event is handled after the forced stop", TimeSpan.FromSeconds(90));
+    });
+
+    [Fact(Timeout = 120_000)]
     public Task Lifecycle_graceful_stop_lets_in_flight_handlers_finish_and_loses_nothing() => Case(async () =>
     {
         var (topic, sub) = Names();

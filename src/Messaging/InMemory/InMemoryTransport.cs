@@ -28,7 +28,8 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         _broker = broker ?? throw new ArgumentNullException(nameof(broker));
         _extensions = extensionAttributes;
         _time = time ?? TimeProvider.System;
-        Capabilities = new TransportCapabilities { MaxEventSizeBytes = broker.Options.MaxEventSizeBytes };
+        // The broker is this process's memory: a restart of it is a restart of the process, and loses everything by design.
+        Capabilities = new TransportCapabilities { MaxEventSizeBytes = broker.Options.MaxEventSizeBytes, SurvivesBrokerRestart = false };
     }
 
     public string Name => TransportName;

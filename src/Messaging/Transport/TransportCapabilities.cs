@@ -8,4 +8,11 @@ public sealed record TransportCapabilities
 
     /// <summary>Events with the same <c>partitionkey</c> extension are handled in publish order when a subscription asks for it.</summary>
     public bool OrderingKeys { get; init; }
+
+    /// <summary>
+    /// The broker keeps accepted events across its own restart, and the transport reconnects by itself. False for a broker
+    /// that keeps its state in memory (the in-memory transport, an emulator): the conformance suite then checks nothing
+    /// about restarts for it.
+    /// </summary>
+    public bool SurvivesBrokerRestart { get; init; } = true;
 }
