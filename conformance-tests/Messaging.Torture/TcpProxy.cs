@@ -74,7 +74,17 @@ internal sealed class TcpProxy : IAsyncDisposable
         var count = 0;
         foreach (var connection in _connections.Keys)
         {
-            connection.Client.LingerState = new LingerOption(true, 0); // an RST, not a polite close
+            try
+            {
+                if (connection.Client is { } socket)
+                {
+                    socket.LingerState = new LingerOption(true, 0); // an RST, not a polite close
+                }
+            }
+            catch (ObjectDisposedException)
+            {
+                // Closed meanwhile by its relay.
+            }
             connection.Dispose();
             count++;
         }
