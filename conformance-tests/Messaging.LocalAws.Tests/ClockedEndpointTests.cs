@@ -83,6 +83,34 @@ public sealed class ClockedEndpointTests : IAsyncLifetime
         Assert.Equal(url, (await _sqs.CreateQueueAsync("recycled", Cancellation)).QueueUrl);
     }
 
+    [Fact]
+    public async Task Long_poll_whose_client_went_away_still_takes_a_message_that_nobody_gets()
+    {
+        var url = (await _sqs.CreateQueueAsync("abandoned-poll", Cancellation)).QueueUrl; // VisibilityTimeout 30
+        using var crash = CancellationTokenSource.CreateLinkedTokenSource(Cancellation);
+        var abandoned = _sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, WaitTimeSeconds = 20 }, crash.Token);
+        await Until.TrueAsync(() => _endpoint.WaitingReceivePolls == 1, "the long poll waits on the endpoint");
+        await crash.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => abandoned);
+        await Until.TrueAsync(() => _endpoint.AbandonedReceivePolls == 1, "the endpoint sees the client go away");
+
+        // Within the abandoned poll's 20 seconds: SQS hands the message to it, and nobody gets it.
+        var sent = await _sqs.SendMessageAsync(url, "for nobody", Cancellation);
+        await Until.TrueAsync(async () => await Count(url, "ApproximateNumberOfMessagesNotVisible") == "1",
+            "the abandoned poll takes the message (in flight, although nobody received it)");
+        Assert.Equal("0", await Count(url, "ApproximateNumberOfMessages"));
+        await Until.TrueAsync(() => _endpoint.WaitingReceivePolls == 0, "the abandoned poll ends, having taken a message");
+
+        var receive = new ReceiveMessageRequest { QueueUrl = url, MessageSystemAttributeNames = ["ApproximateReceiveCount"] };
+        Assert.Null((await _sqs.ReceiveMessageAsync(receive, Cancellation)).Messages);
+        _clock.Advance(TimeSpan.FromSeconds(29));
+        Assert.Null((await _sqs.ReceiveMessageAsync(receive, Cancellation)).Messages);
+        _clock.Advance(TimeSpan.FromSeconds(1));
+        var received = Assert.Single((await _sqs.ReceiveMessageAsync(receive, Cancellation)).Messages);
+        Assert.Equal(sent.MessageId, received.MessageId);
+        Assert.Equal("2", received.Attributes["ApproximateReceiveCount"]);
+    }
+
     /// <summary>Only "now" is manual; timers stay real, so a long poll would still end on time.</summary>
     private sealed class ManualClock(DateTimeOffset start) : TimeProvider
     {

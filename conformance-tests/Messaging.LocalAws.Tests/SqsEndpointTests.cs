@@ -243,6 +243,53 @@ public sealed class SqsEndpointTests : LocalAwsTestBase
     }
 
     [Fact]
+    public async Task Long_poll_whose_client_went_away_ends_with_its_wait_time()
+    {
+        var url = await CreateQueueAsync("abandoned-poll-ends");
+        using var crash = CancellationTokenSource.CreateLinkedTokenSource(Cancellation);
+        var abandoned = Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, WaitTimeSeconds = 2 }, crash.Token);
+        await Until.TrueAsync(() => Endpoint.WaitingReceivePolls == 1, "the long poll waits on the endpoint");
+        await crash.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => abandoned);
+        await Until.TrueAsync(() => Endpoint.AbandonedReceivePolls == 1, "the endpoint sees the client go away");
+        await Until.TrueAsync(() => Endpoint.WaitingReceivePolls == 0, "the abandoned poll's wait time ends");
+
+        await Sqs.SendMessageAsync(url, "after the abandoned poll", Cancellation);
+
+        var received = Assert.Single((await Sqs.ReceiveMessageAsync(new ReceiveMessageRequest
+        {
+            QueueUrl = url,
+            MessageSystemAttributeNames = ["ApproximateReceiveCount"],
+        }, Cancellation)).Messages);
+        Assert.Equal("1", received.Attributes["ApproximateReceiveCount"]);
+        Assert.DoesNotContain(Logs.Messages, line => line.Contains("nobody gets", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task An_outage_ends_long_polls_whose_client_went_away()
+    {
+        var url = await CreateQueueAsync("abandoned-poll-outage");
+        using var crash = CancellationTokenSource.CreateLinkedTokenSource(Cancellation);
+        var abandoned = Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, WaitTimeSeconds = 20 }, crash.Token);
+        await Until.TrueAsync(() => Endpoint.WaitingReceivePolls == 1, "the long poll waits on the endpoint");
+        await crash.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => abandoned);
+        await Until.TrueAsync(() => Endpoint.AbandonedReceivePolls == 1, "the endpoint sees the client go away");
+
+        await Endpoint.StopListeningAsync(Cancellation);
+        await Until.TrueAsync(() => Endpoint.WaitingReceivePolls == 0, "the outage ends the abandoned poll, long before its 20 seconds");
+        await Endpoint.StartListeningAsync(Cancellation);
+        await Sqs.SendMessageAsync(url, "after the outage", Cancellation);
+
+        var received = Assert.Single((await Sqs.ReceiveMessageAsync(new ReceiveMessageRequest
+        {
+            QueueUrl = url,
+            MessageSystemAttributeNames = ["ApproximateReceiveCount"],
+        }, Cancellation)).Messages);
+        Assert.Equal("1", received.Attributes["ApproximateReceiveCount"]);
+    }
+
+    [Fact]
     public async Task Delayed_message_is_not_received_before_its_delay()
     {
         var url = await CreateQueueAsync("delayed");

@@ -31,7 +31,7 @@ internal sealed partial class AwsRequestRouter(LocalAwsContext context, SqsJsonA
         {
             if (http.Request.Headers.ContainsKey("X-Amz-Target"))
             {
-                await HandleSqsAsync(http, linked.Token).ConfigureAwait(false);
+                await HandleSqsAsync(http, linked.Token, outage).ConfigureAwait(false);
             }
             else
             {
@@ -49,7 +49,11 @@ internal sealed partial class AwsRequestRouter(LocalAwsContext context, SqsJsonA
         }
     }
 
-    private async Task HandleSqsAsync(HttpContext http, CancellationToken cancellationToken)
+    /// <summary>
+    /// <paramref name="cancellationToken"/> (client gone or outage) governs reading the request and writing the answer;
+    /// the operation itself ends early only in an outage: SQS keeps a long poll whose client went away.
+    /// </summary>
+    private async Task HandleSqsAsync(HttpContext http, CancellationToken cancellationToken, CancellationToken outage)
     {
         string action = string.Empty;
         try
@@ -80,7 +84,7 @@ internal sealed partial class AwsRequestRouter(LocalAwsContext context, SqsJsonA
 
             using (document)
             {
-                var body = await sqs.InvokeAsync(action, document.RootElement, cancellationToken).ConfigureAwait(false);
+                var body = await sqs.InvokeAsync(action, document.RootElement, http.RequestAborted, outage).ConfigureAwait(false);
                 http.Response.StatusCode = StatusCodes.Status200OK;
                 http.Response.ContentType = JsonContentType;
                 await http.Response.Body.WriteAsync(body, cancellationToken).ConfigureAwait(false);

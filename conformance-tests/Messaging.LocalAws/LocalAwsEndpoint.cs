@@ -26,6 +26,7 @@ public sealed class LocalAwsEndpoint : IAsyncDisposable
 
     private readonly LocalAwsContext _context;
     private readonly AwsRequestRouter _router;
+    private readonly SqsBroker _sqs;
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly ILoggerFactory _loggerFactory;
     private WebApplication? _application;
@@ -38,9 +39,9 @@ public sealed class LocalAwsEndpoint : IAsyncDisposable
         _port = options.Port;
         _loggerFactory = options.LoggerFactory ?? NullLoggerFactory.Instance;
         _context = new LocalAwsContext(options.Region, options.AccountId, options.TimeProvider, _loggerFactory);
-        var sqs = new SqsBroker(_context);
-        var sns = new SnsBroker(_context, sqs);
-        _router = new AwsRequestRouter(_context, new SqsJsonApi(sqs), new SnsQueryApi(sns));
+        _sqs = new SqsBroker(_context);
+        var sns = new SnsBroker(_context, _sqs);
+        _router = new AwsRequestRouter(_context, new SqsJsonApi(_sqs), new SnsQueryApi(sns));
     }
 
     /// <summary>The one URL for SQS and SNS: <c>http://127.0.0.1:{port}/</c>.</summary>
@@ -49,6 +50,12 @@ public sealed class LocalAwsEndpoint : IAsyncDisposable
     public string Region => _context.Region;
 
     public string AccountId => _context.AccountId;
+
+    /// <summary>SQS long polls waiting now, those whose client went away included (for tests to wait on).</summary>
+    internal int WaitingReceivePolls => _sqs.WaitingPolls;
+
+    /// <summary>SQS long polls whose client went away while they waited, since the start (for tests to wait on).</summary>
+    internal int AbandonedReceivePolls => _sqs.AbandonedPolls;
 
     /// <summary>Starts an endpoint and waits until it accepts connections.</summary>
     public static async Task<LocalAwsEndpoint> StartAsync(LocalAwsEndpointOptions? options = null, CancellationToken cancellationToken = default)

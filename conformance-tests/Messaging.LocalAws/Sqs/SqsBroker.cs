@@ -35,8 +35,16 @@ internal sealed partial class SqsBroker(LocalAwsContext context)
     private readonly ConcurrentDictionary<string, DateTimeOffset> _deletedAt = new(StringComparer.Ordinal);
     private readonly Lock _createLock = new();
     private readonly ILogger _logger = context.LoggerFactory.CreateLogger<SqsBroker>();
+    private int _waitingPolls;
+    private int _abandonedPolls;
 
     public IEnumerable<SqsQueue> Queues => _queues.Values;
+
+    /// <summary>Long polls waiting now, those whose client went away included.</summary>
+    public int WaitingPolls => Volatile.Read(ref _waitingPolls);
+
+    /// <summary>Long polls whose client went away while they waited, since the endpoint started.</summary>
+    public int AbandonedPolls => Volatile.Read(ref _abandonedPolls);
 
     public string ArnOf(string queueName) => $"arn:aws:sqs:{context.Region}:{context.AccountId}:{queueName}";
 
@@ -346,13 +354,50 @@ internal sealed partial class SqsBroker(LocalAwsContext context)
     }
 
     /// <summary>
-    /// Receives up to <paramref name="maxMessages"/>; with a wait time, returns as soon as at least one message
-    /// is available, or empty when the wait time passes.
+    /// Receives up to <paramref name="maxMessages"/>; with a wait time, returns as soon as at least one message is
+    /// available, or empty when the wait time passes.
     /// </summary>
+    /// <remarks>
+    /// <paramref name="clientGone"/> fires when the client goes away (its connection closed). As on SQS, that does not
+    /// withdraw the poll: it waits on until its wait time ends and may still take messages, which nobody gets; they stay
+    /// invisible for the poll's visibility timeout and their receive count goes up. Only <paramref name="stopping"/>
+    /// (the endpoint stops listening: an outage) ends the wait early.
+    /// </remarks>
     public async Task<IReadOnlyList<ReceivedMessage>> ReceiveMessageAsync(
-        SqsQueue queue, int maxMessages, int? visibilityTimeout, int waitTimeSeconds, CancellationToken cancellationToken)
+        SqsQueue queue, int maxMessages, int? visibilityTimeout, int waitTimeSeconds, CancellationToken clientGone, CancellationToken stopping)
     {
         var deadline = context.Now + TimeSpan.FromSeconds(waitTimeSeconds);
+        if (waitTimeSeconds == 0)
+        {
+            return await PollAsync(queue, maxMessages, visibilityTimeout, deadline, stopping).ConfigureAwait(false);
+        }
+
+        Interlocked.Increment(ref _waitingPolls);
+        var abandonment = clientGone.Register(() =>
+        {
+            Interlocked.Increment(ref _abandonedPolls);
+            LogPollAbandoned(queue.Name, deadline);
+        });
+        try
+        {
+            var messages = await PollAsync(queue, maxMessages, visibilityTimeout, deadline, stopping).ConfigureAwait(false);
+            if (messages.Count > 0 && clientGone.IsCancellationRequested)
+            {
+                LogTakenByAbandonedPoll(queue.Name, messages.Count, visibilityTimeout ?? queue.Settings.VisibilityTimeout);
+            }
+
+            return messages;
+        }
+        finally
+        {
+            await abandonment.DisposeAsync().ConfigureAwait(false);
+            Interlocked.Decrement(ref _waitingPolls);
+        }
+    }
+
+    private async Task<IReadOnlyList<ReceivedMessage>> PollAsync(
+        SqsQueue queue, int maxMessages, int? visibilityTimeout, DateTimeOffset deadline, CancellationToken stopping)
+    {
         while (true)
         {
             var now = context.Now;
@@ -384,7 +429,7 @@ internal sealed partial class SqsBroker(LocalAwsContext context)
             {
                 try
                 {
-                    await scan.Changed.WaitAsync(delay, context.Time, cancellationToken).ConfigureAwait(false);
+                    await scan.Changed.WaitAsync(delay, context.Time, stopping).ConfigureAwait(false);
                 }
                 catch (TimeoutException)
                 {
@@ -554,4 +599,11 @@ internal sealed partial class SqsBroker(LocalAwsContext context)
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Moved message {MessageId} from {SourceQueue} to dead-letter queue {DeadLetterQueue} after {ReceiveCount} receives")]
     private partial void LogMovedToDeadLetterQueue(string messageId, string sourceQueue, string deadLetterQueue, int receiveCount);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "The client of a ReceiveMessage on {QueueName} went away; the long poll waits on until {Deadline:O}, as on SQS")]
+    private partial void LogPollAbandoned(string queueName, DateTimeOffset deadline);
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "A long poll on {QueueName} whose client went away took {Count} message(s) nobody gets: invisible for {VisibilityTimeout} s, receive count increased")]
+    private partial void LogTakenByAbandonedPoll(string queueName, int count, int visibilityTimeout);
 }

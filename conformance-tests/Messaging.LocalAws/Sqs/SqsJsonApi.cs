@@ -28,7 +28,11 @@ internal sealed class SqsJsonApi(SqsBroker broker)
         "ListDeadLetterSourceQueues",
     };
 
-    public async Task<byte[]> InvokeAsync(string action, JsonElement request, CancellationToken cancellationToken)
+    /// <summary>
+    /// Runs one operation and returns its response body. A long poll only notes <paramref name="clientGone"/> (the client
+    /// went away) and waits on, as on SQS; <paramref name="stopping"/> (the endpoint stops listening) ends it at once.
+    /// </summary>
+    public async Task<byte[]> InvokeAsync(string action, JsonElement request, CancellationToken clientGone, CancellationToken stopping)
     {
         if (request.ValueKind != JsonValueKind.Object)
         {
@@ -91,7 +95,7 @@ internal sealed class SqsJsonApi(SqsBroker broker)
                     SendMessageBatch(writer, request);
                     break;
                 case "ReceiveMessage":
-                    await ReceiveMessageAsync(writer, request, cancellationToken).ConfigureAwait(false);
+                    await ReceiveMessageAsync(writer, request, clientGone, stopping).ConfigureAwait(false);
                     break;
                 case "DeleteMessage":
                     broker.DeleteMessage(Queue(request), JsonInput.String(request, "ReceiptHandle"));
@@ -292,7 +296,7 @@ internal sealed class SqsJsonApi(SqsBroker broker)
         writer.WriteEndArray();
     }
 
-    private async Task ReceiveMessageAsync(Utf8JsonWriter writer, JsonElement request, CancellationToken cancellationToken)
+    private async Task ReceiveMessageAsync(Utf8JsonWriter writer, JsonElement request, CancellationToken clientGone, CancellationToken stopping)
     {
         var queue = Queue(request);
         var maxMessages = JsonInput.Integer(request, "MaxNumberOfMessages") ?? 1;
@@ -322,7 +326,7 @@ internal sealed class SqsJsonApi(SqsBroker broker)
             .ToHashSet(StringComparer.Ordinal);
         var attributeNames = JsonInput.StringList(request, "MessageAttributeNames") ?? [];
 
-        var messages = await broker.ReceiveMessageAsync(queue, maxMessages, visibilityTimeout, waitTime, cancellationToken).ConfigureAwait(false);
+        var messages = await broker.ReceiveMessageAsync(queue, maxMessages, visibilityTimeout, waitTime, clientGone, stopping).ConfigureAwait(false);
         if (messages.Count == 0)
         {
             // Like SQS, an empty receive answers "{}": clients must not assume an empty Messages list.
