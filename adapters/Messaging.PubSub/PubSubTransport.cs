@@ -37,10 +37,14 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
     private static readonly TimeSpan DeadLetterRetention = TimeSpan.FromDays(7);
     private static readonly TimeSpan DeadLetterAckDeadline = TimeSpan.FromSeconds(60);
 
+    /// <summary>How long a positive answer about a dead-letter subscription is trusted before it is asked again.</summary>
+    private static readonly TimeSpan DeadLetterCheckInterval = TimeSpan.FromMinutes(1);
+
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, TopicPublisher> _publishers = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<PubSubReceiver, byte> _receivers = new();
+    private readonly ConcurrentDictionary<string, DateTimeOffset> _deadLetterSubscriptionSeen = new(StringComparer.Ordinal);
     private int _disposed;
 
     public PubSubTransport(PubSubTransportOptions options, IReadOnlyList<CloudEventAttribute> extensionAttributes, ILogger<PubSubTransport>? logger = null, TimeProvider? time = null)
@@ -214,6 +218,47 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
     internal void Remove(PubSubReceiver receiver) => _receivers.TryRemove(receiver, out _);
 
     // ---- dead letters --------------------------------------------------------------------------
+
+    /// <summary>
+    /// Throws unless the subscription's dead letters have somewhere to stay. Pub/Sub keeps a message only for the
+    /// subscriptions its topic has when it is published, so a dead letter published to <c>{name}.dead-letter</c> while that
+    /// topic's subscription is missing (provisioning off, or the subscription deleted) is dropped, and acknowledging the
+    /// original afterwards would lose the event. A positive answer is kept for <see cref="DeadLetterCheckInterval"/> (one
+    /// GetSubscription call per subscription and interval, not one per dead letter); a failed dead-letter settlement
+    /// forgets it, so the next one asks again.
+    /// </summary>
+    internal async Task EnsureDeadLetterSubscriptionAsync(string subscription, CancellationToken cancellationToken)
+    {
+        var now = _time.GetUtcNow();
+        if (_deadLetterSubscriptionSeen.TryGetValue(subscription, out var seen) && now - seen < DeadLetterCheckInterval)
+        {
+            return;
+        }
+        var resource = Names.Subscription(PubSubNames.DeadLetter(subscription));
+        var topic = Names.Topic(PubSubNames.DeadLetter(subscription));
+        Grpc.Subscription? existing;
+        try
+        {
+            existing = await PubSubConnection.WithRetryAsync(
+                o => Connection.Subscriber.GetSubscriptionAsync(new GetSubscriptionRequest { Subscription = resource }, o).ResponseAsync,
+                cancellationToken).ConfigureAwait(false);
+        }
+        catch (RpcException ex) when (ex.StatusCode == StatusCode.NotFound)
+        {
+            existing = null;
+        }
+        if (existing is null || !string.Equals(existing.Topic, topic, StringComparison.Ordinal))
+        {
+            throw new InvalidOperationException(
+                $"Pub/Sub dead-letter subscription '{resource}' {(existing is null ? "does not exist" : $"reads topic '{existing.Topic}', not '{topic}'")}, " +
+                $"so a dead letter published to '{topic}' would be dropped; the message was not dead-lettered and goes back to '{subscription}'. " +
+                "Provision the subscription (Messaging:Provisioning) or create it on that topic.");
+        }
+        _deadLetterSubscriptionSeen[subscription] = now;
+    }
+
+    /// <summary>Forgets that the dead-letter subscription was seen, after a dead-letter settlement failed.</summary>
+    internal void ForgetDeadLetterSubscription(string subscription) => _deadLetterSubscriptionSeen.TryRemove(subscription, out _);
 
     /// <summary>
     /// Pulls up to <paramref name="maxCount"/> messages from the dead-letter subscription and releases them again
