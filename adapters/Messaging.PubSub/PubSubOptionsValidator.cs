@@ -56,6 +56,10 @@ internal sealed class PubSubOptionsValidator : IValidateOptions<PubSubTransportO
         {
             problems.Add($"{PubSubTransportOptions.SectionName}:MaxEventSizeBytes must be between 1024 and {PubSubTransportOptions.BrokerMaxMessageBytes}.");
         }
+        if (options.DeadLetterRetention < PubSubTransportOptions.MinDeadLetterRetention || options.DeadLetterRetention > PubSubTransportOptions.MaxDeadLetterRetention)
+        {
+            problems.Add($"{PubSubTransportOptions.SectionName}:DeadLetterRetention must be between 10 minutes and 7 days (Pub/Sub's limits for a subscription's message retention), not {options.DeadLetterRetention}.");
+        }
         return problems;
     }
 }

@@ -34,7 +34,6 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
     private const string BrokerDeadLetterPrefix = "CloudPubSubDeadLetter";
     private const string BrokerDeliveryCountAttribute = "CloudPubSubDeadLetterSourceDeliveryCount";
     private const int MaxAttributeValueBytes = 1024;
-    private static readonly TimeSpan DeadLetterRetention = TimeSpan.FromDays(7);
     private static readonly TimeSpan DeadLetterAckDeadline = TimeSpan.FromSeconds(60);
 
     /// <summary>How long a positive answer about a dead-letter subscription is trusted before it is asked again.</summary>
@@ -112,8 +111,9 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
                 Name = Names.Subscription(deadLetter),
                 Topic = Names.Topic(deadLetter),
                 AckDeadlineSeconds = (int)DeadLetterAckDeadline.TotalSeconds,
-                MessageRetentionDuration = Duration.FromTimeSpan(DeadLetterRetention),
-                ExpirationPolicy = new ExpirationPolicy(), // never expires, although nothing consumes it
+                MessageRetentionDuration = Duration.FromTimeSpan(Options.DeadLetterRetention),
+                // No TTL: never expires, although nothing consumes it (Pub/Sub's default deletes it after 31 idle days).
+                ExpirationPolicy = new ExpirationPolicy(),
             }, cancellationToken).ConfigureAwait(false);
             foreach (var (name, topic) in new[] { (subscription.Name, subscription.Topic), (replay, replay) })
             {
@@ -177,6 +177,16 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
             && (existing.DeadLetterPolicy is null || existing.DeadLetterPolicy.DeadLetterTopic != wanted.DeadLetterPolicy.DeadLetterTopic))
         {
             LogNoDeadLetterPolicy(wanted.Name, wanted.DeadLetterPolicy.DeadLetterTopic);
+        }
+        // Both can be changed in place, but like every other setting of an existing subscription they are left as they are
+        // (someone may have chosen them): the warnings say what differs.
+        if (wanted.MessageRetentionDuration is { } retention && existing.MessageRetentionDuration is { } kept && kept != retention)
+        {
+            LogOtherRetention(wanted.Name, kept.ToTimeSpan(), retention.ToTimeSpan());
+        }
+        if (wanted.ExpirationPolicy is { Ttl: null } && existing.ExpirationPolicy?.Ttl is { } ttl)
+        {
+            LogSubscriptionExpires(wanted.Name, ttl.ToTimeSpan());
         }
     }
 
@@ -504,6 +514,12 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Pub/Sub subscription {Subscription} already exists without the expected dead-letter policy (topic {DeadLetterTopic}); delivery attempts will not be counted by the broker.")]
     private partial void LogNoDeadLetterPolicy(string subscription, string deadLetterTopic);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Pub/Sub subscription {Subscription} already exists and keeps messages for {Existing}, not the {Wanted} of Messaging:PubSub:DeadLetterRetention; existing subscriptions are not changed (gcloud pubsub subscriptions update --message-retention-duration does it).")]
+    private partial void LogOtherRetention(string subscription, TimeSpan existing, TimeSpan wanted);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Pub/Sub subscription {Subscription} already exists and will expire (be deleted, with its messages) after {Ttl} without activity; existing subscriptions are not changed (gcloud pubsub subscriptions update --expiration-period=never does it).")]
+    private partial void LogSubscriptionExpires(string subscription, TimeSpan ttl);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Releasing {Count} dead letter(s) on {Subscription} failed; they become visible again within {Deadline}.")]
     private partial void LogReleaseDeadLettersFailed(Exception exception, int count, string subscription, TimeSpan deadline);

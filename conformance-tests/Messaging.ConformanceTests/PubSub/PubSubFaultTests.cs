@@ -53,6 +53,17 @@ public sealed class PubSubFaultTests(PubSubFixture fixture) : IClassFixture<PubS
     private static MessagingTopology Topology(string topic, string subscription) =>
         new([topic], [new SubscriptionDefinition { Name = subscription, Topic = topic }]);
 
+    private PubSubTransportOptions Options(Action<PubSubTransportOptions>? configure = null)
+    {
+        var options = new PubSubTransportOptions { ProjectId = fixture.Project, EmulatorHost = fixture.Host };
+        configure?.Invoke(options);
+        return options;
+    }
+
+    private static Task<Subscription> GetSubscriptionAsync(PubSubTransport transport, string subscription) =>
+        transport.Connection.Subscriber.GetSubscriptionAsync(
+            new GetSubscriptionRequest { Subscription = transport.Names.Subscription(subscription) }, cancellationToken: Ct).ResponseAsync;
+
     // ---- dead letters ------------------------------------------------------------------------------------
 
     [Fact(Timeout = 120_000)]
@@ -97,6 +108,71 @@ public sealed class PubSubFaultTests(PubSubFixture fixture) : IClassFixture<PubS
         finally
         {
             await fixture.DeleteSubscriptionAsync(topic, subscription);
+        }
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task The_dead_letter_subscription_keeps_messages_for_DeadLetterRetention_and_never_expires()
+    {
+        RequireEmulator();
+        var (topic, subscription) = NewNames("dlkeep");
+        await using var transport = new PubSubTransport(Options(o => o.DeadLetterRetention = TimeSpan.FromDays(1)), []);
+        try
+        {
+            await transport.ProvisionAsync(Topology(topic, subscription), Ct);
+            var deadLetter = await GetSubscriptionAsync(transport, PubSubNames.DeadLetter(subscription));
+            Assert.Equal(TimeSpan.FromDays(1), deadLetter.MessageRetentionDuration?.ToTimeSpan());
+            // An expiration policy without a TTL: Pub/Sub never deletes the subscription for being idle (its default is 31 days).
+            Assert.NotNull(deadLetter.ExpirationPolicy);
+            Assert.Null(deadLetter.ExpirationPolicy.Ttl);
+        }
+        finally
+        {
+            await fixture.DeleteSubscriptionAsync(topic, subscription);
+        }
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task An_existing_dead_letter_subscription_with_another_retention_or_an_expiry_is_named_in_warnings()
+    {
+        RequireEmulator();
+        var (topic, subscription) = NewNames("dlold");
+        var deadLetter = PubSubNames.DeadLetter(subscription);
+        var logs = new CapturingLoggerFactory();
+        await using var transport = new PubSubTransport(Options(o => o.DeadLetterRetention = TimeSpan.FromDays(2)), [], new Logger<PubSubTransport>(logs));
+        try
+        {
+            // Created by hand, or by another tool, with Pub/Sub's defaults: 7 days' retention, expiry after 31 idle days.
+            await fixture.AdminCreateAsync("topics/" + deadLetter, new { }, Ct);
+            await fixture.AdminCreateAsync("subscriptions/" + deadLetter, new
+            {
+                topic = transport.Names.Topic(deadLetter),
+                messageRetentionDuration = "604800s",
+                expirationPolicy = new { ttl = "2678400s" },
+            }, Ct);
+            await transport.ProvisionAsync(Topology(topic, subscription), Ct);
+            Assert.Contains(logs.Warnings, w => w.Contains(deadLetter, StringComparison.Ordinal) && w.Contains("Messaging:PubSub:DeadLetterRetention", StringComparison.Ordinal));
+            Assert.Contains(logs.Warnings, w => w.Contains(deadLetter, StringComparison.Ordinal) && w.Contains("expire", StringComparison.Ordinal));
+        }
+        finally
+        {
+            await fixture.DeleteSubscriptionAsync(topic, subscription);
+        }
+    }
+
+    [Fact]
+    public void DeadLetterRetention_defaults_to_the_Pub_Sub_maximum_and_is_validated_by_its_name()
+    {
+        Assert.Equal(TimeSpan.FromSeconds(604_800), new PubSubTransportOptions().DeadLetterRetention);
+        Assert.Empty(PubSubOptionsValidator.Problems(new PubSubTransportOptions { ProjectId = "p" }));
+        foreach (var retention in new[] { TimeSpan.FromMinutes(10), TimeSpan.FromDays(7) })
+        {
+            Assert.Empty(PubSubOptionsValidator.Problems(new PubSubTransportOptions { ProjectId = "p", DeadLetterRetention = retention }));
+        }
+        foreach (var retention in new[] { TimeSpan.Zero, TimeSpan.FromMinutes(9), TimeSpan.FromDays(7) + TimeSpan.FromSeconds(1) })
+        {
+            var problem = Assert.Single(PubSubOptionsValidator.Problems(new PubSubTransportOptions { ProjectId = "p", DeadLetterRetention = retention }));
+            Assert.StartsWith("Messaging:PubSub:DeadLetterRetention", problem, StringComparison.Ordinal);
         }
     }
 }
