@@ -48,6 +48,20 @@ public sealed class PubSubTransportOptions
     public TimeSpan MaxBatchDelay { get; set; } = TimeSpan.Zero;
 
     /// <summary>
+    /// Most events this process holds per topic for publishing: queued, or in a request Pub/Sub has not answered yet
+    /// (dead letters included). A publish that does not fit waits, in publish order and honouring its cancellation token,
+    /// until earlier ones are answered, instead of growing memory without bound; a single publish of more events is sent
+    /// on its own once nothing else is held.
+    /// </summary>
+    public int MaxQueuedEvents { get; set; } = 10_000;
+
+    /// <summary>
+    /// Most bytes of events (as encoded) this process holds per topic for publishing; see <see cref="MaxQueuedEvents"/>.
+    /// A single larger publish is sent on its own once nothing else is held.
+    /// </summary>
+    public long MaxQueuedBytes { get; set; } = 100L * 1024 * 1024;
+
+    /// <summary>
     /// Most messages the broker may hand one consumer before it settles some (server-side flow control).
     /// Zero derives it from the subscription: <c>Concurrency + Prefetch</c>.
     /// </summary>

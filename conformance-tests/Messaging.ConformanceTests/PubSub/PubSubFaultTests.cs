@@ -60,6 +60,41 @@ public sealed class PubSubFaultTests(PubSubFixture fixture) : IClassFixture<PubS
         return options;
     }
 
+    /// <summary>The CloudEvent ids of every message the subscription has now (pulled and acknowledged).</summary>
+    private static async Task<List<string>> PullIdsAsync(PubSubTransport transport, string subscription)
+    {
+        var resource = transport.Names.Subscription(subscription);
+        var ids = new List<string>();
+        var emptyInARow = 0;
+        while (emptyInARow < 2)
+        {
+            // An immediate pull may answer "empty" while messages exist: an empty answer is confirmed by a waiting one.
+            var immediate = emptyInARow == 0;
+            PullResponse response;
+            try
+            {
+                response = await transport.Connection.Subscriber.PullAsync(
+                    new PullRequest { Subscription = resource, MaxMessages = 100, ReturnImmediately = immediate },
+                    PubSubConnection.Call(Ct, TimeSpan.FromSeconds(2))).ResponseAsync;
+            }
+            catch (Grpc.Core.RpcException ex) when (ex.StatusCode == Grpc.Core.StatusCode.DeadlineExceeded)
+            {
+                response = new PullResponse();
+            }
+            if (response.ReceivedMessages.Count == 0)
+            {
+                emptyInARow++;
+                continue;
+            }
+            emptyInARow = 0;
+            ids.AddRange(response.ReceivedMessages.Select(m => m.Message.Attributes.TryGetValue("ce-id", out var id) ? id : "?"));
+            var ack = new AcknowledgeRequest { Subscription = resource };
+            ack.AckIds.AddRange(response.ReceivedMessages.Select(m => m.AckId));
+            await transport.Connection.Subscriber.AcknowledgeAsync(ack, cancellationToken: Ct);
+        }
+        return ids;
+    }
+
     private static Task<Subscription> GetSubscriptionAsync(PubSubTransport transport, string subscription) =>
         transport.Connection.Subscriber.GetSubscriptionAsync(
             new GetSubscriptionRequest { Subscription = transport.Names.Subscription(subscription) }, cancellationToken: Ct).ResponseAsync;
@@ -174,5 +209,88 @@ public sealed class PubSubFaultTests(PubSubFixture fixture) : IClassFixture<PubS
             var problem = Assert.Single(PubSubOptionsValidator.Problems(new PubSubTransportOptions { ProjectId = "p", DeadLetterRetention = retention }));
             Assert.StartsWith("Messaging:PubSub:DeadLetterRetention", problem, StringComparison.Ordinal);
         }
+    }
+
+    // ---- the publish queue -------------------------------------------------------------------------------
+
+    [Fact(Timeout = 60_000)]
+    public async Task A_publish_cancelled_while_queued_throws_at_once_and_its_event_is_never_sent()
+    {
+        RequireEmulator();
+        var (topic, subscription) = NewNames("pubcancel");
+        // Each request waits up to 10 s for more events, so the first publish is still queued when it is cancelled.
+        await using var transport = new PubSubTransport(Options(o => o.MaxBatchDelay = TimeSpan.FromSeconds(10)), []);
+        try
+        {
+            await transport.ProvisionAsync(Topology(topic, subscription), Ct);
+            var cancelled = Event();
+            var kept = Event();
+            using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+            var first = transport.PublishAsync(topic, [cancelled], cancel.Token);
+            var second = transport.PublishAsync(topic, [kept], Ct);
+            await cancel.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => first);
+            // The caller did not wait for the request: the other event, queued for the same request, is not sent yet.
+            Assert.False(second.IsCompleted, "the cancelled publish waited for the request it was queued for");
+            await second;
+            var received = await PullIdsAsync(transport, subscription);
+            Assert.Contains(kept.Id, received);
+            Assert.DoesNotContain(cancelled.Id, received);
+        }
+        finally
+        {
+            await fixture.DeleteSubscriptionAsync(topic, subscription);
+        }
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task A_full_publish_queue_makes_publish_wait_for_room_and_a_waiting_publish_can_be_cancelled()
+    {
+        RequireEmulator();
+        var (topic, subscription) = NewNames("pubbound");
+        // Room for two events per topic; each request waits up to 10 s for more, so the first two hold the room meanwhile.
+        await using var transport = new PubSubTransport(Options(o =>
+        {
+            o.MaxQueuedEvents = 2;
+            o.MaxBatchDelay = TimeSpan.FromSeconds(10);
+        }), []);
+        try
+        {
+            await transport.ProvisionAsync(Topology(topic, subscription), Ct);
+            var (a, b, c, d) = (Event(), Event(), Event(), Event());
+            var first = transport.PublishAsync(topic, [a, b], Ct);
+            using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+            var waiting = transport.PublishAsync(topic, [c], cancel.Token);
+            var later = transport.PublishAsync(topic, [d], Ct);
+            Assert.False(waiting.IsCompleted);
+
+            // Cancelled while it waits for room: it throws at once, before the first request is even sent.
+            await cancel.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => waiting);
+            Assert.False(first.IsCompleted, "the cancelled publish waited for the request ahead of it");
+
+            // The queue was full, so the last event was not queued with the first two: it is sent only once they are answered.
+            await first;
+            Assert.False(later.IsCompleted, "an event beyond MaxQueuedEvents went out in the request of the events ahead of it");
+            await later;
+            var received = await PullIdsAsync(transport, subscription);
+            Assert.Equal(new[] { a.Id, b.Id, d.Id }.Order(), received.Order());
+        }
+        finally
+        {
+            await fixture.DeleteSubscriptionAsync(topic, subscription);
+        }
+    }
+
+    [Fact]
+    public void The_publish_queue_bounds_are_validated_by_their_names()
+    {
+        var defaults = new PubSubTransportOptions();
+        Assert.Equal(10_000, defaults.MaxQueuedEvents);
+        Assert.Equal(100L * 1024 * 1024, defaults.MaxQueuedBytes);
+        var events = Assert.Single(PubSubOptionsValidator.Problems(new PubSubTransportOptions { ProjectId = "p", MaxQueuedEvents = 0 }));
+        Assert.StartsWith("Messaging:PubSub:MaxQueuedEvents", events, StringComparison.Ordinal);
+        var bytes = Assert.Single(PubSubOptionsValidator.Problems(new PubSubTransportOptions { ProjectId = "p", MaxQueuedBytes = 1023 }));
+        Assert.StartsWith("Messaging:PubSub:MaxQueuedBytes", bytes, StringComparison.Ordinal);
     }
 }
