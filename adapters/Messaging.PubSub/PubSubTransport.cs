@@ -203,14 +203,33 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
         {
             messages.Add(Codec.Encode(cloudEvent));
         }
-        await PublishMessagesAsync(Names.Topic(topic), messages, cancellationToken).ConfigureAwait(false);
+        await PublishMessagesAsync(Names.Topic(topic), messages, cancellationToken, pausesOrderingKeys: true).ConfigureAwait(false);
     }
 
-    internal async Task PublishMessagesAsync(string topicResource, IReadOnlyList<PubsubMessage> messages, CancellationToken cancellationToken)
+    /// <summary>
+    /// Publishes through the topic's queue. Only the application's publishes pause an ordering key when they fail; the
+    /// transport's own (dead letters, replays) handle a failure themselves, and nobody could resume a key they paused.
+    /// </summary>
+    internal async Task PublishMessagesAsync(string topicResource, IReadOnlyList<PubsubMessage> messages, CancellationToken cancellationToken, bool pausesOrderingKeys = false)
     {
         var publisher = _publishers.GetOrAdd(topicResource, t => new TopicPublisher(Connection, t, Options, _time));
         // Queued in order, so messages of one ordering key keep their order.
-        await publisher.PublishAsync(messages, cancellationToken).ConfigureAwait(false);
+        await publisher.PublishAsync(messages, cancellationToken, pausesOrderingKeys).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Lets events with <paramref name="orderingKey"/> be published to <paramref name="topic"/> again after a publish of that
+    /// key failed. Until then such publishes throw <see cref="OrderingKeyPausedException"/> (see there). Does nothing when
+    /// the key is not paused.
+    /// </summary>
+    public void ResumePublish(string topic, string orderingKey)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(topic);
+        ArgumentNullException.ThrowIfNull(orderingKey);
+        if (_publishers.TryGetValue(Names.Topic(topic), out var publisher))
+        {
+            publisher.Resume(orderingKey);
+        }
     }
 
     // ---- consuming -----------------------------------------------------------------------------

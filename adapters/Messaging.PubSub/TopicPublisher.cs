@@ -20,6 +20,13 @@ namespace Messaging.PubSub;
 /// token fires gets <see cref="OperationCanceledException"/> at once, and those of its messages not yet in a request are
 /// never sent (those already in one may still be stored: a request is not taken back).
 /// </para>
+/// <para>
+/// As in Google's client libraries, a failed request for an ordering key (after its retries) pauses that key: the
+/// application's events of the key queued behind it, and any it publishes later, fail with
+/// <see cref="OrderingKeyPausedException"/> without being sent, until <see cref="Resume"/>. Otherwise they would be stored
+/// ahead of the failed ones and the key's order would break. Internal publishes (dead letters, replays) do not pause keys:
+/// their failure is handled by giving the message back.
+/// </para>
 /// </summary>
 internal sealed class TopicPublisher : IAsyncDisposable
 {
@@ -40,6 +47,8 @@ internal sealed class TopicPublisher : IAsyncDisposable
     private int _heldCount;
     private long _heldBytes;
     private bool _closed;
+    private long _sequence; // numbers calls in publish order
+    private readonly Dictionary<string, KeyFailure> _failedKeys = new(StringComparer.Ordinal);
 
     /// <summary>Publish requests in flight per topic at most.</summary>
     public const int MaxRequestsInFlight = 8;
@@ -58,8 +67,10 @@ internal sealed class TopicPublisher : IAsyncDisposable
     /// <summary>
     /// Queues messages in order, waiting for room when the queue is full; the task completes once Pub/Sub has accepted
     /// every one of them, or is cancelled (dropping those not yet in a request) when <paramref name="cancellationToken"/> fires.
+    /// With <paramref name="pausesOrderingKeys"/> (the application's publishes) a failure pauses the ordering key, and a
+    /// paused key's messages are refused.
     /// </summary>
-    public Task PublishAsync(IReadOnlyList<PubsubMessage> messages, CancellationToken cancellationToken)
+    public Task PublishAsync(IReadOnlyList<PubsubMessage> messages, CancellationToken cancellationToken, bool pausesOrderingKeys = true)
     {
         if (messages.Count == 0)
         {
@@ -69,7 +80,7 @@ internal sealed class TopicPublisher : IAsyncDisposable
         {
             return Task.FromCanceled(cancellationToken);
         }
-        var call = new CallCompletion(messages.Count);
+        var call = new CallCompletion(messages.Count) { PausesOrderingKeys = pausesOrderingKeys };
         var items = new Pending[messages.Count];
         for (var i = 0; i < items.Length; i++)
         {
@@ -80,6 +91,17 @@ internal sealed class TopicPublisher : IAsyncDisposable
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_closed, typeof(PubSubTransport));
+            if (pausesOrderingKeys && _failedKeys.Count > 0)
+            {
+                foreach (var message in messages)
+                {
+                    if (message.OrderingKey.Length > 0 && _failedKeys.TryGetValue(message.OrderingKey, out var failure) && !failure.Resumed)
+                    {
+                        return Task.FromException(new OrderingKeyPausedException(TopicName, message.OrderingKey, failure.Error));
+                    }
+                }
+            }
+            call.Sequence = ++_sequence;
             if (_waiting.Count == 0 && Fits(call))
             {
                 Admit(call);
@@ -134,7 +156,41 @@ internal sealed class TopicPublisher : IAsyncDisposable
             first.Value.Waiting = null;
             Admit(first.Value);
         }
+        ForgetResumedKeys();
     }
+
+    /// <summary>
+    /// A resumed key's record is kept while messages published before its failure may still be queued (they must still be
+    /// refused); once nothing is held, none can be, and the record goes.
+    /// </summary>
+    private void ForgetResumedKeys()
+    {
+        if (_heldCount == 0 && _waiting.Count == 0 && _failedKeys.Count > 0)
+        {
+            foreach (var (key, failure) in _failedKeys)
+            {
+                if (failure.Resumed)
+                {
+                    _failedKeys.Remove(key);
+                }
+            }
+        }
+    }
+
+    /// <summary>Lets the application publish <paramref name="orderingKey"/> again after a failure paused it.</summary>
+    public void Resume(string orderingKey)
+    {
+        lock (_lock)
+        {
+            if (_failedKeys.TryGetValue(orderingKey, out var failure))
+            {
+                failure.Resumed = true;
+                ForgetResumedKeys();
+            }
+        }
+    }
+
+    private string TopicName => TopicResource[(TopicResource.LastIndexOf('/') + 1)..];
 
     private void Cancel(CallCompletion call, CancellationToken token)
     {
@@ -267,7 +323,14 @@ internal sealed class TopicPublisher : IAsyncDisposable
 
     private async Task SendGroupAsync(List<Pending> all)
     {
-        var group = Claim(all);
+        var (group, refused) = Claim(all);
+        if (refused is not null)
+        {
+            foreach (var (item, error) in refused)
+            {
+                item.Call.Failed(error);
+            }
+        }
         if (group.Count == 0)
         {
             return;
@@ -288,6 +351,17 @@ internal sealed class TopicPublisher : IAsyncDisposable
             var error = ex is RpcException { StatusCode: StatusCode.NotFound }
                 ? new InvalidOperationException($"Pub/Sub topic '{TopicResource}' does not exist. Provision it first (Messaging:Provisioning).", ex)
                 : ex;
+            var key = group[0].Message.OrderingKey;
+            if (key.Length > 0 && group.Any(p => p.Call.PausesOrderingKeys))
+            {
+                // Before any caller hears of the failure, so that whatever it publishes next for the key is refused. Every
+                // call published so far is older than the failure: those of the key still queued are refused even after a
+                // quick resume.
+                lock (_lock)
+                {
+                    _failedKeys[key] = new KeyFailure(_sequence + 1, error);
+                }
+            }
             foreach (var item in group)
             {
                 item.Call.Failed(error);
@@ -299,20 +373,32 @@ internal sealed class TopicPublisher : IAsyncDisposable
         }
     }
 
-    /// <summary>Takes the messages into a request, except those whose call was cancelled meanwhile, which are dropped.</summary>
-    private List<Pending> Claim(List<Pending> group)
+    /// <summary>
+    /// Takes the messages of one ordering key into a request, except those whose call was cancelled meanwhile (dropped) and
+    /// the application's messages of a paused key published before it was resumed (refused, returned with their error).
+    /// </summary>
+    private (List<Pending> Claimed, List<(Pending Item, Exception Error)>? Refused) Claim(List<Pending> group)
     {
         var claimed = new List<Pending>(group.Count);
+        List<(Pending, Exception)>? refused = null;
         var droppedCount = 0;
         var droppedBytes = 0L;
         lock (_lock)
         {
+            var key = group[0].Message.OrderingKey;
+            var failure = key.Length > 0 && _failedKeys.Count > 0 && _failedKeys.TryGetValue(key, out var found) ? found : null;
             foreach (var item in group)
             {
                 if (item.Call.Cancelled)
                 {
                     droppedCount++;
                     droppedBytes += item.Size;
+                }
+                else if (failure is not null && item.Call.PausesOrderingKeys && (!failure.Resumed || item.Call.Sequence < failure.Before))
+                {
+                    droppedCount++;
+                    droppedBytes += item.Size;
+                    (refused ??= []).Add((item, new OrderingKeyPausedException(TopicName, key, failure.Error)));
                 }
                 else
                 {
@@ -324,7 +410,7 @@ internal sealed class TopicPublisher : IAsyncDisposable
                 ReleaseLocked(droppedCount, droppedBytes);
             }
         }
-        return claimed;
+        return (claimed, refused);
     }
 
     public async ValueTask DisposeAsync()
@@ -353,6 +439,16 @@ internal sealed class TopicPublisher : IAsyncDisposable
 
     private readonly record struct Pending(PubsubMessage Message, long Size, CallCompletion Call);
 
+    /// <summary>A paused ordering key: calls numbered below <paramref name="before"/> are refused even after it is resumed.</summary>
+    private sealed class KeyFailure(long before, Exception error)
+    {
+        public long Before { get; } = before;
+
+        public Exception Error { get; } = error;
+
+        public bool Resumed { get; set; }
+    }
+
     /// <summary>
     /// One caller's messages and their outcome: accepted when the last is accepted, failed at the first failure, or cancelled
     /// by the caller's token.
@@ -371,6 +467,12 @@ internal sealed class TopicPublisher : IAsyncDisposable
         public Pending[] Items { get; set; } = [];
 
         public long Bytes { get; set; }
+
+        /// <summary>Its place in publish order (under the publisher's lock).</summary>
+        public long Sequence { get; set; }
+
+        /// <summary>An application publish: its failure pauses the ordering key, and a paused key refuses it.</summary>
+        public bool PausesOrderingKeys { get; init; }
 
         /// <summary>Its node in the publisher's waiting list while it waits for room (under the publisher's lock).</summary>
         public LinkedListNode<CallCompletion>? Waiting { get; set; }

@@ -293,4 +293,52 @@ public sealed class PubSubFaultTests(PubSubFixture fixture) : IClassFixture<PubS
         var bytes = Assert.Single(PubSubOptionsValidator.Problems(new PubSubTransportOptions { ProjectId = "p", MaxQueuedBytes = 1023 }));
         Assert.StartsWith("Messaging:PubSub:MaxQueuedBytes", bytes, StringComparison.Ordinal);
     }
+
+    // ---- ordering keys -----------------------------------------------------------------------------------
+
+    [Fact(Timeout = 90_000)]
+    public async Task After_a_failed_publish_of_an_ordering_key_its_later_events_are_refused_until_ResumePublish()
+    {
+        RequireEmulator();
+        var (topic, subscription) = NewNames("pubkey");
+        // One event per request, so that events of a key queued behind a failed request are requests of their own.
+        await using var transport = new PubSubTransport(Options(o => o.MaxBatchCount = 1), []);
+        try
+        {
+            await transport.ProvisionAsync(new MessagingTopology([topic], []), Ct);
+            await transport.PublishAsync(topic, [Event("k1")], Ct);
+
+            // The topic disappears (deleted behind the transport's back): the next request for k1 fails, and the events of
+            // k1 queued behind it are refused unsent rather than sent after the gap.
+            await fixture.AdminDeleteAsync("topics/" + topic, Ct);
+            var burst = Enumerable.Range(0, 3).Select(_ => transport.PublishAsync(topic, [Event("k1")], Ct)).ToList();
+            var failed = await Assert.ThrowsAsync<InvalidOperationException>(() => burst[0]);
+            Assert.Contains("does not exist", failed.Message, StringComparison.Ordinal);
+            foreach (var queued in burst.Skip(1))
+            {
+                Assert.IsType<OrderingKeyPausedException>(await Assert.ThrowsAnyAsync<Exception>(() => queued));
+            }
+
+            // The topic is back, but k1 stays paused: its later events would otherwise overtake the failed ones.
+            await transport.ProvisionAsync(new MessagingTopology([topic], []), Ct);
+            var paused = await Assert.ThrowsAsync<OrderingKeyPausedException>(() => transport.PublishAsync(topic, [Event("k1")], Ct));
+            Assert.Equal("k1", paused.OrderingKey);
+            Assert.Equal(topic, paused.Topic);
+            Assert.Contains("ResumePublish", paused.Message, StringComparison.Ordinal);
+            Assert.False(paused.IsTransient);
+            Assert.False(transport.IsTransient(paused));
+
+            // Other keys and events without a key are not held back.
+            await transport.PublishAsync(topic, [Event("k2")], Ct);
+            await transport.PublishAsync(topic, [Event()], Ct);
+
+            // Once the application resumes the key, its events go out again.
+            transport.ResumePublish(topic, "k1");
+            await transport.PublishAsync(topic, [Event("k1"), Event("k1")], Ct);
+        }
+        finally
+        {
+            await fixture.DeleteSubscriptionAsync(topic, subscription);
+        }
+    }
 }
