@@ -147,6 +147,33 @@ public sealed class PubSubFaultTests(PubSubFixture fixture) : IClassFixture<PubS
     }
 
     [Fact(Timeout = 60_000)]
+    public async Task A_consumer_without_provisioning_warns_at_start_up_when_its_dead_letter_subscription_is_missing()
+    {
+        RequireEmulator();
+        var (topic, subscription) = NewNames("dlwarn");
+        var deadLetterSubscription = PubSubNames.DeadLetter(subscription);
+        var logs = new CapturingLoggerFactory();
+        try
+        {
+            // Provisioned elsewhere, without the dead-letter subscription.
+            await using (var transport = new PubSubTransport(Options(), []))
+            {
+                await transport.ProvisionAsync(Topology(topic, subscription), Ct);
+            }
+            await fixture.AdminDeleteAsync("subscriptions/" + deadLetterSubscription, Ct);
+            await using var host = await ConformanceHost.StartAsync(fixture, new Probe(),
+                m => m.AddSubscription(subscription, topic, s => s.HandleCloudEvents<ProbeHandler>()),
+                services: s => s.AddSingleton<ILoggerProvider>(logs),
+                settings: new Dictionary<string, string?> { ["Messaging:Provisioning"] = "false" });
+            Assert.Contains(logs.Warnings, w => w.Contains(deadLetterSubscription, StringComparison.Ordinal) && w.Contains("Messaging:Provisioning", StringComparison.Ordinal));
+        }
+        finally
+        {
+            await fixture.DeleteSubscriptionAsync(topic, subscription);
+        }
+    }
+
+    [Fact(Timeout = 60_000)]
     public async Task The_dead_letter_subscription_keeps_messages_for_DeadLetterRetention_and_never_expires()
     {
         RequireEmulator();
