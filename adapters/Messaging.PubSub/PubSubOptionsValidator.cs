@@ -40,6 +40,14 @@ internal sealed class PubSubOptionsValidator : IValidateOptions<PubSubTransportO
         {
             problems.Add($"{PubSubTransportOptions.SectionName}:MaxBatchDelay must be between 0 and 10 seconds.");
         }
+        if (options.MaxQueuedEvents < 1)
+        {
+            problems.Add($"{PubSubTransportOptions.SectionName}:MaxQueuedEvents must be at least 1 (events held per topic for publishing).");
+        }
+        if (options.MaxQueuedBytes < 1024)
+        {
+            problems.Add($"{PubSubTransportOptions.SectionName}:MaxQueuedBytes must be at least 1024 (bytes held per topic for publishing).");
+        }
         if (options.MaxOutstandingMessages < 0)
         {
             problems.Add($"{PubSubTransportOptions.SectionName}:MaxOutstandingMessages must be 0 (derived from the subscription) or more.");
@@ -55,6 +63,10 @@ internal sealed class PubSubOptionsValidator : IValidateOptions<PubSubTransportO
         if (options.MaxEventSizeBytes is < 1024 or > PubSubTransportOptions.BrokerMaxMessageBytes)
         {
             problems.Add($"{PubSubTransportOptions.SectionName}:MaxEventSizeBytes must be between 1024 and {PubSubTransportOptions.BrokerMaxMessageBytes}.");
+        }
+        if (options.DeadLetterRetention < PubSubTransportOptions.MinDeadLetterRetention || options.DeadLetterRetention > PubSubTransportOptions.MaxDeadLetterRetention)
+        {
+            problems.Add($"{PubSubTransportOptions.SectionName}:DeadLetterRetention must be between 10 minutes and 7 days (Pub/Sub's limits for a subscription's message retention), not {options.DeadLetterRetention}.");
         }
         return problems;
     }

@@ -69,6 +69,12 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
         {
             LogAttemptsCountedLocally(main.Name);
         }
+        // Checked here only to warn early; each dead letter checks again (PubSubTransport.EnsureDeadLetterSubscriptionAsync).
+        var deadLetter = names.Subscription(PubSubNames.DeadLetter(_subscription));
+        if (await GetSubscriptionAsync(deadLetter, cancellationToken).ConfigureAwait(false) is null)
+        {
+            LogNoDeadLetterSubscription(_subscription, deadLetter);
+        }
         var replay = await GetSubscriptionAsync(names.Subscription(PubSubNames.Replay(_subscription)), cancellationToken).ConfigureAwait(false);
         if (replay is not null)
         {
@@ -252,6 +258,7 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
     private sealed class Message(PubSubReceiver owner, string resource, GrpcReceivedMessage received, bool brokerCountsAttempts) : ReceivedMessage
     {
         private readonly PubsubMessage _message = received.Message;
+        private bool _deadLetterFailed;
 
         public string Resource => resource;
 
@@ -309,6 +316,24 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
 
         protected override async Task DeadLetterAsync(DeadLetterMetadata metadata, CancellationToken cancellationToken)
         {
+            try
+            {
+                await DeadLetterCoreAsync(metadata, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception) when (!cancellationToken.IsCancellationRequested)
+            {
+                // Not a stop: the dead-letter destination failed, so ask about it again next time and give the message back late.
+                _deadLetterFailed = true;
+                owner._transport.ForgetDeadLetterSubscription(owner._subscription);
+                throw;
+            }
+        }
+
+        private async Task DeadLetterCoreAsync(DeadLetterMetadata metadata, CancellationToken cancellationToken)
+        {
+            // Before anything is published or acknowledged: without a subscription on the dead-letter topic the copy would
+            // be dropped, so the settlement fails and the pipeline gives the original back instead.
+            await owner._transport.EnsureDeadLetterSubscriptionAsync(owner._subscription, cancellationToken).ConfigureAwait(false);
             var copy = new PubsubMessage { Data = _message.Data, OrderingKey = _message.OrderingKey };
             foreach (var (key, value) in _message.Attributes)
             {
@@ -328,12 +353,17 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
             owner._held.TryRemove(AckId, out _);
         }
 
-        /// <summary>Gives the message back (deadline 0), as a broker does when a consumer's connection drops.</summary>
+        /// <summary>
+        /// Gives the message back (deadline 0), as a broker does when a consumer's connection drops. After a failed dead-letter
+        /// settlement it comes back only after a full ack deadline instead: given back at once it would be delivered, fail and
+        /// come back again in a tight loop, each round costing a delivery attempt (and once the broker's own dead-letter policy
+        /// runs out of them, it forwards the message to the dead-letter topic, which may have no subscription).
+        /// </summary>
         protected override async Task ReturnAsync(CancellationToken cancellationToken)
         {
             try
             {
-                var request = new ModifyAckDeadlineRequest { Subscription = resource, AckDeadlineSeconds = 0 };
+                var request = new ModifyAckDeadlineRequest { Subscription = resource, AckDeadlineSeconds = _deadLetterFailed ? owner._ackDeadlineSeconds : 0 };
                 request.AckIds.Add(AckId);
                 await owner._transport.Connection.Subscriber.ModifyAckDeadlineAsync(request, PubSubConnection.Call(cancellationToken)).ResponseAsync.ConfigureAwait(false);
             }
@@ -346,6 +376,9 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Pub/Sub subscription {Subscription} has no dead-letter policy, so the broker does not count delivery attempts; attempts are counted in this process and restart at 1 after a crash.")]
     private partial void LogAttemptsCountedLocally(string subscription);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Pub/Sub dead-letter subscription {DeadLetterSubscription} of {Subscription} does not exist; until it does, messages to dead-letter are given back instead of stored (provision it: Messaging:Provisioning).")]
+    private partial void LogNoDeadLetterSubscription(string subscription, string deadLetterSubscription);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Pub/Sub replay subscription for {Subscription} does not exist; replayed dead letters will not be received until it is provisioned.")]
     private partial void LogNoReplaySubscription(string subscription);

@@ -34,13 +34,16 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
     private const string BrokerDeadLetterPrefix = "CloudPubSubDeadLetter";
     private const string BrokerDeliveryCountAttribute = "CloudPubSubDeadLetterSourceDeliveryCount";
     private const int MaxAttributeValueBytes = 1024;
-    private static readonly TimeSpan DeadLetterRetention = TimeSpan.FromDays(7);
     private static readonly TimeSpan DeadLetterAckDeadline = TimeSpan.FromSeconds(60);
+
+    /// <summary>How long a positive answer about a dead-letter subscription is trusted before it is asked again.</summary>
+    private static readonly TimeSpan DeadLetterCheckInterval = TimeSpan.FromMinutes(1);
 
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, TopicPublisher> _publishers = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<PubSubReceiver, byte> _receivers = new();
+    private readonly ConcurrentDictionary<string, DateTimeOffset> _deadLetterSubscriptionSeen = new(StringComparer.Ordinal);
     private int _disposed;
 
     public PubSubTransport(PubSubTransportOptions options, IReadOnlyList<CloudEventAttribute> extensionAttributes, ILogger<PubSubTransport>? logger = null, TimeProvider? time = null)
@@ -110,8 +113,9 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
                 Name = Names.Subscription(deadLetter),
                 Topic = Names.Topic(deadLetter),
                 AckDeadlineSeconds = (int)DeadLetterAckDeadline.TotalSeconds,
-                MessageRetentionDuration = Duration.FromTimeSpan(DeadLetterRetention),
-                ExpirationPolicy = new ExpirationPolicy(), // never expires, although nothing consumes it
+                MessageRetentionDuration = Duration.FromTimeSpan(Options.DeadLetterRetention),
+                // No TTL: never expires, although nothing consumes it (Pub/Sub's default deletes it after 31 idle days).
+                ExpirationPolicy = new ExpirationPolicy(),
             }, cancellationToken).ConfigureAwait(false);
             foreach (var (name, topic) in new[] { (subscription.Name, subscription.Topic), (replay, replay) })
             {
@@ -176,6 +180,16 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
         {
             LogNoDeadLetterPolicy(wanted.Name, wanted.DeadLetterPolicy.DeadLetterTopic);
         }
+        // Both can be changed in place, but like every other setting of an existing subscription they are left as they are
+        // (someone may have chosen them): the warnings say what differs.
+        if (wanted.MessageRetentionDuration is { } retention && existing.MessageRetentionDuration is { } kept && kept != retention)
+        {
+            LogOtherRetention(wanted.Name, kept.ToTimeSpan(), retention.ToTimeSpan());
+        }
+        if (wanted.ExpirationPolicy is { Ttl: null } && existing.ExpirationPolicy?.Ttl is { } ttl)
+        {
+            LogSubscriptionExpires(wanted.Name, ttl.ToTimeSpan());
+        }
     }
 
     // ---- publishing ----------------------------------------------------------------------------
@@ -191,14 +205,33 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
         {
             messages.Add(Codec.Encode(cloudEvent));
         }
-        await PublishMessagesAsync(Names.Topic(topic), messages, cancellationToken).ConfigureAwait(false);
+        await PublishMessagesAsync(Names.Topic(topic), messages, cancellationToken, pausesOrderingKeys: true).ConfigureAwait(false);
     }
 
-    internal async Task PublishMessagesAsync(string topicResource, IReadOnlyList<PubsubMessage> messages, CancellationToken cancellationToken)
+    /// <summary>
+    /// Publishes through the topic's queue. Only the application's publishes pause an ordering key when they fail; the
+    /// transport's own (dead letters, replays) handle a failure themselves, and nobody could resume a key they paused.
+    /// </summary>
+    internal async Task PublishMessagesAsync(string topicResource, IReadOnlyList<PubsubMessage> messages, CancellationToken cancellationToken, bool pausesOrderingKeys = false)
     {
         var publisher = _publishers.GetOrAdd(topicResource, t => new TopicPublisher(Connection, t, Options, _time));
         // Queued in order, so messages of one ordering key keep their order.
-        await publisher.PublishAsync(messages, cancellationToken).ConfigureAwait(false);
+        await publisher.PublishAsync(messages, cancellationToken, pausesOrderingKeys).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Lets events with <paramref name="orderingKey"/> be published to <paramref name="topic"/> again after a publish of that
+    /// key failed. Until then such publishes throw <see cref="OrderingKeyPausedException"/> (see there). Does nothing when
+    /// the key is not paused.
+    /// </summary>
+    public void ResumePublish(string topic, string orderingKey)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(topic);
+        ArgumentNullException.ThrowIfNull(orderingKey);
+        if (_publishers.TryGetValue(Names.Topic(topic), out var publisher))
+        {
+            publisher.Resume(orderingKey);
+        }
     }
 
     // ---- consuming -----------------------------------------------------------------------------
@@ -216,6 +249,47 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
     internal void Remove(PubSubReceiver receiver) => _receivers.TryRemove(receiver, out _);
 
     // ---- dead letters --------------------------------------------------------------------------
+
+    /// <summary>
+    /// Throws unless the subscription's dead letters have somewhere to stay. Pub/Sub keeps a message only for the
+    /// subscriptions its topic has when it is published, so a dead letter published to <c>{name}.dead-letter</c> while that
+    /// topic's subscription is missing (provisioning off, or the subscription deleted) is dropped, and acknowledging the
+    /// original afterwards would lose the event. A positive answer is kept for <see cref="DeadLetterCheckInterval"/> (one
+    /// GetSubscription call per subscription and interval, not one per dead letter); a failed dead-letter settlement
+    /// forgets it, so the next one asks again.
+    /// </summary>
+    internal async Task EnsureDeadLetterSubscriptionAsync(string subscription, CancellationToken cancellationToken)
+    {
+        var now = _time.GetUtcNow();
+        if (_deadLetterSubscriptionSeen.TryGetValue(subscription, out var seen) && now - seen < DeadLetterCheckInterval)
+        {
+            return;
+        }
+        var resource = Names.Subscription(PubSubNames.DeadLetter(subscription));
+        var topic = Names.Topic(PubSubNames.DeadLetter(subscription));
+        Grpc.Subscription? existing;
+        try
+        {
+            existing = await PubSubConnection.WithRetryAsync(
+                o => Connection.Subscriber.GetSubscriptionAsync(new GetSubscriptionRequest { Subscription = resource }, o).ResponseAsync,
+                cancellationToken).ConfigureAwait(false);
+        }
+        catch (RpcException ex) when (ex.StatusCode == StatusCode.NotFound)
+        {
+            existing = null;
+        }
+        if (existing is null || !string.Equals(existing.Topic, topic, StringComparison.Ordinal))
+        {
+            throw new InvalidOperationException(
+                $"Pub/Sub dead-letter subscription '{resource}' {(existing is null ? "does not exist" : $"reads topic '{existing.Topic}', not '{topic}'")}, " +
+                $"so a dead letter published to '{topic}' would be dropped; the message was not dead-lettered and goes back to '{subscription}'. " +
+                "Provision the subscription (Messaging:Provisioning) or create it on that topic.");
+        }
+        _deadLetterSubscriptionSeen[subscription] = now;
+    }
+
+    /// <summary>Forgets that the dead-letter subscription was seen, after a dead-letter settlement failed.</summary>
+    internal void ForgetDeadLetterSubscription(string subscription) => _deadLetterSubscriptionSeen.TryRemove(subscription, out _);
 
     /// <summary>
     /// Pulls up to <paramref name="maxCount"/> messages from the dead-letter subscription and releases them again
@@ -461,6 +535,12 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Pub/Sub subscription {Subscription} already exists without the expected dead-letter policy (topic {DeadLetterTopic}); delivery attempts will not be counted by the broker.")]
     private partial void LogNoDeadLetterPolicy(string subscription, string deadLetterTopic);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Pub/Sub subscription {Subscription} already exists and keeps messages for {Existing}, not the {Wanted} of Messaging:PubSub:DeadLetterRetention; existing subscriptions are not changed (gcloud pubsub subscriptions update --message-retention-duration does it).")]
+    private partial void LogOtherRetention(string subscription, TimeSpan existing, TimeSpan wanted);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Pub/Sub subscription {Subscription} already exists and will expire (be deleted, with its messages) after {Ttl} without activity; existing subscriptions are not changed (gcloud pubsub subscriptions update --expiration-period=never does it).")]
+    private partial void LogSubscriptionExpires(string subscription, TimeSpan ttl);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Releasing {Count} dead letter(s) on {Subscription} failed; they become visible again within {Deadline}.")]
     private partial void LogReleaseDeadLettersFailed(Exception exception, int count, string subscription, TimeSpan deadline);

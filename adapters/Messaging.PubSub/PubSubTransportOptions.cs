@@ -10,6 +10,12 @@ public sealed class PubSubTransportOptions
     /// <summary>The largest message Pub/Sub accepts (data plus attributes plus ordering key), in bytes.</summary>
     public const int BrokerMaxMessageBytes = 10_000_000;
 
+    /// <summary>Pub/Sub's longest message retention of a subscription.</summary>
+    public static readonly TimeSpan MaxDeadLetterRetention = TimeSpan.FromDays(7);
+
+    /// <summary>Pub/Sub's shortest message retention of a subscription.</summary>
+    public static readonly TimeSpan MinDeadLetterRetention = TimeSpan.FromMinutes(10);
+
     /// <summary>The Google Cloud project that owns the topics and subscriptions. Required.</summary>
     public string? ProjectId { get; set; }
 
@@ -42,6 +48,20 @@ public sealed class PubSubTransportOptions
     public TimeSpan MaxBatchDelay { get; set; } = TimeSpan.Zero;
 
     /// <summary>
+    /// Most events this process holds per topic for publishing: queued, or in a request Pub/Sub has not answered yet
+    /// (dead letters included). A publish that does not fit waits, in publish order and honouring its cancellation token,
+    /// until earlier ones are answered, instead of growing memory without bound; a single publish of more events is sent
+    /// on its own once nothing else is held.
+    /// </summary>
+    public int MaxQueuedEvents { get; set; } = 10_000;
+
+    /// <summary>
+    /// Most bytes of events (as encoded) this process holds per topic for publishing; see <see cref="MaxQueuedEvents"/>.
+    /// A single larger publish is sent on its own once nothing else is held.
+    /// </summary>
+    public long MaxQueuedBytes { get; set; } = 100L * 1024 * 1024;
+
+    /// <summary>
     /// Most messages the broker may hand one consumer before it settles some (server-side flow control).
     /// Zero derives it from the subscription: <c>Concurrency + Prefetch</c>.
     /// </summary>
@@ -61,6 +81,13 @@ public sealed class PubSubTransportOptions
     /// Pub/Sub's own limit is 10 MB per message and per request; the default leaves room for the request envelope.
     /// </summary>
     public int MaxEventSizeBytes { get; set; } = BrokerMaxMessageBytes - (64 * 1024);
+
+    /// <summary>
+    /// How long a dead letter is kept: the message retention of each <c>{name}.dead-letter</c> subscription the transport
+    /// creates. Pub/Sub allows 10 minutes to 7 days (the default, its maximum); a dead letter left unread longer is deleted
+    /// by Pub/Sub. The dead-letter subscriptions never expire, however long nobody reads them.
+    /// </summary>
+    public TimeSpan DeadLetterRetention { get; set; } = MaxDeadLetterRetention;
 
     /// <summary>The emulator host in effect: <see cref="EmulatorHost"/>, else <c>PUBSUB_EMULATOR_HOST</c>, else <c>null</c>.</summary>
     public string? ResolveEmulatorHost()

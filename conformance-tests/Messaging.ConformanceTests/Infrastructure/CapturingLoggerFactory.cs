@@ -7,10 +7,14 @@ namespace Messaging.ConformanceTests.Infrastructure;
 public sealed class CapturingLoggerFactory : ILoggerFactory, ILoggerProvider
 {
     private readonly ConcurrentQueue<string> _warnings = new();
+    private readonly ConcurrentQueue<string> _errors = new();
 
     public IReadOnlyCollection<string> Warnings => _warnings;
 
-    public ILogger CreateLogger(string categoryName) => new Logger(_warnings);
+    /// <summary>Error-or-above lines, each followed by the messages of its exception chain (the pipeline logs the reason there).</summary>
+    public IReadOnlyCollection<string> Errors => _errors;
+
+    public ILogger CreateLogger(string categoryName) => new Logger(_warnings, _errors);
 
     public void AddProvider(ILoggerProvider provider)
     {
@@ -20,7 +24,7 @@ public sealed class CapturingLoggerFactory : ILoggerFactory, ILoggerProvider
     {
     }
 
-    private sealed class Logger(ConcurrentQueue<string> warnings) : ILogger
+    private sealed class Logger(ConcurrentQueue<string> warnings, ConcurrentQueue<string> errors) : ILogger
     {
         public IDisposable? BeginScope<TState>(TState state)
             where TState : notnull => null;
@@ -32,6 +36,15 @@ public sealed class CapturingLoggerFactory : ILoggerFactory, ILoggerProvider
             if (logLevel >= LogLevel.Warning)
             {
                 warnings.Enqueue(formatter(state, exception));
+            }
+            if (logLevel >= LogLevel.Error)
+            {
+                var line = formatter(state, exception);
+                for (var inner = exception; inner is not null; inner = inner.InnerException)
+                {
+                    line += " | " + inner.Message;
+                }
+                errors.Enqueue(line);
             }
         }
     }

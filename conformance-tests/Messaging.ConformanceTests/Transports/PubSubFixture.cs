@@ -18,6 +18,12 @@ public sealed class PubSubFixture : ITransportFixture, IAsyncLifetime
 
     public string TransportName => PubSubTransport.TransportName;
 
+    /// <summary>The emulator's <c>host:port</c>.</summary>
+    public string Host => _host;
+
+    /// <summary>The project the fixture's topics and subscriptions live in.</summary>
+    public string Project => _project;
+
     public string? UnavailableReason { get; private set; }
 
     /// <summary>The emulator keeps everything in memory: restarting it loses topics and messages, so the restart case cannot apply.</summary>
@@ -143,6 +149,26 @@ public sealed class PubSubFixture : ITransportFixture, IAsyncLifetime
             {
                 // Cleanup is best effort.
             }
+        }
+    }
+
+    /// <summary>
+    /// Deletes a resource (<c>topics/x</c>, <c>subscriptions/y</c>) over the emulator's admin REST API, as an operator or
+    /// another team would, behind the transport's back.
+    /// </summary>
+    public async Task AdminDeleteAsync(string path, CancellationToken cancellationToken)
+    {
+        using var response = await _http.DeleteAsync(new Uri($"http://{_host}/v1/projects/{_project}/{path}"), cancellationToken);
+        response.EnsureSuccessStatusCode();
+    }
+
+    /// <summary>Creates a resource over the admin REST API (PUT, as <c>gcloud</c> does), with the given JSON body.</summary>
+    public async Task AdminCreateAsync(string path, object body, CancellationToken cancellationToken)
+    {
+        using var response = await _http.PutAsJsonAsync(new Uri($"http://{_host}/v1/projects/{_project}/{path}"), body, cancellationToken);
+        if (!response.IsSuccessStatusCode)
+        {
+            throw new HttpRequestException($"Pub/Sub refused to create {path} ({(int)response.StatusCode}): {await response.Content.ReadAsStringAsync(cancellationToken)}");
         }
     }
 
