@@ -230,4 +230,56 @@ public abstract partial class ConformanceSuite<TFixture>
         Assert.True(redelivered.Attempt >= 2, $"The attempt after a crash was {redelivered.Attempt}; it must be at least 2.");
         await doomed.DisposeAsync();
     });
+
+    [Fact(Timeout = 240_000)]
+    public Task DeadLetter_a_message_that_crashes_its_consumer_every_time_is_dead_lettered_by_the_broker_as_delivery_limit() => Case(async () =>
+    {
+        var (topic, sub) = Names();
+        var arrivals = 0;
+        var probe = new Probe
+        {
+            Behaviour = async (_, ct) =>
+            {
+                Interlocked.Increment(ref arrivals);
+                await Task.Delay(Timeout.Infinite, ct); // the process "dies" while handling it, every time
+            },
+        };
+        var configure = Subscribe(topic, sub, s => s.WithMaxAttempts(1));
+        var settings = new Dictionary<string, string?>(Fixture.CrashLimitSettings);
+        var host = await StartAsync(probe, configure, settings);
+        var poison = NewEvent();
+        await host.Publisher.PublishAsync(topic, poison, Ct);
+        IReadOnlyList<Messaging.DeadLetters.DeadLetteredEvent> dead = [];
+        try
+        {
+            for (var crash = 0; crash < 16; crash++)
+            {
+                var seen = Volatile.Read(ref arrivals);
+                // Either the message comes back to the new consumer (crash it again) or the broker gave up on it.
+                var outcome = await Wait.UntilAsync(async () =>
+                {
+                    if (Volatile.Read(ref arrivals) > seen)
+                    {
+                        return "delivered";
+                    }
+                    dead = await host.DeadLetters.PeekAsync(sub, 10, Ct);
+                    return dead.Any(d => d.Event?.Id == poison.Id) ? "dead" : null;
+                }, o => o is not null, "the poison message is delivered again or dead-lettered by the broker", TimeSpan.FromSeconds(60));
+                if (outcome == "dead")
+                {
+                    break;
+                }
+                await host.CrashAsync();
+                await host.DisposeAsync();
+                host = await StartAsync(probe, configure, settings);
+            }
+            var deadLetter = Assert.Single(dead, d => d.Event?.Id == poison.Id);
+            Assert.Equal(DeadLetterReason.DeliveryLimitExceeded, deadLetter.Metadata.Reason);
+            Assert.Empty(probe.Handled);
+        }
+        finally
+        {
+            await host.DisposeAsync();
+        }
+    });
 }

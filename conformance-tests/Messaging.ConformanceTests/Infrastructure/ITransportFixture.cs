@@ -60,6 +60,12 @@ public interface ITransportFixture : IAsyncDisposable
     /// <summary>Stops and starts the broker.</summary>
     Task RestartBrokerAsync(CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Settings that make the broker's own crash safety net (its delivery limit for messages that keep coming back unsettled)
+    /// small, for the crash-loop case; empty where the broker's limit cannot be lowered (Pub/Sub: at least 5).
+    /// </summary>
+    IDictionary<string, string?> CrashLimitSettings { get; }
+
     /// <summary>Removes what a test created, best effort.</summary>
     Task DeleteSubscriptionAsync(string topic, string subscription);
 }

@@ -87,6 +87,9 @@ public sealed class AwsFixture : ITransportFixture, IAsyncLifetime
         }).UseTransport(SnsSqsTransport.TransportName);
     }
 
+    /// <summary>With <c>MaxAttempts</c> 1 the redrive policy's maxReceiveCount is then 2.</summary>
+    public IDictionary<string, string?> CrashLimitSettings { get; } = new Dictionary<string, string?> { ["Messaging:SnsSqs:CrashRedeliveryAllowance"] = "1" };
+
     public string BinaryAttributeName(string attribute) => SnsSqsCodec.AttributePrefix + attribute;
 
     /// <summary>Publishes through SNS, as another producer would: the body as text, headers and content type as message attributes.</summary>

@@ -22,6 +22,9 @@ public sealed class InMemoryFixture : ITransportFixture
         messaging.UseTransport(InMemoryTransport.TransportName);
     }
 
+    /// <summary>The in-memory broker is shared by every host of a fixture; its default limit (10) is kept, and crashes are instant.</summary>
+    public IDictionary<string, string?> CrashLimitSettings { get; } = new Dictionary<string, string?>();
+
     public string BinaryAttributeName(string attribute) => attribute;
 
     public Task PublishRawAsync(string topic, IReadOnlyDictionary<string, string> headers, byte[] body, string? contentType, CancellationToken cancellationToken) =>

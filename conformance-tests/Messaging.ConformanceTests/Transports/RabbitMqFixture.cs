@@ -52,6 +52,8 @@ public sealed class RabbitMqFixture : ITransportFixture, IAsyncLifetime
         messaging.AddRabbitMq(o => o.Uri = _uri).UseTransport(RabbitMqTransport.TransportName);
     }
 
+    public IDictionary<string, string?> CrashLimitSettings { get; } = new Dictionary<string, string?> { ["Messaging:RabbitMQ:CrashDeliveryLimit"] = "2" };
+
     public string BinaryAttributeName(string attribute) => RabbitMqNames.AttributePrefix + attribute;
 
     public async Task PublishRawAsync(string topic, IReadOnlyDictionary<string, string> headers, byte[] body, string? contentType, CancellationToken cancellationToken)

@@ -76,6 +76,8 @@ public sealed class ServiceBusFixture : ITransportFixture, IAsyncLifetime
     /// <summary>The administration client of the namespace under test.</summary>
     public ServiceBusAdministrationClient Administration => _administration ?? throw new InvalidOperationException(UnavailableReason);
 
+    public IDictionary<string, string?> CrashLimitSettings { get; } = new Dictionary<string, string?> { ["Messaging:ServiceBus:MaxDeliveryCount"] = "2" };
+
     public string BinaryAttributeName(string attribute) => ServiceBusCloudEventCodec.AttributePrefixed(attribute);
 
     public async Task PublishRawAsync(string topic, IReadOnlyDictionary<string, string> headers, byte[] body, string? contentType, CancellationToken cancellationToken)

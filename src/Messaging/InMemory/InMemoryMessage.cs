@@ -22,6 +22,9 @@ public sealed class InMemoryMessage
     /// <summary>Deliveries so far; kept by the broker, so it survives consumers that die.</summary>
     internal int DeliveryCount;
 
+    /// <summary>Times it came back unsettled; kept by the broker, like <see cref="DeliveryCount"/>.</summary>
+    internal int Returns;
+
     /// <summary>Set while the message takes one of its queue's places for published messages.</summary>
     internal bool HoldsRoom;
 

@@ -36,6 +36,10 @@ internal sealed class InMemoryOptionsValidator : IValidateOptions<InMemoryTransp
         {
             problems.Add("Messaging:InMemory:MaxEventSizeBytes must be at least 1024.");
         }
+        if (options.CrashDeliveryLimit < 1)
+        {
+            problems.Add("Messaging:InMemory:CrashDeliveryLimit must be at least 1.");
+        }
         return problems.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(problems);
     }
 }

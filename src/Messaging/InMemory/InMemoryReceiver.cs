@@ -118,23 +118,28 @@ internal sealed class InMemoryReceiver : ITransportReceiver
 
         protected internal override Task DeadLetterAsync(DeadLetterMetadata metadata, CancellationToken cancellationToken)
         {
-            var properties = new Dictionary<string, string>(message.Properties, StringComparer.Ordinal);
-            foreach (var (key, value) in metadata.ToProperties())
-            {
-                properties[key] = value;
-            }
-            var deadLettered = message.CopyWith(properties);
-            deadLettered.DeliveryCount = message.DeliveryCount;
-            lock (owner._queue.DeadLetterLock)
-            {
-                owner._queue.DeadLetters.Add(deadLettered);
-            }
+            owner.MoveToDeadLetters(message, metadata);
             return Task.CompletedTask;
         }
 
         protected internal override Task ReturnAsync(CancellationToken cancellationToken)
         {
-            owner._queue.Redeliver(message);
+            var returns = Interlocked.Increment(ref message.Returns);
+            var limit = owner._transport.CrashDeliveryLimit;
+            if (returns < limit)
+            {
+                owner._queue.Redeliver(message);
+                return Task.CompletedTask;
+            }
+            // The broker's own safety net: a message that keeps coming back unsettled would otherwise kill its consumers for ever.
+            owner.MoveToDeadLetters(message, new DeadLetterMetadata
+            {
+                Reason = DeadLetterReason.DeliveryLimitExceeded,
+                Description = $"Given back unsettled {returns} time(s) (consumer crashes or forced stops); Messaging:InMemory:CrashDeliveryLimit is {limit}.",
+                AttemptCount = message.DeliveryCount,
+                SourceSubscription = owner._queue.Name,
+                Time = owner._transport.Time.GetUtcNow(),
+            });
             return Task.CompletedTask;
         }
 
@@ -143,6 +148,21 @@ internal sealed class InMemoryReceiver : ITransportReceiver
             // The broker, not the consumer, owns the delay: stopping a consumer does not lose the message.
             await Task.Delay(delay, time, CancellationToken.None).ConfigureAwait(false);
             queue.Redeliver(message);
+        }
+    }
+
+    private void MoveToDeadLetters(InMemoryMessage message, DeadLetterMetadata metadata)
+    {
+        var properties = new Dictionary<string, string>(message.Properties, StringComparer.Ordinal);
+        foreach (var (key, value) in metadata.ToProperties())
+        {
+            properties[key] = value;
+        }
+        var deadLettered = message.CopyWith(properties);
+        deadLettered.DeliveryCount = message.DeliveryCount;
+        lock (_queue.DeadLetterLock)
+        {
+            _queue.DeadLetters.Add(deadLettered);
         }
     }
 }

@@ -155,6 +155,8 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
 
     internal TimeProvider Time => _time;
 
+    internal int CrashDeliveryLimit => _broker.Options.CrashDeliveryLimit;
+
     private DeadLetteredEvent ToDeadLettered(InMemoryMessage message, string subscription)
     {
         CloudEvent? cloudEvent = null;
