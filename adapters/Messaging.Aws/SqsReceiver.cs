@@ -19,12 +19,11 @@ namespace Messaging.Aws;
 /// handler runs; a receipt handle SQS no longer accepts is a lost lease.</item>
 /// <item>Settlement: completions are coalesced into DeleteMessageBatch calls; a retry is ChangeMessageVisibility to the
 /// delay; a dead letter is a copy, with metadata, sent to the dead-letter queue before the original is deleted.</item>
-/// <item>Failures of SQS calls are retried by the SDK; a receive loop that still fails backs off and keeps going.</item>
+/// <item>Failures of SQS calls are retried by the SDK; a receive that still fails makes its loop back off and go on (<see cref="PullReceiveLoop{T}"/>).</item>
 /// </list>
 /// </summary>
 internal sealed partial class SqsReceiver : ITransportReceiver
 {
-    private static readonly TimeSpan MaxReceiveBackoff = TimeSpan.FromSeconds(10);
     private const int VisibilitySafetyMarginSeconds = 5;
     private readonly SnsSqsTransport _transport;
     private readonly ReceivePipeline _pipeline;
@@ -34,9 +33,8 @@ internal sealed partial class SqsReceiver : ITransportReceiver
     private readonly ILogger _logger;
     private readonly IAmazonSQS _sqs;
     private readonly int _visibilitySeconds;
-    private readonly CancellationTokenSource _stopReceiving = new();
+    private readonly PullReceiveLoop<Message> _receiving;
     private readonly Channel<(string ReceiptHandle, TaskCompletionSource Done)> _deletes = Channel.CreateUnbounded<(string, TaskCompletionSource)>();
-    private Task[] _receiveLoops = [];
     private Task _deleteLoop = Task.CompletedTask;
     private volatile bool _crashed;
     private int _disposed;
@@ -52,6 +50,7 @@ internal sealed partial class SqsReceiver : ITransportReceiver
         _sqs = transport.Clients.Sqs;
         _visibilitySeconds = Math.Max(1, SnsSqsTransport.VisibilitySeconds(transport.Options.VisibilityTimeout));
         ReceiverCount = Math.Clamp((pipeline.Capacity + 9) / 10, 1, transport.Options.MaxConcurrentReceives);
+        _receiving = new PullReceiveLoop<Message>(pipeline, queueUrl, maxPerReceive: 10, ReceiveAsync, m => new SqsMessage(this, m), _logger);
     }
 
     internal int ReceiverCount { get; }
@@ -64,74 +63,24 @@ internal sealed partial class SqsReceiver : ITransportReceiver
 
     public void Start()
     {
-        _receiveLoops = Enumerable.Range(0, ReceiverCount).Select(_ => Task.Run(ReceiveLoopAsync)).ToArray();
+        _receiving.Start(ReceiverCount);
         _deleteLoop = Task.Run(DeleteLoopAsync);
     }
 
     // ---- receiving -----------------------------------------------------------------------------
 
-    private async Task ReceiveLoopAsync()
+    private async Task<IReadOnlyList<Message>> ReceiveAsync(int places, CancellationToken cancellationToken)
     {
-        var token = _stopReceiving.Token;
-        var backoff = TimeSpan.FromMilliseconds(200);
-        var failing = false;
-        while (!token.IsCancellationRequested)
+        var response = await _sqs.ReceiveMessageAsync(new ReceiveMessageRequest
         {
-            int places;
-            try
-            {
-                places = await _pipeline.ReserveAsync(10, token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-            List<Message> messages;
-            try
-            {
-                var response = await _sqs.ReceiveMessageAsync(new ReceiveMessageRequest
-                {
-                    QueueUrl = _queueUrl,
-                    MaxNumberOfMessages = places,
-                    WaitTimeSeconds = _transport.Options.WaitTimeSeconds,
-                    VisibilityTimeout = _visibilitySeconds,
-                    MessageAttributeNames = ["All"],
-                    MessageSystemAttributeNames = ["ApproximateReceiveCount"],
-                }, token).ConfigureAwait(false);
-                messages = response.Messages ?? [];
-                if (failing)
-                {
-                    failing = false;
-                    LogReceiveRecovered(_subscription);
-                }
-                backoff = TimeSpan.FromMilliseconds(200);
-            }
-            catch (Exception ex)
-            {
-                _pipeline.CancelReservation(places);
-                if (token.IsCancellationRequested)
-                {
-                    return;
-                }
-                failing = true;
-                LogReceiveFailed(ex, _subscription, backoff);
-                try
-                {
-                    await Task.Delay(backoff, _pipeline.Time, token).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
-                backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, MaxReceiveBackoff.Ticks));
-                continue;
-            }
-            _pipeline.CancelReservation(places - Math.Min(places, messages.Count));
-            foreach (var message in messages)
-            {
-                _pipeline.Submit(new SqsMessage(this, message), reserved: true);
-            }
-        }
+            QueueUrl = _queueUrl,
+            MaxNumberOfMessages = places,
+            WaitTimeSeconds = _transport.Options.WaitTimeSeconds,
+            VisibilityTimeout = _visibilitySeconds,
+            MessageAttributeNames = ["All"],
+            MessageSystemAttributeNames = ["ApproximateReceiveCount"],
+        }, cancellationToken).ConfigureAwait(false);
+        return response.Messages ?? [];
     }
 
     // ---- leases --------------------------------------------------------------------------------
@@ -259,14 +208,7 @@ internal sealed partial class SqsReceiver : ITransportReceiver
 
     // ---- stopping ------------------------------------------------------------------------------
 
-    public async Task StopReceivingAsync(CancellationToken cancellationToken)
-    {
-        if (!_stopReceiving.IsCancellationRequested)
-        {
-            await _stopReceiving.CancelAsync().ConfigureAwait(false);
-        }
-        await Task.WhenAll(_receiveLoops).WaitAsync(cancellationToken).ConfigureAwait(false);
-    }
+    public Task StopReceivingAsync(CancellationToken cancellationToken) => _receiving.StopAsync(cancellationToken);
 
     public Task DrainedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
@@ -282,15 +224,12 @@ internal sealed partial class SqsReceiver : ITransportReceiver
         }
         _transport.Forget(this);
         _crashed = !_pipeline.IsStopping;
-        if (!_stopReceiving.IsCancellationRequested)
-        {
-            await _stopReceiving.CancelAsync().ConfigureAwait(false);
-        }
+        await _receiving.DisposeAsync().ConfigureAwait(false);
         await _pipeline.AbortAsync().ConfigureAwait(false);
         _deletes.Writer.TryComplete();
         try
         {
-            await Task.WhenAll([.. _receiveLoops, _deleteLoop]).WaitAsync(TimeSpan.FromSeconds(10), _pipeline.Time).ConfigureAwait(false);
+            await _deleteLoop.WaitAsync(TimeSpan.FromSeconds(10), _pipeline.Time).ConfigureAwait(false);
         }
         catch (TimeoutException)
         {
@@ -376,11 +315,7 @@ internal sealed partial class SqsReceiver : ITransportReceiver
         return (message.Body ?? string.Empty, attributes);
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Receiving from subscription {Subscription} failed; retrying in {Delay}")]
-    private partial void LogReceiveFailed(Exception exception, string subscription, TimeSpan delay);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Receiving from subscription {Subscription} works again")]
-    private partial void LogReceiveRecovered(string subscription);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Could not extend the visibility of {Count} message(s) of subscription {Subscription}: {Reason}")]
     private partial void LogLeaseFailed(string subscription, int count, string reason);

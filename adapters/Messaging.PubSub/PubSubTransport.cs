@@ -182,7 +182,7 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
         }
         // Both can be changed in place, but like every other setting of an existing subscription they are left as they are
         // (someone may have chosen them): the warnings say what differs.
-        if (wanted.MessageRetentionDuration is { } retention && existing.MessageRetentionDuration is { } kept && kept != retention)
+        if (wanted.MessageRetentionDuration is { } retention && existing.MessageRetentionDuration is { } kept && kept.ToTimeSpan() != retention.ToTimeSpan())
         {
             LogOtherRetention(wanted.Name, kept.ToTimeSpan(), retention.ToTimeSpan());
         }

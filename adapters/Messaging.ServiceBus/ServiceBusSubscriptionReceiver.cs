@@ -23,9 +23,8 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
     private readonly ReceivePipeline _pipeline;
     private readonly string _subscription;
     private readonly ILogger _logger;
-    private readonly CancellationTokenSource _stopReceiving = new();
     private readonly List<ServiceBusReceiver> _receivers = [];
-    private readonly List<Task> _loops = [];
+    private readonly List<PullReceiveLoop<ServiceBusReceivedMessage>> _loops = [];
     private readonly int _maxBatch;
     private volatile bool _crashed;
     private int _disposed;
@@ -68,57 +67,13 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
         }
         foreach (var receiver in _receivers)
         {
-            _loops.Add(Task.Run(() => ReceiveLoopAsync(receiver), CancellationToken.None));
-        }
-    }
-
-    private async Task ReceiveLoopAsync(ServiceBusReceiver receiver)
-    {
-        var stop = _stopReceiving.Token;
-        var failures = 0;
-        while (!stop.IsCancellationRequested)
-        {
-            int places;
-            try
-            {
-                places = await _pipeline.ReserveAsync(_maxBatch, stop).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-                break;
-            }
-            IReadOnlyList<ServiceBusReceivedMessage> messages;
-            try
-            {
-                messages = await receiver.ReceiveMessagesAsync(places, _transport.Options.ReceiveWaitTime, stop).ConfigureAwait(false);
-                failures = 0;
-            }
-            catch (Exception ex)
-            {
-                _pipeline.CancelReservation(places);
-                if (stop.IsCancellationRequested)
-                {
-                    break;
-                }
-                // The SDK has already retried transient failures; keep the loop alive with a bounded pause (the broker may be
-                // restarting, or the entity may be re-created) instead of losing the consumer.
-                failures++;
-                LogReceiveFailed(ex, receiver.EntityPath, _subscription);
-                try
-                {
-                    await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(5000, 250 * failures)), _pipeline.Time, stop).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    break;
-                }
-                continue;
-            }
-            _pipeline.CancelReservation(places - Math.Min(places, messages.Count));
-            foreach (var message in messages)
-            {
-                _pipeline.Submit(new Message(this, receiver, message), reserved: true);
-            }
+            // The SDK has already retried transient failures; the loop backs off and goes on (the broker may be restarting,
+            // or the entity may be re-created) instead of losing the consumer.
+            var loop = new PullReceiveLoop<ServiceBusReceivedMessage>(_pipeline, receiver.EntityPath, _maxBatch,
+                async (places, ct) => await receiver.ReceiveMessagesAsync(places, _transport.Options.ReceiveWaitTime, ct).ConfigureAwait(false),
+                message => new Message(this, receiver, message), _logger, maxBackoff: TimeSpan.FromSeconds(5));
+            _loops.Add(loop);
+            loop.Start();
         }
     }
 
@@ -163,14 +118,7 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
         }
     }
 
-    public async Task StopReceivingAsync(CancellationToken cancellationToken)
-    {
-        if (!_stopReceiving.IsCancellationRequested)
-        {
-            await _stopReceiving.CancelAsync().ConfigureAwait(false);
-        }
-        await Task.WhenAll(_loops).WaitAsync(cancellationToken).ConfigureAwait(false);
-    }
+    public Task StopReceivingAsync(CancellationToken cancellationToken) => Task.WhenAll(_loops.Select(l => l.StopAsync(cancellationToken)));
 
     public Task DrainedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
@@ -187,13 +135,9 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
         }
         _transport.Forget(this);
         _crashed = !_pipeline.IsStopping;
-        if (!_stopReceiving.IsCancellationRequested)
-        {
-            await _stopReceiving.CancelAsync().ConfigureAwait(false);
-        }
+        await Task.WhenAll(_loops.Select(l => l.DisposeAsync().AsTask())).ConfigureAwait(false);
         await CloseReceiversAsync().ConfigureAwait(false);
         await _pipeline.AbortAsync().ConfigureAwait(false);
-        await Task.WhenAny(Task.WhenAll(_loops), Task.Delay(TimeSpan.FromSeconds(5), _pipeline.Time)).ConfigureAwait(false);
     }
 
     private async Task CloseReceiversAsync()
@@ -272,8 +216,6 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
             owner._crashed ? Task.CompletedTask : receiver.AbandonMessageAsync(received, cancellationToken: cancellationToken);
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Receiving from {Entity} for subscription {Subscription} failed; retrying")]
-    private partial void LogReceiveFailed(Exception exception, string entity, string subscription);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Could not renew the lock of message {MessageId} on subscription {Subscription}; trying again at the next renewal")]
     private partial void LogRenewFailed(Exception exception, string? messageId, string subscription);

@@ -10,8 +10,7 @@ internal sealed class InMemoryReceiver : ITransportReceiver
     private readonly InMemoryTransport _transport;
     private readonly InMemoryQueue _queue;
     private readonly ReceivePipeline _pipeline;
-    private readonly CancellationTokenSource _stop = new();
-    private Task _loop = Task.CompletedTask;
+    private readonly PullReceiveLoop<InMemoryMessage> _receiving;
     private int _disposed;
 
     public InMemoryReceiver(InMemoryTransport transport, InMemoryQueue queue, ReceivePipeline pipeline)
@@ -19,6 +18,7 @@ internal sealed class InMemoryReceiver : ITransportReceiver
         _transport = transport;
         _queue = queue;
         _pipeline = pipeline;
+        _receiving = new PullReceiveLoop<InMemoryMessage>(pipeline, queue.Name, maxPerReceive: 16, ReceiveAsync, m => new InMemoryReceivedMessage(this, m));
     }
 
     // Nothing is lost by handling what was taken from an in-process queue, and giving it back would count an attempt.
@@ -26,54 +26,29 @@ internal sealed class InMemoryReceiver : ITransportReceiver
 
     public TimeSpan? LeaseRenewalInterval => null;
 
-    public void Start() => _loop = Task.Run(ReceiveLoopAsync);
+    public void Start() => _receiving.Start();
 
-    private async Task ReceiveLoopAsync()
+    /// <summary>Waits for a message, then takes what is there, up to the places the pipeline reserved.</summary>
+    private async Task<IReadOnlyList<InMemoryMessage>> ReceiveAsync(int places, CancellationToken cancellationToken)
     {
-        var token = _stop.Token;
-        while (!token.IsCancellationRequested)
+        while (await _queue.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            try
+            List<InMemoryMessage>? taken = null;
+            while ((taken?.Count ?? 0) < places && _queue.TryRead(out var message))
             {
-                await _pipeline.ReserveAsync(1, token).ConfigureAwait(false);
+                (taken ??= new List<InMemoryMessage>(Math.Min(places, 16))).Add(message);
             }
-            catch (OperationCanceledException)
+            if (taken is not null)
             {
-                return;
-            }
-            var taken = false;
-            try
-            {
-                while (!taken && await _queue.WaitToReadAsync(token).ConfigureAwait(false))
-                {
-                    if (_queue.TryRead(out var message))
-                    {
-                        taken = true;
-                        _pipeline.Submit(new InMemoryReceivedMessage(this, message), reserved: true);
-                    }
-                }
-            }
-            catch (OperationCanceledException)
-            {
-                // Stopping.
-            }
-            finally
-            {
-                if (!taken)
-                {
-                    _pipeline.CancelReservation(1);
-                }
+                return taken;
             }
         }
+        return [];
     }
 
     public Task RenewLeasesAsync(IReadOnlyList<ReceivedMessage> messages, CancellationToken cancellationToken) => Task.CompletedTask;
 
-    public async Task StopReceivingAsync(CancellationToken cancellationToken)
-    {
-        await _stop.CancelAsync().ConfigureAwait(false);
-        await _loop.WaitAsync(cancellationToken).ConfigureAwait(false);
-    }
+    public Task StopReceivingAsync(CancellationToken cancellationToken) => _receiving.StopAsync(cancellationToken);
 
     public Task DrainedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
@@ -84,9 +59,8 @@ internal sealed class InMemoryReceiver : ITransportReceiver
         {
             return;
         }
-        await _stop.CancelAsync().ConfigureAwait(false);
+        await _receiving.DisposeAsync().ConfigureAwait(false);
         await _pipeline.AbortAsync().ConfigureAwait(false);
-        await _loop.ConfigureAwait(false);
         _transport.Remove(this);
     }
 
