@@ -60,6 +60,10 @@ internal sealed class PubSubOptionsValidator : IValidateOptions<PubSubTransportO
         {
             problems.Add($"{PubSubTransportOptions.SectionName}:AckDeadline must be between 10 seconds and 10 minutes.");
         }
+        if (options.CrashRedeliveryAllowance is < 0 or > 95)
+        {
+            problems.Add($"{PubSubTransportOptions.SectionName}:CrashRedeliveryAllowance must be between 0 and 95 (was {options.CrashRedeliveryAllowance}).");
+        }
         if (options.MaxEventSizeBytes is < 1024 or > PubSubTransportOptions.BrokerMaxMessageBytes)
         {
             problems.Add($"{PubSubTransportOptions.SectionName}:MaxEventSizeBytes must be between 1024 and {PubSubTransportOptions.BrokerMaxMessageBytes}.");

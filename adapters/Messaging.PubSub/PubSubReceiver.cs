@@ -14,8 +14,8 @@ namespace Messaging.PubSub;
 /// Pub/Sub's receive loops for one subscription (and its replay subscription), over StreamingPull. Everything between
 /// receiving and settling is the <see cref="ReceivePipeline"/>'s; this class is the broker's side of it:
 /// <list type="bullet">
-/// <item>Flow control: the broker is asked for at most <c>Concurrency + Prefetch</c> outstanding messages, and the stream is
-/// not read while the pipeline holds that many (in case the broker does not enforce it).</item>
+/// <item>Flow control: the broker is asked for at most <c>Concurrency + Prefetch</c> outstanding messages; the stream is always
+/// read, so that every message sent is held with its lease renewed rather than left to expire unread.</item>
 /// <item>Leases: the pipeline has every held message's ack deadline extended, whether its handler runs or it waits.</item>
 /// <item>Settlement uses unary Acknowledge / ModifyAckDeadline calls, so completion means the broker accepted it; acks that
 /// arrive while an Acknowledge call is in flight share the next call (<see cref="AcknowledgeBatcher"/>).</item>
@@ -136,8 +136,11 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
                         }
                         // Otherwise the same lease was handed out twice; the first copy is being handled.
                     }
-                    // Client-side flow control: stop reading (HTTP/2 then holds the broker back) while the pipeline is full.
-                    await _pipeline.WaitForCapacityAsync(_killStreams.Token).ConfigureAwait(false);
+                    // No client-side flow control by not reading: a message left unread in the stream's buffers cannot have its
+                    // lease extended, so it expires and comes again, each time as one more delivery attempt, until Pub/Sub's
+                    // dead-letter policy takes it (seen in the torture run on the emulator, which does not hold back at
+                    // MaxOutstandingMessages). Every message read is held by the pipeline, which renews its lease until a
+                    // handler takes it; the service itself stops sending at MaxOutstandingMessages/Bytes.
                 }
                 if (token.IsCancellationRequested)
                 {

@@ -129,7 +129,7 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
                     DeadLetterPolicy = new DeadLetterPolicy
                     {
                         DeadLetterTopic = Names.Topic(deadLetter),
-                        MaxDeliveryAttempts = Math.Clamp(subscription.Retry.MaxAttempts, 5, 100),
+                        MaxDeliveryAttempts = Math.Clamp(subscription.Retry.MaxAttempts + Options.CrashRedeliveryAllowance, 5, 100),
                     },
                 }, cancellationToken).ConfigureAwait(false);
             }

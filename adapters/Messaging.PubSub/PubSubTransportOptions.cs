@@ -77,6 +77,13 @@ public sealed class PubSubTransportOptions
     public TimeSpan AckDeadline { get; set; } = TimeSpan.FromSeconds(60);
 
     /// <summary>
+    /// The subscription's dead-letter policy allows <c>MaxAttempts</c> + this many deliveries (5 to 100, as Pub/Sub allows):
+    /// the broker dead-letters a message by itself only when consumers keep crashing on it or giving it back, because a message
+    /// received but not yet handled when its consumer dies also counts as a delivery. 0 to 95.
+    /// </summary>
+    public int CrashRedeliveryAllowance { get; set; } = 5;
+
+    /// <summary>
     /// The largest event accepted, in bytes as encoded on the wire (data plus attributes plus ordering key).
     /// Pub/Sub's own limit is 10 MB per message and per request; the default leaves room for the request envelope.
     /// </summary>

@@ -26,7 +26,7 @@ internal static class TortureRun
     private static readonly double[] KillPoints = [0.20, 0.40, 0.60];
     private const double BrokerFaultPoint = 0.80;
     private const int BatchSize = 100;
-    private static readonly TimeSpan QuietLimit = TimeSpan.FromSeconds(120);
+    private static readonly TimeSpan QuietLimit = TimeSpan.FromSeconds(180);
     private static readonly TimeSpan RunLimit = TimeSpan.FromMinutes(10);
 
     public static async Task<int> RunAsync(string[] args)

@@ -138,13 +138,6 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         }
     }
 
-    /// <summary>For transports the broker pushes to: waits until fewer than <see cref="Capacity"/> messages are held.</summary>
-    public async ValueTask WaitForCapacityAsync(CancellationToken cancellationToken)
-    {
-        await _places.WaitAsync(cancellationToken).ConfigureAwait(false);
-        _places.Release();
-    }
-
     // ---- receiving -----------------------------------------------------------------------------
 
     /// <summary>

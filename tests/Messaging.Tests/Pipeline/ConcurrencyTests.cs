@@ -17,9 +17,6 @@ public sealed class ConcurrencyTests
         /// <summary>A push transport that submits everything at once (Submit never blocks).</summary>
         PushBurst,
 
-        /// <summary>A push transport that waits for capacity before each message.</summary>
-        PushWithinCapacity,
-
         /// <summary>A pull transport: reserves places, submits into some of them, gives the others back.</summary>
         Pull,
     }
@@ -62,7 +59,7 @@ public sealed class ConcurrencyTests
     {
         var random = new Random(seed);
         var subscription = PipelineHarness.Subscription(concurrency: random.Next(1, 9), prefetch: random.Next(0, 11));
-        var feed = (Feed)random.Next(3);
+        var feed = (Feed)random.Next(2);
         var plans = new Dictionary<string, Plan>(StringComparer.Ordinal);
         var messages = new List<FakeMessage>(MessagesPerRun);
         for (var i = 0; i < MessagesPerRun; i++)
@@ -113,13 +110,6 @@ public sealed class ConcurrencyTests
         {
             case Feed.PushBurst:
                 messages.ForEach(m => pipeline.Submit(m));
-                break;
-            case Feed.PushWithinCapacity:
-                foreach (var message in messages)
-                {
-                    await Wait.ForAsync(pipeline.WaitForCapacityAsync(Wait.TestToken).AsTask(), $"capacity, {context}");
-                    pipeline.Submit(message);
-                }
                 break;
             case Feed.Pull:
                 await PullAsync(pipeline, messages, random, context);

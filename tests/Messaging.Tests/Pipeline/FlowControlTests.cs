@@ -57,28 +57,4 @@ public sealed class FlowControlTests
         Assert.False(pipeline.ReserveAsync(1, Wait.TestToken).IsCompleted, "a place was reserved beyond the capacity");
         pipeline.CancelReservation(0);
     }
-
-    [Fact]
-    public async Task A_push_transport_waits_for_capacity_until_a_message_settles()
-    {
-        var gates = new HandlerGates();
-        await using var harness = await PipelineHarness.StartAsync(PipelineHarness.Subscription(concurrency: 1, prefetch: 1), async (delivery, ct) =>
-        {
-            await gates.EnterAsync(delivery.MessageId!, ct);
-            await delivery.CompleteAsync(ct);
-        });
-        var pipeline = harness.Pipeline;
-        await Wait.ForAsync(pipeline.WaitForCapacityAsync(Wait.TestToken).AsTask(), "capacity of an empty pipeline");
-        var first = harness.Submit("m1");
-        harness.Submit("m2");
-
-        var capacity = pipeline.WaitForCapacityAsync(Wait.TestToken).AsTask();
-        Assert.False(capacity.IsCompleted, "capacity was reported while every place holds a message");
-
-        gates.Open("m1");
-        await Wait.ForAsync(capacity, "capacity once m1 settled");
-        Assert.Equal(1, first.CompleteCalls);
-        gates.Open("m2");
-        await harness.StopAsync();
-    }
 }
