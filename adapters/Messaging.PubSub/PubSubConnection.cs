@@ -47,6 +47,9 @@ internal sealed class PubSubConnection : IDisposable
             address = "http://" + emulator;
             IsEmulator = true;
             channelOptions.Credentials = ChannelCredentials.Insecure;
+            // The emulator's gRPC server allows a keep-alive ping only every 5 minutes (gRPC's default); more often, it closes the
+            // connection (GOAWAY, ENHANCE_YOUR_CALM), taking every stream and call on it down. Nothing on loopback needs one.
+            handler.KeepAlivePingDelay = Timeout.InfiniteTimeSpan;
         }
         else
         {

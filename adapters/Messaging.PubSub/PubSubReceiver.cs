@@ -186,22 +186,33 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
 
     // ---- leases --------------------------------------------------------------------------------
 
+    /// <summary>
+    /// Extends the deadlines of held messages, up to 1,000 per call and the calls in parallel: a backlog of thousands held at
+    /// once (the emulator does not stop at MaxOutstandingMessages) must be renewed within one renewal interval.
+    /// </summary>
     public async Task RenewLeasesAsync(IReadOnlyList<ReceivedMessage> messages, CancellationToken cancellationToken)
     {
         var now = _time.GetUtcNow();
+        var calls = new List<Task>();
         foreach (var group in messages.Cast<Message>().GroupBy(m => m.Resource))
         {
             foreach (var chunk in group.Chunk(1000))
             {
-                var request = new ModifyAckDeadlineRequest { Subscription = group.Key, AckDeadlineSeconds = _ackDeadlineSeconds };
-                request.AckIds.AddRange(chunk.Select(m => m.AckId));
-                await PubSubConnection.WithRetryAsync(
-                    o => _transport.Connection.Subscriber.ModifyAckDeadlineAsync(request, o).ResponseAsync, cancellationToken).ConfigureAwait(false);
-                foreach (var message in chunk)
-                {
-                    message.LeasedAt = now;
-                }
+                calls.Add(RenewAsync(group.Key, chunk, now, cancellationToken));
             }
+        }
+        await Task.WhenAll(calls).ConfigureAwait(false);
+    }
+
+    private async Task RenewAsync(string resource, Message[] chunk, DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        var request = new ModifyAckDeadlineRequest { Subscription = resource, AckDeadlineSeconds = _ackDeadlineSeconds };
+        request.AckIds.AddRange(chunk.Select(m => m.AckId));
+        await PubSubConnection.WithRetryAsync(
+            o => _transport.Connection.Subscriber.ModifyAckDeadlineAsync(request, o).ResponseAsync, cancellationToken).ConfigureAwait(false);
+        foreach (var message in chunk)
+        {
+            message.LeasedAt = now;
         }
     }
 

@@ -282,4 +282,21 @@ public abstract partial class ConformanceSuite<TFixture>
             await host.DisposeAsync();
         }
     });
+
+    [Fact(Timeout = 60_000)]
+    public Task DeadLetter_a_rejection_reason_of_5000_characters_is_dead_lettered_not_stuck() => Case(async () =>
+    {
+        var (topic, sub) = Names();
+        var reason = "order cannot be processed: " + new string('x', 5000);
+        var probe = new Probe { Behaviour = (c, _) => { c.Reject(reason); return Task.CompletedTask; } };
+        await using var host = await StartAsync(probe, Subscribe(topic, sub));
+        var sent = NewEvent();
+        await host.Publisher.PublishAsync(topic, sent, Ct);
+        // Some brokers limit what a dead-letter reason may hold (Service Bus: 4,096 characters); the event must still get there.
+        var dead = await Wait.UntilAsync(() => host.DeadLetters.PeekAsync(sub, 10, Ct), d => d.Any(x => x.Event?.Id == sent.Id), "the rejected event is dead-lettered");
+        var letter = dead.Single(x => x.Event?.Id == sent.Id);
+        Assert.Equal(DeadLetterReason.Rejected, letter.Metadata.Reason);
+        Assert.StartsWith("order cannot be processed: xxx", letter.Metadata.Description, StringComparison.Ordinal);
+        Assert.Single(probe.Attempts);
+    });
 }

@@ -179,4 +179,39 @@ public sealed class RabbitMqFaultTests(RabbitMqFixture fixture) : IClassFixture<
             await fixture.DeleteSubscriptionAsync(topic, topic + "-none");
         }
     }
+
+    [Fact(Timeout = 120_000)]
+    public async Task A_retry_queue_that_could_not_be_declared_is_declared_again_on_the_next_retry()
+    {
+        RequireControl();
+        var topic = "ct-retryq-" + Guid.NewGuid().ToString("N")[..8];
+        var subscription = topic + "-sub";
+        var delay = TimeSpan.FromMilliseconds(300);
+        // A queue of that name with other arguments: the broker refuses the retry queue's declaration (406).
+        await fixture.DeclareClassicQueueAsync(RabbitMqNames.RetryQueue(subscription, delay), Ct);
+        var blocked = 1;
+        var probe = new Probe
+        {
+            Behaviour = (_, _) => Volatile.Read(ref blocked) == 1 ? throw new InvalidOperationException("not yet") : Task.CompletedTask,
+        };
+        await using var host = await ConformanceHost.StartAsync(fixture, probe,
+            m => m.AddSubscription(subscription, topic, s => s.HandleCloudEvents<ProbeHandler>().WithMaxAttempts(50).WithBackoff(Messaging.Policy.Backoff.Fixed(delay))),
+            settings: new Dictionary<string, string?> { ["Messaging:RabbitMQ:CrashDeliveryLimit"] = "50" });
+        try
+        {
+            var sent = Event();
+            await host.Publisher.PublishAsync(topic, sent, Ct);
+            // Each failed retry gives the event back to the queue (its declaration failed, so the copy could not be sent).
+            await Wait.UntilAsync(() => probe.Attempts.Count >= 2, "the event comes back after a retry that could not be scheduled");
+            await fixture.DeleteQueueAsync(RabbitMqNames.RetryQueue(subscription, delay), Ct);
+            Volatile.Write(ref blocked, 0);
+            // Remembering the failed declaration would fail every later retry too; declared again, the retry goes through.
+            await Wait.UntilAsync(() => probe.Handled.Any(h => h.Event.Id == sent.Id), "the event is handled once its retry queue could be declared", TimeSpan.FromSeconds(60));
+        }
+        finally
+        {
+            await fixture.DeleteQueueAsync(RabbitMqNames.RetryQueue(subscription, delay), CancellationToken.None);
+            await fixture.DeleteSubscriptionAsync(topic, subscription);
+        }
+    }
 }

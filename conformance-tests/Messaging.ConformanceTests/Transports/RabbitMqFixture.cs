@@ -194,6 +194,13 @@ public sealed class RabbitMqFixture : ITransportFixture, IAsyncLifetime
         return stdout;
     }
 
+    /// <summary>Declares a classic queue, as an operator or another application might, under a name the library uses.</summary>
+    public async Task DeclareClassicQueueAsync(string queue, CancellationToken cancellationToken)
+    {
+        await using var channel = await _connection!.CreateChannelAsync(cancellationToken: cancellationToken);
+        await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, cancellationToken: cancellationToken);
+    }
+
     /// <summary>Deletes one queue, as an operator would.</summary>
     public async Task DeleteQueueAsync(string queue, CancellationToken cancellationToken)
     {

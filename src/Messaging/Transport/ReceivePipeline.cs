@@ -420,9 +420,10 @@ public sealed partial class ReceivePipeline : ITransportConsumer
             }
             try
             {
-                // Bounded, so that a settlement waiting behind this renewal never waits on a broker that does not answer.
+                // Bounded, so that a settlement waiting behind this renewal never waits on a broker that does not answer; two
+                // intervals still end before a lease of three runs out.
                 using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token);
-                timeout.CancelAfter(interval);
+                timeout.CancelAfter(interval * 2);
                 await receiver.RenewLeasesAsync(taken, timeout.Token).ConfigureAwait(false);
             }
             catch (Exception ex) when (!token.IsCancellationRequested)
