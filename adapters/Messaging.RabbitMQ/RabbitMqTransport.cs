@@ -86,35 +86,37 @@ public sealed partial class RabbitMqTransport : IMessageTransport
     private async Task DeclareExchangeAsync(IConnection connection, string exchange, CancellationToken cancellationToken)
     {
         var type = Options.ExchangeType == RabbitMqExchangeType.Topic ? ExchangeType.Topic : ExchangeType.Fanout;
-        OperationInterruptedException? refused = null;
-        var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
-        try
-        {
-            await channel.ExchangeDeclareAsync(exchange, type, durable: true, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
-        }
-        catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == Constants.PreconditionFailed)
-        {
-            refused = ex;
-        }
-        finally
-        {
-            await ReleaseAsync(channel).ConfigureAwait(false);
-        }
+        var refused = await DeclareAsync(connection,
+            channel => channel.ExchangeDeclareAsync(exchange, type, durable: true, autoDelete: false, cancellationToken: cancellationToken), cancellationToken).ConfigureAwait(false);
         if (refused is null)
         {
             return;
         }
         // Confirms the exchange exists (and fails if it has gone in the meantime).
-        var check = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        await DeclareAsync(connection, channel => channel.ExchangeDeclarePassiveAsync(exchange, cancellationToken), cancellationToken).ConfigureAwait(false);
+        LogExchangeTypeDiffers(exchange, Options.ExchangeType, refused.ShutdownReason?.ReplyText);
+    }
+
+    /// <summary>
+    /// Runs a declaration on a short-lived channel. Returns the broker's refusal when the entity exists with other properties
+    /// (precondition failed, which also closes the channel), null when it was declared.
+    /// </summary>
+    private static async Task<OperationInterruptedException?> DeclareAsync(IConnection connection, Func<IChannel, Task> declare, CancellationToken cancellationToken)
+    {
+        var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
         try
         {
-            await check.ExchangeDeclarePassiveAsync(exchange, cancellationToken).ConfigureAwait(false);
+            await declare(channel).ConfigureAwait(false);
+            return null;
+        }
+        catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == Constants.PreconditionFailed)
+        {
+            return ex;
         }
         finally
         {
-            await ReleaseAsync(check).ConfigureAwait(false);
+            await ReleaseAsync(channel).ConfigureAwait(false);
         }
-        LogExchangeTypeDiffers(exchange, Options.ExchangeType, refused.ShutdownReason?.ReplyText);
     }
 
     /// <summary>
@@ -137,16 +139,16 @@ public sealed partial class RabbitMqTransport : IMessageTransport
     /// <summary>
     /// Declares a subscription's quorum queue and its dead-letter queue and binds the queue to the topic. A queue that already
     /// exists with other arguments (one declared by an earlier version, without at-least-once dead-lettering) makes the
-    /// broker refuse the declaration: it is used as it is, with a warning that says how to migrate.
+    /// broker refuse the declaration: it is used as it is, with a warning that says how to migrate. Retry queues (one quorum
+    /// queue per delay) are declared by the receiver on first use: most subscriptions never retry with most delays, and every
+    /// quorum queue costs the broker a process and a log.
     /// </summary>
     private async Task DeclareSubscriptionAsync(IConnection connection, SubscriptionDefinition subscription, CancellationToken cancellationToken)
     {
         var queue = RabbitMqNames.Queue(subscription.Name);
         var deadLetterQueue = RabbitMqNames.DeadLetterQueue(subscription.Name);
         var exchange = RabbitMqNames.Exchange(subscription.Topic);
-        OperationInterruptedException? refused = null;
-        var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
-        try
+        var refused = await DeclareAsync(connection, async channel =>
         {
             await channel.QueueDeclareAsync(deadLetterQueue, durable: true, exclusive: false, autoDelete: false,
                 arguments: new Dictionary<string, object?> { ["x-queue-type"] = "quorum" }, cancellationToken: cancellationToken).ConfigureAwait(false);
@@ -166,31 +168,17 @@ public sealed partial class RabbitMqTransport : IMessageTransport
                 ["x-overflow"] = "reject-publish",
             }, cancellationToken: cancellationToken).ConfigureAwait(false);
             await channel.QueueBindAsync(queue, exchange, "#", cancellationToken: cancellationToken).ConfigureAwait(false);
-        }
-        catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == Constants.PreconditionFailed)
-        {
-            refused = ex;
-        }
-        finally
-        {
-            await ReleaseAsync(channel).ConfigureAwait(false);
-        }
+        }, cancellationToken).ConfigureAwait(false);
         if (refused is null)
         {
             return;
         }
-        // Retry queues (one quorum queue per delay) are declared on first use by the consumer, not here: most
-        // subscriptions never retry with most delays, and every quorum queue costs the broker a process and a log.
-        var check = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
-        try
+        // The existing queue is used as it is: it must exist, and be bound.
+        await DeclareAsync(connection, async channel =>
         {
-            await check.QueueDeclarePassiveAsync(queue, cancellationToken).ConfigureAwait(false);
-            await check.QueueBindAsync(queue, exchange, "#", cancellationToken: cancellationToken).ConfigureAwait(false);
-        }
-        finally
-        {
-            await ReleaseAsync(check).ConfigureAwait(false);
-        }
+            await channel.QueueDeclarePassiveAsync(queue, cancellationToken).ConfigureAwait(false);
+            await channel.QueueBindAsync(queue, exchange, "#", cancellationToken: cancellationToken).ConfigureAwait(false);
+        }, cancellationToken).ConfigureAwait(false);
         LogQueueArgumentsDiffer(queue, refused.ShutdownReason?.ReplyText);
     }
 
