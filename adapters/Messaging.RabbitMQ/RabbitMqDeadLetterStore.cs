@@ -88,7 +88,7 @@ internal sealed class RabbitMqDeadLetterStore(RabbitMqTransport transport) : IDe
         var brokerReason = FirstDeathReason(headers);
         var fallbackReason = brokerReason == "delivery_limit" ? DeadLetterReason.DeliveryLimitExceeded : DeadLetterReason.Unknown;
         var metadata = DeadLetterMetadata.FromProperties(Lookup, subscription,
-            (int)Math.Clamp(RabbitMqMessageCopy.ToLong(headers is not null && headers.TryGetValue(RabbitMqNames.PriorAttemptsHeader, out var prior) ? prior : null) ?? 0, 0, DeliveryAttempt.MaxFromWire), fallbackReason);
+            RabbitMqMessageCopy.Count(headers is not null && headers.TryGetValue(RabbitMqNames.PriorAttemptsHeader, out var prior) ? prior : null) ?? 0, fallbackReason);
         return new DeadLetteredEvent
         {
             DeadLetterId = Lookup(RabbitMqNames.DeadLetterIdHeader) ?? properties.MessageId ?? Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(body)),

@@ -1,4 +1,4 @@
-using System.Globalization;
+using Messaging.Transport;
 using RabbitMQ.Client;
 
 namespace Messaging.RabbitMQ;
@@ -41,23 +41,6 @@ internal static class RabbitMqMessageCopy
         Headers = headers,
     };
 
-    /// <summary>A header read as a whole number, whatever AMQP field type carried it; null when it is not one.</summary>
-    public static long? ToLong(object? value) => value switch
-    {
-        int i => i,
-        long l => l,
-        short s => s,
-        byte b => b,
-        sbyte sb => sb,
-        uint u => u,
-        ushort us => us,
-        ulong ul => ul > long.MaxValue ? long.MaxValue : (long)ul,
-        byte[] bytes => Parse(System.Text.Encoding.UTF8.GetString(bytes)),
-        BinaryTableValue binary => Parse(System.Text.Encoding.UTF8.GetString(binary.Bytes)),
-        string s => Parse(s),
-        _ => null,
-    };
-
-    private static long? Parse(string text) =>
-        long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var parsed) ? parsed : null;
+    /// <summary>A count carried in a header, clamped as every count from the wire is; the client wraps AMQP byte arrays.</summary>
+    public static int? Count(object? value) => DeliveryAttempt.CountFromWire(value is BinaryTableValue binary ? binary.Bytes : value);
 }

@@ -310,20 +310,10 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
         /// <summary>Attempts before this copy (carried by retry copies) + returns of this copy counted by the quorum queue + this one.</summary>
         protected override int ReadAttempt()
         {
-            long? prior = null;
-            long? returns = null;
-            if (properties.Headers is { } headers)
-            {
-                if (headers.TryGetValue(RabbitMqNames.PriorAttemptsHeader, out var p))
-                {
-                    prior = RabbitMqMessageCopy.ToLong(p);
-                }
-                if (headers.TryGetValue(RabbitMqNames.DeliveryCountHeader, out var d))
-                {
-                    returns = RabbitMqMessageCopy.ToLong(d);
-                }
-            }
-            return DeliveryAttempt.FromWire(prior, Math.Clamp(returns ?? (redelivered ? 1 : 0), 0, DeliveryAttempt.MaxFromWire) + 1);
+            var headers = properties.Headers;
+            var prior = headers is not null && headers.TryGetValue(RabbitMqNames.PriorAttemptsHeader, out var p) ? RabbitMqMessageCopy.Count(p) : null;
+            var returns = headers is not null && headers.TryGetValue(RabbitMqNames.DeliveryCountHeader, out var d) ? RabbitMqMessageCopy.Count(d) : null;
+            return DeliveryAttempt.FromWire(prior, (returns ?? (redelivered ? 1 : 0)) + 1L);
         }
 
         protected override CloudEvent Decode() => owner._transport.Codec.Decode(properties, body, bodyIsOwned: true);

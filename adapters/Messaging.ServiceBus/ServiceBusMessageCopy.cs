@@ -1,4 +1,3 @@
-using System.Globalization;
 using Azure.Messaging.ServiceBus;
 using Messaging.Transport;
 
@@ -13,23 +12,7 @@ internal static class ServiceBusMessageCopy
 
     /// <summary>The attempts a retry copy carries, clamped to what <see cref="DeliveryAttempt"/> accepts from the wire.</summary>
     public static int PriorAttempts(IReadOnlyDictionary<string, object> properties) =>
-        properties.TryGetValue(ServiceBusNames.PriorAttemptsProperty, out var value)
-            ? (int)Math.Clamp(ToLong(value) ?? 0, 0, DeliveryAttempt.MaxFromWire)
-            : 0;
-
-    private static long? ToLong(object? value) => value switch
-    {
-        int i => i,
-        long l => l,
-        short s => s,
-        byte b => b,
-        sbyte sb => sb,
-        uint u => u,
-        ushort us => us,
-        ulong ul => ul > long.MaxValue ? long.MaxValue : (long)ul,
-        string s when long.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var parsed) => parsed,
-        _ => null,
-    };
+        properties.TryGetValue(ServiceBusNames.PriorAttemptsProperty, out var value) ? DeliveryAttempt.CountFromWire(value) ?? 0 : 0;
 
     /// <summary>A copy of a received message to send again: body and properties, without broker bookkeeping or <paramref name="strip"/>.</summary>
     public static ServiceBusMessage Copy(ServiceBusReceivedMessage message, Func<string, bool> strip)

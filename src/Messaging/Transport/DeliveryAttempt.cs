@@ -1,3 +1,6 @@
+using System.Globalization;
+using System.Text;
+
 namespace Messaging.Transport;
 
 /// <summary>
@@ -16,4 +19,30 @@ public static class DeliveryAttempt
     /// </summary>
     public static int FromWire(long? priorAttempts, long brokerDeliveries) =>
         (int)Math.Clamp(priorAttempts ?? 0, 0, MaxFromWire) + (int)Math.Clamp(brokerDeliveries, 1, MaxFromWire);
+
+    /// <summary>
+    /// A count carried in a header or property, whatever type the broker client gave it (any integer type, a string, or
+    /// UTF-8 bytes), clamped to [0, <see cref="MaxFromWire"/>]; null when it is not a whole number.
+    /// </summary>
+    public static int? CountFromWire(object? value)
+    {
+        long? count = value switch
+        {
+            int i => i,
+            long l => l,
+            short s => s,
+            byte b => b,
+            sbyte sb => sb,
+            uint u => u,
+            ushort us => us,
+            ulong ul => ul > long.MaxValue ? long.MaxValue : (long)ul,
+            string text => Parse(text),
+            byte[] bytes => Parse(Encoding.UTF8.GetString(bytes)),
+            _ => null,
+        };
+        return count is { } n ? (int)Math.Clamp(n, 0, MaxFromWire) : null;
+    }
+
+    private static long? Parse(string text) =>
+        long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var parsed) ? parsed : null;
 }

@@ -78,7 +78,7 @@ public sealed partial class ReceivePipeline : ITransportConsumer
     public bool IsStopping => _stopping;
 
     /// <summary>Messages received and not yet settled (waiting or running).</summary>
-    public int HeldCount
+    internal int HeldCount
     {
         get
         {
