@@ -104,16 +104,34 @@ public sealed partial class ReceivePipeline : ITransportConsumer
     /// For transports that pull: waits until at least one place is free and reserves up to <paramref name="max"/> places,
     /// returning how many. Submit each received message with <c>reserved: true</c> and give back the places not used with
     /// <see cref="CancelReservation"/>.
+    /// Once the pipeline stops or aborts it reserves nothing and throws <see cref="OperationCanceledException"/>: a receive
+    /// loop still running then would only take messages to give them straight back, and every such return counts against
+    /// the broker's delivery limit.
     /// </summary>
     public async ValueTask<int> ReserveAsync(int max, CancellationToken cancellationToken)
     {
+        ThrowIfStopping(cancellationToken);
         await _places.WaitAsync(cancellationToken).ConfigureAwait(false);
+        if (_stopping)
+        {
+            _places.Release();
+            ThrowIfStopping(cancellationToken);
+        }
         var reserved = 1;
         while (reserved < max && _places.Wait(0))
         {
             reserved++;
         }
         return reserved;
+    }
+
+    private void ThrowIfStopping(CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        if (_stopping)
+        {
+            throw new OperationCanceledException($"Subscription {Subscription.Name} is stopping; nothing more is received.");
+        }
     }
 
     /// <summary>

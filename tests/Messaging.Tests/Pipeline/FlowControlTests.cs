@@ -57,4 +57,28 @@ public sealed class FlowControlTests
         Assert.False(pipeline.ReserveAsync(1, Wait.TestToken).IsCompleted, "a place was reserved beyond the capacity");
         pipeline.CancelReservation(0);
     }
+
+    [Fact]
+    public async Task After_an_abort_nothing_is_reserved_so_a_receive_loop_still_running_takes_no_message_to_give_back()
+    {
+        var gates = new HandlerGates();
+        await using var harness = await PipelineHarness.StartAsync(PipelineHarness.Subscription(concurrency: 1, prefetch: 0), async (delivery, ct) =>
+        {
+            await gates.EnterAsync(delivery.MessageId!, ct);
+            await delivery.CompleteAsync(ct);
+        });
+        var pipeline = harness.Pipeline;
+        Assert.Equal(1, await pipeline.ReserveAsync(1, Wait.TestToken));
+        var held = harness.NewMessage("held");
+        pipeline.Submit(held, reserved: true);
+        await gates.WaitUntilStartedAsync("held");
+        var waiting = pipeline.ReserveAsync(1, Wait.TestToken).AsTask(); // a loop waiting for a place when the abort comes
+
+        await Wait.ForAsync(pipeline.AbortAsync(), "the abort");
+
+        // The abort gave the held message back and freed its place; the waiting loop must not get it.
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Wait.ForAsync(waiting, "the waiting reservation to end"));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => pipeline.ReserveAsync(1, Wait.TestToken).AsTask());
+        Assert.Equal(1, held.ReturnCalls);
+    }
 }
