@@ -154,7 +154,9 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
             }
             catch (RpcException ex)
             {
-                LogStreamEnded(PubSubConnection.IsTransient(ex) ? LogLevel.Information : LogLevel.Error, ex, resource, ex.StatusCode, backoff);
+                // A stream cut by the broker or the network (a clean close, above, is the broker's routine rebalancing): the
+                // consumer notices and reconnects, and says so at Warning, so a flapping connection is seen.
+                LogStreamEnded(PubSubConnection.IsTransient(ex) ? LogLevel.Warning : LogLevel.Error, ex, resource, ex.StatusCode, backoff);
             }
             catch (Exception ex)
             {

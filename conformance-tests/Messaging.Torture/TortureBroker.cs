@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using Messaging.LocalAws;
 using Messaging.LocalServiceBus;
+using Messaging.Testing;
 
 namespace Messaging.Torture;
 

@@ -66,6 +66,27 @@ public interface ITransportFixture : IAsyncDisposable
     /// </summary>
     IDictionary<string, string?> CrashLimitSettings { get; }
 
+    /// <summary>
+    /// True when the suite can cause faults on this broker (a local broker or endpoint it controls); false against a broker
+    /// it does not control, where the fault cases skip on a laptop and fail when the transport is required.
+    /// </summary>
+    bool CanInjectFaults { get; }
+
+    /// <summary>
+    /// Makes the broker hold or refuse every publish of the hosts of this fixture until the returned handle is disposed, as
+    /// a production broker does under pressure: RabbitMQ's memory alarm, 503 ServiceUnavailable from the SNS endpoint,
+    /// server-busy from the Service Bus endpoint, a Pub/Sub emulator that stops answering, a blocked in-memory broker.
+    /// </summary>
+    Task<IAsyncDisposable> BlockPublishesAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Breaks, from the broker's side, what the consumers of <paramref name="subscription"/> receive on: RabbitMQ closes the
+    /// consuming connections, the Service Bus endpoint detaches the receive links, the connections to the Pub/Sub emulator
+    /// are reset, the SQS endpoint answers 503 to receives. A fault that lasts (the 503s) lasts until the handle is disposed;
+    /// a close is over at once. Only transports whose capabilities say they connect to a broker are asked.
+    /// </summary>
+    Task<IAsyncDisposable> BreakConsumersAsync(string topic, string subscription, CancellationToken cancellationToken);
+
     /// <summary>Removes what a test created, best effort.</summary>
     Task DeleteSubscriptionAsync(string topic, string subscription);
 }

@@ -55,6 +55,13 @@ public sealed class InMemoryFixture : ITransportFixture
     public Task RestartBrokerAsync(CancellationToken cancellationToken) =>
         throw new NotSupportedException("The in-memory broker lives in the process; it cannot restart without losing everything, by design.");
 
+    public bool CanInjectFaults => true;
+
+    public Task<IAsyncDisposable> BlockPublishesAsync(CancellationToken cancellationToken) => Task.FromResult(Fault.Until(_broker.BlockPublishers()));
+
+    public Task<IAsyncDisposable> BreakConsumersAsync(string topic, string subscription, CancellationToken cancellationToken) =>
+        throw new NotSupportedException("The in-memory transport has no connection to break; its capabilities say so.");
+
     public Task DeleteSubscriptionAsync(string topic, string subscription) => Task.CompletedTask;
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;

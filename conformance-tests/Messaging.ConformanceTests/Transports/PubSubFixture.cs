@@ -1,7 +1,9 @@
+using System.Net;
 using System.Net.Http.Json;
 using Messaging.ConformanceTests.Infrastructure;
 using Messaging.Hosting;
 using Messaging.PubSub;
+using Messaging.Testing;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Messaging.ConformanceTests.Transports;
@@ -29,12 +31,18 @@ public sealed class PubSubFixture : ITransportFixture, IAsyncLifetime
     /// <summary>The emulator keeps everything in memory: restarting it loses topics and messages, so the restart case cannot apply.</summary>
     public bool CanRestartBroker => false;
 
+    private TcpProxy? _relay;
+
     public async ValueTask InitializeAsync()
     {
         try
         {
             using var response = await _http.GetAsync(new Uri($"http://{_host}/v1/projects/{_project}/topics"));
             response.EnsureSuccessStatusCode();
+            // Hosts under test reach the emulator through a loopback relay, so the fault cases can cut or stall their
+            // connections without restarting the emulator (which would lose every other case's state).
+            var target = await Dns.GetHostAddressesAsync(_host[.._host.LastIndexOf(':')]);
+            _relay = new TcpProxy(new IPEndPoint(target.First(a => a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork), int.Parse(_host[(_host.LastIndexOf(':') + 1)..], System.Globalization.CultureInfo.InvariantCulture)));
         }
         catch (Exception ex)
         {
@@ -48,7 +56,7 @@ public sealed class PubSubFixture : ITransportFixture, IAsyncLifetime
         services.Configure<PubSubTransportOptions>(o =>
         {
             o.ProjectId = _project;
-            o.EmulatorHost = _host;
+            o.EmulatorHost = _relay is null ? _host : $"127.0.0.1:{_relay.Port}";
             // The shortest lease Pub/Sub allows: a delivery lost with a crashed consumer (one the emulator handed to the
             // dying stream after the courtesy nack) comes back within the suite's waits, as it would after a real crash.
             o.AckDeadline = TimeSpan.FromSeconds(10);
@@ -175,9 +183,26 @@ public sealed class PubSubFixture : ITransportFixture, IAsyncLifetime
         }
     }
 
-    public ValueTask DisposeAsync()
+    public bool CanInjectFaults => _relay is not null;
+
+    /// <summary>The emulator stops answering: the relay holds every byte until the fault ends, then delivers them.</summary>
+    public Task<IAsyncDisposable> BlockPublishesAsync(CancellationToken cancellationToken) =>
+        Task.FromResult(Fault.Until(_relay!.Hold()));
+
+    /// <summary>Every connection of the hosts under test is reset (RST), ending their streaming pulls as a server-side reset does.</summary>
+    public Task<IAsyncDisposable> BreakConsumersAsync(string topic, string subscription, CancellationToken cancellationToken)
+    {
+        var cut = _relay!.ResetAll();
+        Assert.True(cut > 0, "no connection to the Pub/Sub emulator was open to reset");
+        return Task.FromResult(Fault.Over);
+    }
+
+    public async ValueTask DisposeAsync()
     {
         _http.Dispose();
-        return ValueTask.CompletedTask;
+        if (_relay is not null)
+        {
+            await _relay.DisposeAsync();
+        }
     }
 }

@@ -164,6 +164,26 @@ public sealed class RabbitMqFixture : ITransportFixture, IAsyncLifetime
         return pids.Count;
     }
 
+    public bool CanInjectFaults => _ctl is not null;
+
+    /// <summary>The memory alarm: RabbitMQ blocks every publishing connection (connection.blocked) until it is cleared.</summary>
+    public async Task<IAsyncDisposable> BlockPublishesAsync(CancellationToken cancellationToken)
+    {
+        await SetMemoryAlarmAsync(true, cancellationToken);
+        return new Fault(() => SetMemoryAlarmAsync(false, CancellationToken.None));
+    }
+
+    /// <summary>
+    /// The broker closes every consuming connection of the hosts under test (connection.close from the server, as an operator
+    /// or a node shutting down does). RabbitMQ cases run one at a time, so these are the running case's connections only.
+    /// </summary>
+    public async Task<IAsyncDisposable> BreakConsumersAsync(string topic, string subscription, CancellationToken cancellationToken)
+    {
+        var closed = await CloseConnectionsAsync("(consume)", cancellationToken);
+        Assert.True(closed > 0, "no consuming RabbitMQ connection was found to close");
+        return Fault.Over;
+    }
+
     /// <summary>Sets off (or clears) the broker's memory alarm, under which RabbitMQ blocks every publishing connection.</summary>
     public Task SetMemoryAlarmAsync(bool on, CancellationToken cancellationToken) =>
         _ctl is null

@@ -21,6 +21,14 @@ public sealed class MessagingOptions
     /// <summary>The CloudEvents <c>source</c> of events this service publishes (a URI reference).</summary>
     public string? Source { get; set; }
 
+    /// <summary>
+    /// The longest one publish call waits for the broker to accept its events, on every transport: a broker that blocks
+    /// publishers (RabbitMQ's memory alarm), throttles (503, server busy) or stops answering makes <c>PublishAsync</c> throw
+    /// an <see cref="Publishing.EventPublishException"/> with <c>IsTransient</c> set once it has passed, instead of hanging.
+    /// The broker client's own retries happen inside it. Default 30 s.
+    /// </summary>
+    public TimeSpan PublishTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>Per-subscription policy, keyed by subscription name; values here override those set in code.</summary>
     public Dictionary<string, SubscriptionOptions> Subscriptions { get; } = new(StringComparer.Ordinal);
 }

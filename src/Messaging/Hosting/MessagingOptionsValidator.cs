@@ -25,6 +25,11 @@ internal sealed class MessagingOptionsValidator(MessagingModel model) : IValidat
             errors.Add($"{prefix}:Source '{options.Source}' is not a URI reference.");
         }
 
+        if (options.PublishTimeout <= TimeSpan.Zero || options.PublishTimeout > TimeSpan.FromDays(1))
+        {
+            errors.Add($"{prefix}:PublishTimeout must be positive and at most one day (was {options.PublishTimeout}).");
+        }
+
         foreach (var (subscriptionName, sub) in options.Subscriptions)
         {
             var at = $"{prefix}:Subscriptions:{subscriptionName}";

@@ -19,6 +19,48 @@ public sealed class InMemoryBroker
 
     public InMemoryTransportOptions Options { get; }
 
+    private readonly Lock _blockLock = new();
+    private TaskCompletionSource? _unblocked;
+
+    /// <summary>
+    /// Blocks every publisher until the returned handle is disposed, as RabbitMQ blocks publishing connections under a memory
+    /// or disk alarm: publishes wait (and fail once <c>Messaging:PublishTimeout</c> has passed); consumers go on. For tests
+    /// of how a service behaves while its broker holds publishes.
+    /// </summary>
+    public IDisposable BlockPublishers()
+    {
+        lock (_blockLock)
+        {
+            _unblocked ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+        return new Unblock(this);
+    }
+
+    private sealed class Unblock(InMemoryBroker broker) : IDisposable
+    {
+        private int _disposed;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _disposed, 1) == 0)
+            {
+                TaskCompletionSource? released;
+                lock (broker._blockLock)
+                {
+                    released = broker._unblocked;
+                    broker._unblocked = null;
+                }
+                released?.TrySetResult();
+            }
+        }
+    }
+
+    private Task WhileBlockedAsync(CancellationToken cancellationToken)
+    {
+        var unblocked = Volatile.Read(ref _unblocked);
+        return unblocked is null ? Task.CompletedTask : unblocked.Task.WaitAsync(cancellationToken);
+    }
+
     internal void DeclareTopic(string topic) => _topics.GetOrAdd(topic, _ => new(StringComparer.Ordinal));
 
     internal InMemoryQueue DeclareSubscription(string topic, string subscription)
@@ -43,6 +85,7 @@ public sealed class InMemoryBroker
         {
             throw new InvalidOperationException($"Topic '{topic}' does not exist on the in-memory broker. Declare it (AddTopic, MapEvent or a subscription) and keep Messaging:Provisioning on.");
         }
+        await WhileBlockedAsync(cancellationToken).ConfigureAwait(false);
         foreach (var queue in subscriptions.Values)
         {
             await queue.PublishAsync(new InMemoryMessage(properties, body, contentType), cancellationToken).ConfigureAwait(false);

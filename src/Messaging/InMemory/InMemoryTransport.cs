@@ -29,7 +29,7 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         _extensions = extensionAttributes;
         _time = time ?? TimeProvider.System;
         // The broker is this process's memory: a restart of it is a restart of the process, and loses everything by design.
-        Capabilities = new TransportCapabilities { MaxEventSizeBytes = broker.Options.MaxEventSizeBytes, SurvivesBrokerRestart = false };
+        Capabilities = new TransportCapabilities { MaxEventSizeBytes = broker.Options.MaxEventSizeBytes, SurvivesBrokerRestart = false, ConnectsToBroker = false };
     }
 
     public string Name => TransportName;

@@ -15,12 +15,14 @@ internal sealed class EventPublisher : IEventPublisher
     private readonly MessagingModel _model;
     private readonly Uri _source;
     private readonly TimeProvider _time;
+    private readonly TimeSpan _timeout;
 
     public EventPublisher(IMessageTransport transport, MessagingModel model, IOptions<MessagingOptions> options, TimeProvider time)
     {
         _transport = transport;
         _model = model;
         _time = time;
+        _timeout = options.Value.PublishTimeout;
         _source = new Uri(options.Value.Source ?? MessagingOptions.DefaultSource, UriKind.RelativeOrAbsolute);
     }
 
@@ -77,14 +79,30 @@ internal sealed class EventPublisher : IEventPublisher
         {
             activity?.SetTag("messaging.message.id", events[0].Id);
         }
+        using var timer = new CancellationTokenSource(_timeout, _time);
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timer.Token);
         try
         {
-            await _transport.PublishAsync(topic, events, cancellationToken).ConfigureAwait(false);
+            // The transport gets a token that fires at the deadline; WaitAsync also bounds a broker client that does not
+            // honour its token while the broker blocks (the publish then goes on in the background and may still store).
+            await _transport.PublishAsync(topic, events, deadline.Token).WaitAsync(deadline.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             activity?.SetStatus(ActivityStatusCode.Error, "cancelled");
             throw;
+        }
+        catch (Exception ex) when (timer.IsCancellationRequested && ex is not EventPublishException)
+        {
+            activity?.SetStatus(ActivityStatusCode.Error, "timed out");
+            activity?.SetTag("error.type", typeof(TimeoutException).FullName);
+            throw new EventPublishException(
+                $"Publishing {events.Count} event(s) to topic '{topic}' on {_transport.Name} did not complete within Messaging:PublishTimeout ({_timeout}); " +
+                "the broker may be blocking or throttling publishers, or be unreachable. Some of the events may have been stored.", ex, isTransient: true)
+            {
+                Topic = topic,
+                Transport = _transport.Name,
+            };
         }
         catch (Exception ex)
         {

@@ -15,4 +15,11 @@ public sealed record TransportCapabilities
     /// about restarts for it.
     /// </summary>
     public bool SurvivesBrokerRestart { get; init; } = true;
+
+    /// <summary>
+    /// The transport reaches its broker over connections, links or streams that the broker or the network can close, and
+    /// reconnects by itself. False for the in-memory transport, whose broker lives in the process: the conformance suite
+    /// then checks nothing about closed connections for it.
+    /// </summary>
+    public bool ConnectsToBroker { get; init; } = true;
 }
