@@ -118,8 +118,10 @@ public sealed class LocalServiceBusEndpoint : IAsyncDisposable
     /// <c>amqp:link:detach-forced</c>, as Service Bus does on upgrades and load balancing; the connection stays open and
     /// the SDK attaches again. The path takes the forms a receiver uses, in any casing: <c>queue</c>,
     /// <c>topic/Subscriptions/subscription</c>, either followed by <c>/$DeadLetterQueue</c> (which is a source of its own).
-    /// As on Service Bus, the locks the detached links held are lost to their receivers (settling fails with
-    /// MessageLockLost) and the messages come back when the locks expire, counted as delivered once more.
+    /// As on Service Bus, the locks the detached links held stay until they expire: a settlement still arriving on a
+    /// detached link changes nothing (the SDK reports MessageLockLost), one the SDK sends over $management by lock token
+    /// once it has seen the detach works while the lock lasts, and unsettled messages come back when their locks expire,
+    /// counted as delivered once more.
     /// </summary>
     /// <returns>The number of links detached.</returns>
     /// <exception cref="InvalidOperationException">The entity does not exist.</exception>
