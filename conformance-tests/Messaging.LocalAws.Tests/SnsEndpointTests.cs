@@ -19,7 +19,7 @@ public sealed class SnsEndpointTests : LocalAwsTestBase
         return (url, arn);
     }
 
-    private static string TopicPolicy(string queueArn, string sourceArnPattern) => JsonSerializer.Serialize(new
+    internal static string TopicPolicy(string queueArn, string sourceArnPattern) => JsonSerializer.Serialize(new
     {
         Version = "2012-10-17",
         Statement = new[]

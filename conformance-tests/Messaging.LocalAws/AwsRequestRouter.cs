@@ -14,7 +14,7 @@ namespace Messaging.LocalAws;
 /// <c>X-Amz-Target: AmazonSQS.&lt;Action&gt;</c> with an AWS JSON 1.0 body; SNS requests are form posts in the
 /// query protocol (<c>Action=...&amp;Version=2010-03-31</c>).
 /// </summary>
-internal sealed partial class AwsRequestRouter(LocalAwsContext context, SqsJsonApi sqs, SnsQueryApi sns)
+internal sealed partial class AwsRequestRouter(LocalAwsContext context, SqsJsonApi sqs, SnsQueryApi sns, RequestRefusals refusals)
 {
     private const string JsonContentType = "application/x-amz-json-1.0";
     private const string SqsTargetPrefix = "AmazonSQS.";
@@ -67,6 +67,7 @@ internal sealed partial class AwsRequestRouter(LocalAwsContext context, SqsJsonA
             }
 
             action = target[SqsTargetPrefix.Length..];
+            refusals.ThrowIfRefused("sqs", action);
             if (http.Request.ContentType is not { } contentType || !contentType.StartsWith(JsonContentType, StringComparison.OrdinalIgnoreCase))
             {
                 throw SqsErrors.Serialization($"The request Content-Type must be {JsonContentType}, got '{http.Request.ContentType}'.");
@@ -135,6 +136,7 @@ internal sealed partial class AwsRequestRouter(LocalAwsContext context, SqsJsonA
 
             SigV4AuthorizationCheck.Validate(http.Request, parameters, "sns", context.Region);
             action = parameters.GetValueOrDefault("Action");
+            refusals.ThrowIfRefused("sns", action);
             var version = parameters.GetValueOrDefault("Version");
             if (string.IsNullOrEmpty(action))
             {

@@ -1,4 +1,5 @@
 using System.Net;
+using Messaging.LocalAws.Protocol;
 using Messaging.LocalAws.Sns;
 using Messaging.LocalAws.Sqs;
 using Microsoft.AspNetCore.Builder;
@@ -27,6 +28,7 @@ public sealed class LocalAwsEndpoint : IAsyncDisposable
     private readonly LocalAwsContext _context;
     private readonly AwsRequestRouter _router;
     private readonly SqsBroker _sqs;
+    private readonly RequestRefusals _refusals = new();
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly ILoggerFactory _loggerFactory;
     private WebApplication? _application;
@@ -41,7 +43,7 @@ public sealed class LocalAwsEndpoint : IAsyncDisposable
         _context = new LocalAwsContext(options.Region, options.AccountId, options.TimeProvider, _loggerFactory);
         _sqs = new SqsBroker(_context);
         var sns = new SnsBroker(_context, _sqs);
-        _router = new AwsRequestRouter(_context, new SqsJsonApi(_sqs), new SnsQueryApi(sns));
+        _router = new AwsRequestRouter(_context, new SqsJsonApi(_sqs), new SnsQueryApi(sns), _refusals);
     }
 
     /// <summary>The one URL for SQS and SNS: <c>http://127.0.0.1:{port}/</c>.</summary>
@@ -137,6 +139,30 @@ public sealed class LocalAwsEndpoint : IAsyncDisposable
         {
             _gate.Release();
         }
+    }
+
+    /// <summary>
+    /// Injected fault: until the result is disposed, every request (or those to <paramref name="service"/>, <c>"sns"</c>
+    /// or <c>"sqs"</c>, and of those only the ones naming <paramref name="action"/>, such as <c>"Publish"</c> or
+    /// <c>"ReceiveMessage"</c>) is answered as AWS answers when it cannot take it: HTTP 503 <c>ServiceUnavailable</c>, in
+    /// each API's error format (SQS: <c>__type</c> and the <c>x-amzn-query-error</c> header; SNS: the XML
+    /// <c>ErrorResponse</c>). A refused request stores and changes nothing. Requests already under way, a waiting long
+    /// poll included, finish normally.
+    /// </summary>
+    public IDisposable RefuseRequests(string? service = null, string? action = null)
+    {
+        string? normalized = service?.ToLowerInvariant();
+        if (normalized is not (null or "sns" or "sqs"))
+        {
+            throw new ArgumentException($"Service '{service}' is neither \"sns\" nor \"sqs\".", nameof(service));
+        }
+
+        if (action is not null)
+        {
+            ArgumentException.ThrowIfNullOrWhiteSpace(action);
+        }
+
+        return _refusals.Add(normalized, action);
     }
 
     public async ValueTask DisposeAsync()

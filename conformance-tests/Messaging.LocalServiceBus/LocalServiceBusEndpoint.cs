@@ -12,6 +12,7 @@ public sealed class LocalServiceBusEndpoint : IAsyncDisposable
 {
     readonly LocalServiceBusOptions options;
     readonly ServiceBusNamespace serviceBus;
+    readonly SendRefusals sendRefusals = new();
     readonly AmqpServer amqp;
     readonly AdministrationServer administration;
     readonly CancellationTokenSource stopping = new();
@@ -23,7 +24,7 @@ public sealed class LocalServiceBusEndpoint : IAsyncDisposable
         this.options = options;
         serviceBus = new ServiceBusNamespace(options.Log);
         var tokens = new SasTokenValidator(options.SharedAccessKeyName, options.SharedAccessKey);
-        amqp = new AmqpServer(serviceBus, tokens, options.Log);
+        amqp = new AmqpServer(serviceBus, sendRefusals, tokens, options.Log);
         administration = new AdministrationServer(serviceBus, tokens);
     }
 
@@ -110,6 +111,47 @@ public sealed class LocalServiceBusEndpoint : IAsyncDisposable
     {
         amqp.Start(amqp.Port);
         await administration.StartAsync(administration.Port, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Injected fault: detaches, from the server side, every receiver link attached to <paramref name="entityPath"/> with
+    /// <c>amqp:link:detach-forced</c>, as Service Bus does on upgrades and load balancing; the connection stays open and
+    /// the SDK attaches again. The path takes the forms a receiver uses, in any casing: <c>queue</c>,
+    /// <c>topic/Subscriptions/subscription</c>, either followed by <c>/$DeadLetterQueue</c> (which is a source of its own).
+    /// As on Service Bus, the locks the detached links held stay until they expire: a settlement still arriving on a
+    /// detached link changes nothing (the SDK reports MessageLockLost), one the SDK sends over $management by lock token
+    /// once it has seen the detach works while the lock lasts, and unsettled messages come back when their locks expire,
+    /// counted as delivered once more.
+    /// </summary>
+    /// <returns>The number of links detached.</returns>
+    /// <exception cref="InvalidOperationException">The entity does not exist.</exception>
+    public int DetachReceivers(string entityPath)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(entityPath);
+        int detached = 0;
+        Translate(() => detached = serviceBus.ForceDetachReceivers(EntityAddress.Normalize(entityPath)));
+        return detached;
+    }
+
+    /// <summary>Receiver links attached to a receive source; a detached link counts until the client has answered the detach.</summary>
+    internal int AttachedReceivers(string entityPath) => serviceBus.CountConsumers(EntityAddress.Normalize(entityPath));
+
+    /// <summary>
+    /// Injected fault: until the result is disposed, every message sent to <paramref name="entityPath"/> (a queue or topic,
+    /// any casing), or to any entity when null, is rejected with <c>com.microsoft:server-busy</c> as a throttled Service
+    /// Bus entity rejects it (the SDK's ServiceBusFailureReason.ServiceBusy); scheduling on $management is refused
+    /// the same way. Nothing refused is stored; links and connections stay open.
+    /// </summary>
+    public IDisposable RefuseSends(string? entityPath = null)
+    {
+        string? path = null;
+        if (entityPath is not null)
+        {
+            ArgumentException.ThrowIfNullOrWhiteSpace(entityPath);
+            path = EntityAddress.Normalize(entityPath);
+        }
+
+        return sendRefusals.Add(path);
     }
 
     async Task RunTimerAsync(CancellationToken cancellationToken)

@@ -35,4 +35,8 @@ internal sealed class AwsServiceException : Exception
 
     public static AwsServiceException SignatureDoesNotMatch(string message) =>
         new("InvalidSignatureException", "SignatureDoesNotMatch", 403, message);
+
+    /// <summary>The common error of every AWS API when the service cannot take the request; the SDKs retry it.</summary>
+    public static AwsServiceException ServiceUnavailable() =>
+        new("ServiceUnavailable", "ServiceUnavailable", 503, "The request has failed due to a temporary failure of the server.", senderFault: false);
 }

@@ -19,6 +19,7 @@ internal sealed class AmqpServer : IRuntimeProvider
     const ulong MaxMessageSize = 256 * 1024;
 
     readonly ServiceBusNamespace serviceBus;
+    readonly SendRefusals refusals;
     readonly CbsNode cbs;
     readonly Action<string>? log;
     readonly ConcurrentDictionary<AmqpConnection, ConnectionState> connections = new();
@@ -27,9 +28,10 @@ internal sealed class AmqpServer : IRuntimeProvider
     TransportListener? listener;
     bool accepting;
 
-    public AmqpServer(ServiceBusNamespace serviceBus, SasTokenValidator tokens, Action<string>? log)
+    public AmqpServer(ServiceBusNamespace serviceBus, SendRefusals refusals, SasTokenValidator tokens, Action<string>? log)
     {
         this.serviceBus = serviceBus;
+        this.refusals = refusals;
         this.log = log;
         cbs = new CbsNode(tokens);
     }
@@ -216,14 +218,14 @@ internal sealed class AmqpServer : IRuntimeProvider
             else if (EntityAddress.IsManagement(address, out var owner))
             {
                 StateOf(link).EnsureAuthorized(address);
-                var node = new ManagementNode(serviceBus, owner);
+                var node = new ManagementNode(serviceBus, refusals, owner);
                 RequestResponse.Attach(receiving, StateOf(link), node.Handle);
             }
             else
             {
                 StateOf(link).EnsureAuthorized(address);
                 serviceBus.EnsureSendTarget(address);
-                ProducerLink.Attach(receiving, serviceBus, address, log);
+                ProducerLink.Attach(receiving, serviceBus, refusals, address, log);
             }
 
             return;

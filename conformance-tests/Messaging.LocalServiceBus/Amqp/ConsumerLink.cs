@@ -21,6 +21,7 @@ internal sealed class ConsumerLink : IStoreConsumer
     readonly Channel<bool> signals = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
     readonly CancellationTokenSource closed = new();
     int closedOnce;
+    int detached;
 
     ConsumerLink(SendingAmqpLink link, ServiceBusNamespace serviceBus, MessageStore store, Action<string>? log)
     {
@@ -43,12 +44,25 @@ internal sealed class ConsumerLink : IStoreConsumer
         link.SafeAddClosed((_, _) => consumer.OnClosed());
     }
 
+    public string Name => link.Name;
+
     public void Signal() => signals.Writer.TryWrite(true);
 
-    public void Detach(ServiceBusErrorException error) =>
+    public bool Detach(ServiceBusErrorException error)
+    {
+        if (Volatile.Read(ref closedOnce) != 0
+            || link.State is AmqpObjectState.CloseSent or AmqpObjectState.CloseReceived or AmqpObjectState.End or AmqpObjectState.Faulted
+            || Interlocked.Exchange(ref detached, 1) != 0)
+        {
+            return false;
+        }
+
         link.SafeClose(new AmqpException(new Error { Condition = error.Condition, Description = error.Message }));
+        return true;
+    }
 
     // Locks held by this link stay until they expire, as on Service Bus: a closed link does not release its messages.
+    // Until then their lock tokens still settle over $management (the SDK does so when the link it received on is gone).
     void OnClosed()
     {
         if (Interlocked.Exchange(ref closedOnce, 1) != 0)
@@ -84,7 +98,7 @@ internal sealed class ConsumerLink : IStoreConsumer
     void Pump()
     {
         // Only this loop sends on the link, so the credit read here is not raced by another sender.
-        while (link.State == AmqpObjectState.Opened && link.LinkCredit > 0)
+        while (link.State == AmqpObjectState.Opened && link.LinkCredit > 0 && Volatile.Read(ref detached) == 0)
         {
             var delivery = serviceBus.TryTakeNext(store, peekLock, DateTime.UtcNow);
             if (delivery is not { } taken)
@@ -106,6 +120,15 @@ internal sealed class ConsumerLink : IStoreConsumer
         var state = delivery.State;
         if (state is null || state.DescriptorCode == Received.Code)
         {
+            return;
+        }
+
+        // Once the broker has detached the link its locks are lost: a settlement still arriving on it (sent before the
+        // client saw the detach) changes nothing, and the message comes back when the lock expires.
+        if (Volatile.Read(ref detached) != 0)
+        {
+            var lost = ServiceBusErrorException.LockLost();
+            Settle(delivery, new Rejected { Error = new Error { Condition = lost.Condition, Description = lost.Message } });
             return;
         }
 

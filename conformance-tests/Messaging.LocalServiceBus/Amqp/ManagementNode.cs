@@ -13,12 +13,14 @@ namespace Messaging.LocalServiceBus.Amqp;
 internal sealed class ManagementNode
 {
     readonly ServiceBusNamespace serviceBus;
+    readonly SendRefusals refusals;
     readonly string owner;
     readonly MessageStore? store;
 
-    public ManagementNode(ServiceBusNamespace serviceBus, string owner)
+    public ManagementNode(ServiceBusNamespace serviceBus, SendRefusals refusals, string owner)
     {
         this.serviceBus = serviceBus;
+        this.refusals = refusals;
         this.owner = owner;
         store = serviceBus.ResolveManagementOwner(owner).Store;
     }
@@ -64,6 +66,8 @@ internal sealed class ManagementNode
 
     AmqpMessage Schedule(AmqpMap body, DateTime now)
     {
+        // Scheduling is a send: throttling refuses it too (503 with the server-busy condition).
+        refusals.ThrowIfRefused(owner);
         var entries = ReadList<AmqpMap>(body, "messages");
         var contents = new List<MessageContent>();
         foreach (var entry in entries)

@@ -4,18 +4,22 @@ using Microsoft.Azure.Amqp.Framing;
 
 namespace Messaging.LocalServiceBus.Amqp;
 
-/// <summary>A link the SDK sends on: every message (or every message inside a batch) is enqueued, then accepted.</summary>
+/// <summary>
+/// A link the SDK sends on: every message (or every message inside a batch) is enqueued, then accepted; while sends
+/// to the target are refused (<see cref="SendRefusals"/>) the transfer is rejected with server-busy and nothing is stored.
+/// </summary>
 internal static class ProducerLink
 {
     // The SDK sends a ServiceBusMessageBatch as one AMQP message of this format whose data sections are encoded messages.
     public const uint BatchMessageFormat = 0x80013700;
 
-    public static void Attach(ReceivingAmqpLink link, ServiceBusNamespace serviceBus, string target, Action<string>? log)
+    public static void Attach(ReceivingAmqpLink link, ServiceBusNamespace serviceBus, SendRefusals refusals, string target, Action<string>? log)
     {
         link.RegisterMessageListener(message =>
         {
             try
             {
+                refusals.ThrowIfRefused(target);
                 foreach (var content in Unpack(message))
                 {
                     serviceBus.Send(target, content, DateTime.UtcNow);

@@ -48,10 +48,16 @@ internal sealed record EntitySettings(
 /// <summary>Something that pulls messages from a store (an AMQP receiver link) and must be told when some may be available.</summary>
 internal interface IStoreConsumer
 {
+    /// <summary>The AMQP link name, as Service Bus quotes it in errors.</summary>
+    string Name { get; }
+
     void Signal();
 
-    /// <summary>The entity was deleted: the receiver is detached with the given error.</summary>
-    void Detach(ServiceBusErrorException error);
+    /// <summary>
+    /// Detaches the receiver with the given error (its entity was deleted, or a forced detach was injected);
+    /// false when it was already closing.
+    /// </summary>
+    bool Detach(ServiceBusErrorException error);
 }
 
 /// <summary>The messages of a queue or subscription, or of their dead-letter sub-queue.</summary>

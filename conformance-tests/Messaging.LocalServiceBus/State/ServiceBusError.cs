@@ -26,4 +26,17 @@ internal sealed class ServiceBusErrorException(string condition, int statusCode,
 
     public static ServiceBusErrorException BadArgument(string detail) =>
         new("com.microsoft:argument-error", 400, detail);
+
+    /// <summary>Throttling, as Service Bus words it; the SDK reports it as ServiceBusy and waits before retrying.</summary>
+    public static ServiceBusErrorException ServerBusy(string path) =>
+        new("com.microsoft:server-busy", 503,
+            $"The request was terminated because the entity is being throttled. Error code : 50009. Please wait 2 seconds and try again. {Tracking(path)}");
+
+    /// <summary>The broker ends a link on its own (as Service Bus does on idle links, upgrades and load balancing).</summary>
+    public static ServiceBusErrorException DetachForced(string linkName, string path) =>
+        new("amqp:link:detach-forced", 410,
+            $"The link '{linkName}' is force detached by the broker. Detach origin: fault injected by LocalServiceBusEndpoint.DetachReceivers. {Tracking(path)}");
+
+    static string Tracking(string path) =>
+        $"TrackingId:{Guid.NewGuid():N}, SystemTracker:{path}, Timestamp:{DateTime.UtcNow:O}";
 }

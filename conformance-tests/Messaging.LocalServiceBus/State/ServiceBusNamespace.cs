@@ -162,6 +162,41 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
         }
     }
 
+    /// <summary>
+    /// Injected fault: detaches every receiver link of one receive source (as <see cref="ResolveStore"/> reads it) with
+    /// amqp:link:detach-forced. The locks those links hold stay until they expire, as for any closed link.
+    /// </summary>
+    public int ForceDetachReceivers(string path)
+    {
+        var store = ResolveStore(path);
+        List<IStoreConsumer> consumers;
+        lock (gate)
+        {
+            consumers = [.. store.Consumers];
+        }
+
+        int detached = 0;
+        foreach (var consumer in consumers)
+        {
+            if (consumer.Detach(ServiceBusErrorException.DetachForced(consumer.Name, store.Path)))
+            {
+                detached++;
+            }
+        }
+
+        return detached;
+    }
+
+    /// <summary>Receiver links attached to a receive source (they leave once their detach has completed).</summary>
+    public int CountConsumers(string path)
+    {
+        var store = ResolveStore(path);
+        lock (gate)
+        {
+            return store.Consumers.Count;
+        }
+    }
+
     public MessageEntity? FindQueue(string name)
     {
         lock (gate)
