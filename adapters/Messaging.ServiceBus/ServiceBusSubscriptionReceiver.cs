@@ -25,6 +25,7 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
     private readonly ILogger _logger;
     private readonly List<ServiceBusReceiver> _receivers = [];
     private readonly List<PullReceiveLoop<ServiceBusReceivedMessage>> _loops = [];
+    private readonly List<IDisposable> _watches = [];
     private readonly int _maxBatch;
     private volatile bool _crashed;
     private int _disposed;
@@ -48,10 +49,15 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         _pipeline.LimitHeldMessages(_pipeline.Subscription.Concurrency + _maxBatch);
-        var options = new ServiceBusReceiverOptions { ReceiveMode = ServiceBusReceiveMode.PeekLock, PrefetchCount = 0 };
         var client = _transport.Client;
-        _receivers.Add(client.CreateReceiver(ServiceBusNames.Topic(_pipeline.Subscription.Topic), ServiceBusNames.Subscription(_subscription), options));
-        _receivers.Add(client.CreateReceiver(ServiceBusNames.RedeliveryQueue(_subscription), options));
+        ServiceBusReceiverOptions Options()
+        {
+            var identifier = $"{_subscription}-{Guid.NewGuid():N}";
+            _watches.Add(ServiceBusLinkEvents.Watch(identifier, error => LogLinkClosed(identifier, _subscription, FirstLine(error))));
+            return new ServiceBusReceiverOptions { ReceiveMode = ServiceBusReceiveMode.PeekLock, PrefetchCount = 0, Identifier = identifier };
+        }
+        _receivers.Add(client.CreateReceiver(ServiceBusNames.Topic(_pipeline.Subscription.Topic), ServiceBusNames.Subscription(_subscription), Options()));
+        _receivers.Add(client.CreateReceiver(ServiceBusNames.RedeliveryQueue(_subscription), Options()));
         // Peeking attaches both links now, so a missing entity fails the start with a clear error rather than a log line later.
         foreach (var receiver in _receivers)
         {
@@ -140,8 +146,14 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
         await _pipeline.AbortAsync().ConfigureAwait(false);
     }
 
+    private static string FirstLine(string text) => text.Split('\n', 2)[0].Trim();
+
     private async Task CloseReceiversAsync()
     {
+        foreach (var watch in _watches)
+        {
+            watch.Dispose();
+        }
         foreach (var receiver in _receivers)
         {
             try
@@ -222,4 +234,7 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Closing the receiver of {Entity} failed")]
     private partial void LogReceiverCloseFailed(Exception exception, string entity);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Service Bus closed receive link {Receiver} of subscription {Subscription}: {Error}; the client attaches it again, and messages it held come back when their locks expire")]
+    private partial void LogLinkClosed(string receiver, string subscription, string error);
 }

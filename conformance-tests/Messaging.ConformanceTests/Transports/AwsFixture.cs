@@ -217,6 +217,16 @@ public sealed class AwsFixture : ITransportFixture, IAsyncLifetime
 
     public string? PriorAttemptsHeader => null;
 
+    public bool CanInjectFaults => _local is not null;
+
+    /// <summary>SNS answers every publish with 503 ServiceUnavailable (as AWS does when it sheds load) until the fault ends.</summary>
+    public Task<IAsyncDisposable> BlockPublishesAsync(CancellationToken cancellationToken) =>
+        Task.FromResult(Fault.Until(_local!.RefuseRequests("sns")));
+
+    /// <summary>SQS answers every request with 503 ServiceUnavailable until the fault ends: receives, deletes and visibility changes fail.</summary>
+    public Task<IAsyncDisposable> BreakConsumersAsync(string topic, string subscription, CancellationToken cancellationToken) =>
+        Task.FromResult(Fault.Until(_local!.RefuseRequests("sqs")));
+
     public async Task RestartBrokerAsync(CancellationToken cancellationToken)
     {
         if (_local is null)

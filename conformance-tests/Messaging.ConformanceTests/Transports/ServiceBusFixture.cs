@@ -147,6 +147,21 @@ public sealed class ServiceBusFixture : ITransportFixture, IAsyncLifetime
 
     public string? PriorAttemptsHeader => ServiceBusNames.PriorAttemptsProperty;
 
+    public bool CanInjectFaults => _local is not null;
+
+    /// <summary>The endpoint rejects every sent message with server-busy (Service Bus throttling) until the fault ends.</summary>
+    public Task<IAsyncDisposable> BlockPublishesAsync(CancellationToken cancellationToken) =>
+        Task.FromResult(Fault.Until(_local!.RefuseSends()));
+
+    /// <summary>The endpoint detaches every receive link of the subscription and of its redelivery queue (amqp:link:detach-forced); the connection stays.</summary>
+    public Task<IAsyncDisposable> BreakConsumersAsync(string topic, string subscription, CancellationToken cancellationToken)
+    {
+        var detached = _local!.DetachReceivers($"{ServiceBusNames.Topic(topic)}/Subscriptions/{ServiceBusNames.Subscription(subscription)}")
+            + _local.DetachReceivers(ServiceBusNames.RedeliveryQueue(subscription));
+        Assert.True(detached > 0, $"no receive link of subscription {subscription} was attached to detach");
+        return Task.FromResult(Fault.Over);
+    }
+
     public async Task RestartBrokerAsync(CancellationToken cancellationToken)
     {
         if (_local is null)
