@@ -292,19 +292,27 @@ public sealed class QueueTests
         await using var bus = await LocalBus.StartAsync();
         await bus.Endpoint.CreateQueueAsync("timed", cancellationToken: Ct);
         await using var sender = bus.Client.CreateSender("timed");
-        var at = DateTimeOffset.UtcNow.AddSeconds(3);
+        await using var receiver = bus.Client.CreateReceiver("timed");
+        // Connect, authorise and attach before the schedule is chosen, so the time until it is not spent on link setup
+        // and the scheduled message is still scheduled when it is peeked.
+        Assert.Empty(await receiver.PeekMessagesAsync(10, fromSequenceNumber: 0, cancellationToken: Ct));
+        using (await sender.CreateMessageBatchAsync(Ct))
+        {
+        }
+
+        var lead = TimeSpan.FromSeconds(12);
+        var at = DateTimeOffset.UtcNow + lead;
         var kept = await sender.ScheduleMessageAsync(new ServiceBusMessage("on time"), at, Ct);
         var cancelled = await sender.ScheduleMessageAsync(new ServiceBusMessage("never"), at, Ct);
         Assert.NotEqual(kept, cancelled);
         await sender.CancelScheduledMessageAsync(cancelled, Ct);
 
-        await using var receiver = bus.Client.CreateReceiver("timed");
-        var peeked = await receiver.PeekMessagesAsync(10, cancellationToken: Ct);
+        var peeked = await receiver.PeekMessagesAsync(10, fromSequenceNumber: 0, cancellationToken: Ct);
         var scheduled = Assert.Single(peeked);
         Assert.Equal(ServiceBusMessageState.Scheduled, scheduled.State);
         Assert.Equal(kept, scheduled.SequenceNumber);
 
-        var received = await receiver.ReceiveMessageAsync(LocalBus.Patience, Ct);
+        var received = await receiver.ReceiveMessageAsync(lead + LocalBus.Patience, Ct);
         Assert.NotNull(received);
         Assert.Equal("on time", received.Body.ToString());
         // AMQP timestamps carry milliseconds, so the schedule the broker sees is the time truncated to the millisecond.
