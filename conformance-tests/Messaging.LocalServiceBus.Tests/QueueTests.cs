@@ -6,11 +6,8 @@ public sealed class QueueTests
 {
     static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    static LocalQueueOptions ShortLocks(int maxDeliveryCount = 10) => new()
-    {
-        LockDuration = TimeSpan.FromSeconds(2),
-        MaxDeliveryCount = maxDeliveryCount,
-    };
+    /// <summary>A lock short enough for a test to watch it expire, long enough that a stalled thread pool does not lose it early.</summary>
+    static readonly TimeSpan ExpiringLock = TimeSpan.FromSeconds(8);
 
     [Fact]
     public async Task Sent_message_is_received_with_its_properties_and_completed()
@@ -111,7 +108,7 @@ public sealed class QueueTests
     public async Task Abandon_makes_the_message_available_again_with_a_higher_delivery_count()
     {
         await using var bus = await LocalBus.StartAsync();
-        await bus.Endpoint.CreateQueueAsync("work", ShortLocks(), Ct);
+        await bus.Endpoint.CreateQueueAsync("work", cancellationToken: Ct);
         await using var sender = bus.Client.CreateSender("work");
         await sender.SendMessageAsync(new ServiceBusMessage("retry me"), Ct);
         await using var receiver = bus.Client.CreateReceiver("work");
@@ -134,7 +131,7 @@ public sealed class QueueTests
     public async Task Exceeding_max_delivery_count_moves_the_message_to_the_dead_letter_queue()
     {
         await using var bus = await LocalBus.StartAsync();
-        await bus.Endpoint.CreateQueueAsync("poison", ShortLocks(maxDeliveryCount: 3), Ct);
+        await bus.Endpoint.CreateQueueAsync("poison", new LocalQueueOptions { MaxDeliveryCount = 3 }, Ct);
         await using var sender = bus.Client.CreateSender("poison");
         await sender.SendMessageAsync(new ServiceBusMessage("bad") { MessageId = "poison-1" }, Ct);
         await using var receiver = bus.Client.CreateReceiver("poison");
@@ -191,14 +188,14 @@ public sealed class QueueTests
     public async Task Expired_lock_redelivers_and_settling_with_the_lost_lock_fails()
     {
         await using var bus = await LocalBus.StartAsync();
-        await bus.Endpoint.CreateQueueAsync("slow", ShortLocks(), Ct);
+        await bus.Endpoint.CreateQueueAsync("slow", new LocalQueueOptions { LockDuration = ExpiringLock }, Ct);
         await using var sender = bus.Client.CreateSender("slow");
         await sender.SendMessageAsync(new ServiceBusMessage("take your time"), Ct);
         await using var receiver = bus.Client.CreateReceiver("slow");
 
         var first = await receiver.ReceiveMessageAsync(LocalBus.Patience, Ct);
         Assert.NotNull(first);
-        var second = await receiver.ReceiveMessageAsync(LocalBus.Patience, Ct);
+        var second = await receiver.ReceiveMessageAsync(ExpiringLock + LocalBus.Patience, Ct);
         Assert.NotNull(second);
         Assert.Equal(first.SequenceNumber, second.SequenceNumber);
         Assert.Equal(2, second.DeliveryCount);
@@ -213,7 +210,7 @@ public sealed class QueueTests
     public async Task Renewing_a_lock_extends_it_past_the_lock_duration()
     {
         await using var bus = await LocalBus.StartAsync();
-        await bus.Endpoint.CreateQueueAsync("renew", new LocalQueueOptions { LockDuration = TimeSpan.FromSeconds(4) }, Ct);
+        await bus.Endpoint.CreateQueueAsync("renew", new LocalQueueOptions { LockDuration = TimeSpan.FromSeconds(10) }, Ct);
         await using var sender = bus.Client.CreateSender("renew");
         await sender.SendMessageAsync(new ServiceBusMessage("hold"), Ct);
         await using var receiver = bus.Client.CreateReceiver("renew");
@@ -224,11 +221,11 @@ public sealed class QueueTests
         // Two renewals, each well inside the current lock, keep the message locked past its first lock's end.
         for (int renewal = 0; renewal < 2; renewal++)
         {
-            await Task.Delay(TimeSpan.FromSeconds(1.5), Ct);
+            await Task.Delay(TimeSpan.FromSeconds(2), Ct);
             await receiver.RenewMessageLockAsync(message, Ct);
         }
 
-        Assert.True(message.LockedUntil >= firstLock.AddSeconds(2.5), $"lock {firstLock:O} -> {message.LockedUntil:O}");
+        Assert.True(message.LockedUntil >= firstLock.AddSeconds(3.5), $"lock {firstLock:O} -> {message.LockedUntil:O}");
         Assert.Null(await receiver.ReceiveMessageAsync(TimeSpan.FromMilliseconds(300), Ct));
         await receiver.CompleteMessageAsync(message, Ct);
     }
