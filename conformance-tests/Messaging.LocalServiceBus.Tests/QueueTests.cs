@@ -502,7 +502,7 @@ public sealed class QueueTests
         await using var bus = await LocalBus.StartAsync();
         await bus.Endpoint.CreateQueueAsync("secure", cancellationToken: Ct);
         var wrongKey = bus.Endpoint.ConnectionString.Replace("SharedAccessKey=SAS_KEY_VALUE", "SharedAccessKey=not-the-key", StringComparison.Ordinal);
-        await using var client = new ServiceBusClient(wrongKey, new ServiceBusClientOptions { RetryOptions = new ServiceBusRetryOptions { MaxRetries = 0, TryTimeout = TimeSpan.FromSeconds(5) } });
+        await using var client = new ServiceBusClient(wrongKey, new ServiceBusClientOptions { RetryOptions = new ServiceBusRetryOptions { MaxRetries = 0, TryTimeout = TimeSpan.FromSeconds(30) } });
         await using var sender = client.CreateSender("secure");
 
         var failure = await Assert.ThrowsAsync<UnauthorizedAccessException>(() => sender.SendMessageAsync(new ServiceBusMessage("x"), Ct));
