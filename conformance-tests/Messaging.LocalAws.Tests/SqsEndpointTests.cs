@@ -295,12 +295,15 @@ public sealed class SqsEndpointTests : LocalAwsTestBase
     {
         var url = await CreateQueueAsync("delayed");
         await Sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "much later", DelaySeconds = 900 }, Cancellation);
-        await Sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "soon", DelaySeconds = 1 }, Cancellation);
+        // Long enough that both are still delayed when the attributes are read under load; the long poll below outlasts it.
+        var sinceSend = Stopwatch.StartNew();
+        await Sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "soon", DelaySeconds = 5 }, Cancellation);
 
         Assert.Equal("2", (await AttributesAsync(url))["ApproximateNumberOfMessagesDelayed"]);
         var received = await Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, WaitTimeSeconds = 20, MaxNumberOfMessages = 10 }, Cancellation);
 
         Assert.Equal("soon", Assert.Single(received.Messages).Body);
+        Assert.True(sinceSend.Elapsed >= TimeSpan.FromSeconds(4.5), $"received {sinceSend.Elapsed} after sending, before its 5 s delay");
         Assert.Equal("1", (await AttributesAsync(url))["ApproximateNumberOfMessagesDelayed"]);
     }
 
