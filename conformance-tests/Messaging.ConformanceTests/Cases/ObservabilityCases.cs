@@ -47,7 +47,7 @@ public abstract partial class ConformanceSuite<TFixture>
         listener.Start();
 
         var probe = new Probe { Behaviour = (c, _) => c.Event.Subject == "bad" ? throw new InvalidOperationException("bad") : Task.CompletedTask };
-        await using var host = await StartAsync(probe, Subscribe(topic, sub, s => s.WithMaxAttempts(2).WithBackoff(Policy.Backoff.Immediate)));
+        await using var host = await StartWithLongLeasesAsync(probe, Subscribe(topic, sub, s => s.WithMaxAttempts(2).WithBackoff(Policy.Backoff.Immediate)));
         var good = Enumerable.Range(0, 3).Select(_ => NewEvent()).ToList();
         var bad = NewEvent();
         bad.Subject = "bad";
