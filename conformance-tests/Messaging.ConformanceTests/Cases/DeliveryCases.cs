@@ -95,7 +95,7 @@ public abstract partial class ConformanceSuite<TFixture>
         Assert.InRange(probe.MaxConcurrent, 2, 3);
     });
 
-    [Fact(Timeout = 120_000)]
+    [Fact(Timeout = 200_000)]
     public Task Lifecycle_stop_under_load_returns_within_its_deadline_and_loses_nothing() => Case(async () =>
     {
         var (topic, sub) = Names();
@@ -110,9 +110,11 @@ public abstract partial class ConformanceSuite<TFixture>
         var events = Enumerable.Range(0, 100).Select(_ => NewEvent()).ToList();
         await first.Publisher.PublishBatchAsync(topic, events, Ct);
         await Wait.UntilAsync(() => probe.Attempts.Count >= 4, "every handler slot is busy");
-        // The stop's deadline is 2 s; it must return soon after, whatever is held, waiting or running.
-        await first.StopAsync(TimeSpan.FromSeconds(2)).WaitAsync(TimeSpan.FromSeconds(15), Ct);
-        await first.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(15), Ct);
+        // The stop's deadline is 2 s; it must return, whatever is held, waiting or running, rather than wait for the 60 s
+        // handlers (45 s is still short of them). The bounds guard against a hang, not for speed: a loaded machine may take
+        // far longer than 2 s to wind down.
+        await first.StopAsync(TimeSpan.FromSeconds(2)).WaitAsync(TimeSpan.FromSeconds(45), Ct);
+        await first.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(45), Ct);
 
         Volatile.Write(ref slow, 0);
         await using var second = await StartAsync(probe, configure);
