@@ -8,6 +8,7 @@ using Messaging.ConformanceTests.Transports;
 using Messaging.DeadLetters;
 using Messaging.Policy;
 using Messaging.Topology;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Messaging.ConformanceTests.Aws;
@@ -159,17 +160,24 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
         await fixture.DeleteSubscriptionAsync(topic, sub);
     }
 
-    [Fact(Timeout = 60_000)]
+    [Fact(Timeout = 120_000)]
     public async Task A_handler_running_longer_than_the_visibility_timeout_keeps_its_message()
     {
         RequireBroker();
         var (topic, sub) = Names();
-        var hold = fixture.Options.VisibilityTimeout * 2.5;
+        // 10 s rather than the fixture's 5 s: extended every ~3.3 s, so only a stall of several seconds on a loaded machine
+        // could let it lapse, while the handler still holds the message for two and a half of them.
+        var visibility = TimeSpan.FromSeconds(10);
+        var hold = visibility * 2.5;
         var probe = new Probe { Behaviour = (_, ct) => Task.Delay(hold, ct) };
-        await using var host = await ConformanceHost.StartAsync(fixture, probe, m => m.AddSubscription(sub, topic, s => s.HandleCloudEvents<ProbeHandler>()));
+        await using var host = await ConformanceHost.StartAsync(fixture, probe, m => m.AddSubscription(sub, topic, s => s.HandleCloudEvents<ProbeHandler>()),
+            services => services.PostConfigure<SnsSqsTransportOptions>(o => o.VisibilityTimeout = visibility));
+        var url = (await fixture.Clients.Sqs.GetQueueUrlAsync(SnsSqsNames.Queue(sub), Ct)).QueueUrl;
+        var attributes = (await fixture.Clients.Sqs.GetQueueAttributesAsync(new GetQueueAttributesRequest { QueueUrl = url, AttributeNames = ["VisibilityTimeout"] }, Ct)).Attributes!;
+        Assert.Equal("10", attributes["VisibilityTimeout"]);
         var sent = new CloudEvent { Id = "slow-1", Source = new Uri("urn:wire"), Type = "t" };
         await host.Publisher.PublishAsync(topic, sent, Ct);
-        await Wait.UntilAsync(() => probe.Handled.Count == 1, "the slow handler finishes", hold + TimeSpan.FromSeconds(20));
+        await Wait.UntilAsync(() => probe.Handled.Count == 1, "the slow handler finishes", hold + TimeSpan.FromSeconds(40));
         // Without visibility extensions the message would have been received again (attempt 2) while the handler ran.
         Assert.Single(probe.Attempts);
         Assert.Equal(1, probe.Attempts.Single().Attempt);
