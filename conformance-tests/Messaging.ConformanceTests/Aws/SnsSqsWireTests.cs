@@ -217,8 +217,12 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
         var (topic, sub) = Names();
         var started = 0;
         var probe = new Probe { Behaviour = async (_, ct) => { Interlocked.Increment(ref started); await Task.Delay(300, ct); } };
+        // A 30 s visibility timeout (the transport's default): a message the stop kept instead of handing back stays invisible
+        // far longer than the short look below, even if it was received (or last extended) some seconds before the stop.
+        var visibility = TimeSpan.FromSeconds(30);
         var host = await ConformanceHost.StartAsync(fixture, probe,
-            m => m.AddSubscription(sub, topic, s => s.HandleCloudEvents<ProbeHandler>().WithConcurrency(1).WithPrefetch(9)));
+            m => m.AddSubscription(sub, topic, s => s.HandleCloudEvents<ProbeHandler>().WithConcurrency(1).WithPrefetch(9)),
+            services => services.PostConfigure<SnsSqsTransportOptions>(o => o.VisibilityTimeout = visibility));
         await host.Publisher.PublishBatchAsync(topic, Enumerable.Range(0, 10).Select(i => new CloudEvent { Id = $"g-{i}", Source = new Uri("urn:wire"), Type = "t" }), Ct);
         await Wait.UntilAsync(() => Volatile.Read(ref started) >= 1, "a handler started");
         await host.StopAsync();
@@ -226,10 +230,13 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
         var left = 10 - probe.Handled.Count;
         Assert.True(left > 0, "the stop came before every event was handled");
 
-        // Messages still held would stay invisible for the whole visibility timeout; handed back, they are there at once.
+        // Messages still held would stay invisible for the whole visibility timeout; handed back, they are there at once. The
+        // look lasts up to 3 s (a tenth of the timeout) rather than one receive: as on SQS, the stopped host's cancelled long
+        // poll lives on at the endpoint and can take given-back messages for nobody before they are looked for.
         var url = (await fixture.Clients.Sqs.GetQueueUrlAsync(SnsSqsNames.Queue(sub), Ct)).QueueUrl;
-        var response = await fixture.Clients.Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, MaxNumberOfMessages = 10, WaitTimeSeconds = 0 }, Ct);
-        Assert.NotEmpty(response.Messages ?? []);
+        await Wait.UntilAsync(
+            () => fixture.Clients.Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, MaxNumberOfMessages = 10, WaitTimeSeconds = 0 }, Ct),
+            response => response.Messages is { Count: > 0 }, "a given-back message is visible", TimeSpan.FromSeconds(3));
         await fixture.DeleteSubscriptionAsync(topic, sub);
     }
 
