@@ -247,12 +247,13 @@ public sealed class SqsEndpointTests : LocalAwsTestBase
     {
         var url = await CreateQueueAsync("abandoned-poll-ends");
         using var crash = CancellationTokenSource.CreateLinkedTokenSource(Cancellation);
-        var abandoned = Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, WaitTimeSeconds = 2 }, crash.Token);
+        // Long enough that, under load, the endpoint sees the client go away before the wait time would have ended the poll anyway.
+        var abandoned = Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, WaitTimeSeconds = 8 }, crash.Token);
         await Until.TrueAsync(() => Endpoint.WaitingReceivePolls == 1, "the long poll waits on the endpoint");
         await crash.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => abandoned);
         await Until.TrueAsync(() => Endpoint.AbandonedReceivePolls == 1, "the endpoint sees the client go away");
-        await Until.TrueAsync(() => Endpoint.WaitingReceivePolls == 0, "the abandoned poll's wait time ends");
+        await Until.TrueAsync(() => Endpoint.WaitingReceivePolls == 0, "the abandoned poll's wait time ends", TimeSpan.FromSeconds(20));
 
         await Sqs.SendMessageAsync(url, "after the abandoned poll", Cancellation);
 
@@ -294,12 +295,15 @@ public sealed class SqsEndpointTests : LocalAwsTestBase
     {
         var url = await CreateQueueAsync("delayed");
         await Sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "much later", DelaySeconds = 900 }, Cancellation);
-        await Sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "soon", DelaySeconds = 1 }, Cancellation);
+        // Long enough that both are still delayed when the attributes are read under load; the long poll below outlasts it.
+        var sinceSend = Stopwatch.StartNew();
+        await Sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "soon", DelaySeconds = 5 }, Cancellation);
 
         Assert.Equal("2", (await AttributesAsync(url))["ApproximateNumberOfMessagesDelayed"]);
         var received = await Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, WaitTimeSeconds = 20, MaxNumberOfMessages = 10 }, Cancellation);
 
         Assert.Equal("soon", Assert.Single(received.Messages).Body);
+        Assert.True(sinceSend.Elapsed >= TimeSpan.FromSeconds(4.5), $"received {sinceSend.Elapsed} after sending, before its 5 s delay");
         Assert.Equal("1", (await AttributesAsync(url))["ApproximateNumberOfMessagesDelayed"]);
     }
 

@@ -7,16 +7,17 @@ internal static class Until
 {
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(10);
 
-    public static Task TrueAsync(Func<bool> condition, string what) => TrueAsync(() => Task.FromResult(condition()), what);
+    public static Task TrueAsync(Func<bool> condition, string what, TimeSpan? limit = null) => TrueAsync(() => Task.FromResult(condition()), what, limit);
 
-    public static async Task TrueAsync(Func<Task<bool>> condition, string what)
+    public static async Task TrueAsync(Func<Task<bool>> condition, string what, TimeSpan? limit = null)
     {
+        var deadline = limit ?? Limit;
         var watch = Stopwatch.StartNew();
         while (!await condition())
         {
-            if (watch.Elapsed > Limit)
+            if (watch.Elapsed > deadline)
             {
-                throw new TimeoutException($"Timed out after {Limit.TotalSeconds:0}s waiting until {what}.");
+                throw new TimeoutException($"Timed out after {deadline.TotalSeconds:0}s waiting until {what}.");
             }
 
             await Task.Delay(20, TestContext.Current.CancellationToken);

@@ -37,7 +37,7 @@ public sealed class EndpointTests
     public async Task Outage_while_a_receiver_waits_is_survived_by_the_processor()
     {
         await using var bus = await LocalBus.StartAsync();
-        await bus.Endpoint.CreateQueueAsync("jobs", new LocalQueueOptions { LockDuration = TimeSpan.FromSeconds(3) }, Ct);
+        await bus.Endpoint.CreateQueueAsync("jobs", new LocalQueueOptions { LockDuration = TimeSpan.FromSeconds(30) }, Ct);
         var seen = new System.Collections.Concurrent.ConcurrentQueue<string>();
         await using var processor = bus.Client.CreateProcessor("jobs", new ServiceBusProcessorOptions { AutoCompleteMessages = true, MaxConcurrentCalls = 1 });
         processor.ProcessMessageAsync += args =>
@@ -50,6 +50,15 @@ public sealed class EndpointTests
         await using var sender = bus.Client.CreateSender("jobs");
         await sender.SendMessageAsync(new ServiceBusMessage("one"), Ct);
         await WaitUntilAsync(() => seen.Contains("one"));
+        // The handler runs before auto-complete reaches the endpoint; an outage in between would drop the complete and
+        // legitimately redeliver "one". Peek shows locked messages too, so an empty peek means the complete arrived.
+        await using var peeker = bus.Client.CreateReceiver("jobs");
+        var deadline = DateTime.UtcNow + LocalBus.Patience;
+        while (await peeker.PeekMessageAsync(fromSequenceNumber: 0, cancellationToken: Ct) is not null)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the processor's complete of \"one\" did not reach the endpoint in time");
+            await Task.Delay(50, Ct);
+        }
 
         await bus.Endpoint.StopListeningAsync(Ct);
         await bus.Endpoint.StartListeningAsync(Ct);

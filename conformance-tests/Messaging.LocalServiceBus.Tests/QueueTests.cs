@@ -6,11 +6,8 @@ public sealed class QueueTests
 {
     static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    static LocalQueueOptions ShortLocks(int maxDeliveryCount = 10) => new()
-    {
-        LockDuration = TimeSpan.FromSeconds(2),
-        MaxDeliveryCount = maxDeliveryCount,
-    };
+    /// <summary>A lock short enough for a test to watch it expire, long enough that a stalled thread pool does not lose it early.</summary>
+    static readonly TimeSpan ExpiringLock = TimeSpan.FromSeconds(8);
 
     [Fact]
     public async Task Sent_message_is_received_with_its_properties_and_completed()
@@ -111,7 +108,7 @@ public sealed class QueueTests
     public async Task Abandon_makes_the_message_available_again_with_a_higher_delivery_count()
     {
         await using var bus = await LocalBus.StartAsync();
-        await bus.Endpoint.CreateQueueAsync("work", ShortLocks(), Ct);
+        await bus.Endpoint.CreateQueueAsync("work", cancellationToken: Ct);
         await using var sender = bus.Client.CreateSender("work");
         await sender.SendMessageAsync(new ServiceBusMessage("retry me"), Ct);
         await using var receiver = bus.Client.CreateReceiver("work");
@@ -134,7 +131,7 @@ public sealed class QueueTests
     public async Task Exceeding_max_delivery_count_moves_the_message_to_the_dead_letter_queue()
     {
         await using var bus = await LocalBus.StartAsync();
-        await bus.Endpoint.CreateQueueAsync("poison", ShortLocks(maxDeliveryCount: 3), Ct);
+        await bus.Endpoint.CreateQueueAsync("poison", new LocalQueueOptions { MaxDeliveryCount = 3 }, Ct);
         await using var sender = bus.Client.CreateSender("poison");
         await sender.SendMessageAsync(new ServiceBusMessage("bad") { MessageId = "poison-1" }, Ct);
         await using var receiver = bus.Client.CreateReceiver("poison");
@@ -191,14 +188,14 @@ public sealed class QueueTests
     public async Task Expired_lock_redelivers_and_settling_with_the_lost_lock_fails()
     {
         await using var bus = await LocalBus.StartAsync();
-        await bus.Endpoint.CreateQueueAsync("slow", ShortLocks(), Ct);
+        await bus.Endpoint.CreateQueueAsync("slow", new LocalQueueOptions { LockDuration = ExpiringLock }, Ct);
         await using var sender = bus.Client.CreateSender("slow");
         await sender.SendMessageAsync(new ServiceBusMessage("take your time"), Ct);
         await using var receiver = bus.Client.CreateReceiver("slow");
 
         var first = await receiver.ReceiveMessageAsync(LocalBus.Patience, Ct);
         Assert.NotNull(first);
-        var second = await receiver.ReceiveMessageAsync(LocalBus.Patience, Ct);
+        var second = await receiver.ReceiveMessageAsync(ExpiringLock + LocalBus.Patience, Ct);
         Assert.NotNull(second);
         Assert.Equal(first.SequenceNumber, second.SequenceNumber);
         Assert.Equal(2, second.DeliveryCount);
@@ -213,7 +210,7 @@ public sealed class QueueTests
     public async Task Renewing_a_lock_extends_it_past_the_lock_duration()
     {
         await using var bus = await LocalBus.StartAsync();
-        await bus.Endpoint.CreateQueueAsync("renew", new LocalQueueOptions { LockDuration = TimeSpan.FromSeconds(4) }, Ct);
+        await bus.Endpoint.CreateQueueAsync("renew", new LocalQueueOptions { LockDuration = TimeSpan.FromSeconds(10) }, Ct);
         await using var sender = bus.Client.CreateSender("renew");
         await sender.SendMessageAsync(new ServiceBusMessage("hold"), Ct);
         await using var receiver = bus.Client.CreateReceiver("renew");
@@ -224,11 +221,11 @@ public sealed class QueueTests
         // Two renewals, each well inside the current lock, keep the message locked past its first lock's end.
         for (int renewal = 0; renewal < 2; renewal++)
         {
-            await Task.Delay(TimeSpan.FromSeconds(1.5), Ct);
+            await Task.Delay(TimeSpan.FromSeconds(2), Ct);
             await receiver.RenewMessageLockAsync(message, Ct);
         }
 
-        Assert.True(message.LockedUntil >= firstLock.AddSeconds(2.5), $"lock {firstLock:O} -> {message.LockedUntil:O}");
+        Assert.True(message.LockedUntil >= firstLock.AddSeconds(3.5), $"lock {firstLock:O} -> {message.LockedUntil:O}");
         Assert.Null(await receiver.ReceiveMessageAsync(TimeSpan.FromMilliseconds(300), Ct));
         await receiver.CompleteMessageAsync(message, Ct);
     }
@@ -292,19 +289,27 @@ public sealed class QueueTests
         await using var bus = await LocalBus.StartAsync();
         await bus.Endpoint.CreateQueueAsync("timed", cancellationToken: Ct);
         await using var sender = bus.Client.CreateSender("timed");
-        var at = DateTimeOffset.UtcNow.AddSeconds(3);
+        await using var receiver = bus.Client.CreateReceiver("timed");
+        // Connect, authorise and attach before the schedule is chosen, so the time until it is not spent on link setup
+        // and the scheduled message is still scheduled when it is peeked.
+        Assert.Empty(await receiver.PeekMessagesAsync(10, fromSequenceNumber: 0, cancellationToken: Ct));
+        using (await sender.CreateMessageBatchAsync(Ct))
+        {
+        }
+
+        var lead = TimeSpan.FromSeconds(12);
+        var at = DateTimeOffset.UtcNow + lead;
         var kept = await sender.ScheduleMessageAsync(new ServiceBusMessage("on time"), at, Ct);
         var cancelled = await sender.ScheduleMessageAsync(new ServiceBusMessage("never"), at, Ct);
         Assert.NotEqual(kept, cancelled);
         await sender.CancelScheduledMessageAsync(cancelled, Ct);
 
-        await using var receiver = bus.Client.CreateReceiver("timed");
-        var peeked = await receiver.PeekMessagesAsync(10, cancellationToken: Ct);
+        var peeked = await receiver.PeekMessagesAsync(10, fromSequenceNumber: 0, cancellationToken: Ct);
         var scheduled = Assert.Single(peeked);
         Assert.Equal(ServiceBusMessageState.Scheduled, scheduled.State);
         Assert.Equal(kept, scheduled.SequenceNumber);
 
-        var received = await receiver.ReceiveMessageAsync(LocalBus.Patience, Ct);
+        var received = await receiver.ReceiveMessageAsync(lead + LocalBus.Patience, Ct);
         Assert.NotNull(received);
         Assert.Equal("on time", received.Body.ToString());
         // AMQP timestamps carry milliseconds, so the schedule the broker sees is the time truncated to the millisecond.
@@ -497,7 +502,7 @@ public sealed class QueueTests
         await using var bus = await LocalBus.StartAsync();
         await bus.Endpoint.CreateQueueAsync("secure", cancellationToken: Ct);
         var wrongKey = bus.Endpoint.ConnectionString.Replace("SharedAccessKey=SAS_KEY_VALUE", "SharedAccessKey=not-the-key", StringComparison.Ordinal);
-        await using var client = new ServiceBusClient(wrongKey, new ServiceBusClientOptions { RetryOptions = new ServiceBusRetryOptions { MaxRetries = 0, TryTimeout = TimeSpan.FromSeconds(5) } });
+        await using var client = new ServiceBusClient(wrongKey, new ServiceBusClientOptions { RetryOptions = new ServiceBusRetryOptions { MaxRetries = 0, TryTimeout = TimeSpan.FromSeconds(30) } });
         await using var sender = client.CreateSender("secure");
 
         var failure = await Assert.ThrowsAsync<UnauthorizedAccessException>(() => sender.SendMessageAsync(new ServiceBusMessage("x"), Ct));

@@ -12,7 +12,7 @@ public sealed class TopicTests
         await using var bus = await LocalBus.StartAsync();
         await bus.Endpoint.CreateTopicAsync("events", cancellationToken: Ct);
         await bus.Endpoint.CreateSubscriptionAsync("events", "billing", cancellationToken: Ct);
-        await bus.Endpoint.CreateSubscriptionAsync("events", "shipping", new LocalSubscriptionOptions { LockDuration = TimeSpan.FromSeconds(5) }, Ct);
+        await bus.Endpoint.CreateSubscriptionAsync("events", "shipping", cancellationToken: Ct);
         await using var sender = bus.Client.CreateSender("events");
         await sender.SendMessageAsync(new ServiceBusMessage("order placed") { MessageId = "evt-1" }, Ct);
 

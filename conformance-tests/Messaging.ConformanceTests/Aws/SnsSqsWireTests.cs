@@ -8,6 +8,7 @@ using Messaging.ConformanceTests.Transports;
 using Messaging.DeadLetters;
 using Messaging.Policy;
 using Messaging.Topology;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Messaging.ConformanceTests.Aws;
@@ -159,17 +160,24 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
         await fixture.DeleteSubscriptionAsync(topic, sub);
     }
 
-    [Fact(Timeout = 60_000)]
+    [Fact(Timeout = 120_000)]
     public async Task A_handler_running_longer_than_the_visibility_timeout_keeps_its_message()
     {
         RequireBroker();
         var (topic, sub) = Names();
-        var hold = fixture.Options.VisibilityTimeout * 2.5;
+        // 10 s rather than the fixture's 5 s: extended every ~3.3 s, so only a stall of several seconds on a loaded machine
+        // could let it lapse, while the handler still holds the message for two and a half of them.
+        var visibility = TimeSpan.FromSeconds(10);
+        var hold = visibility * 2.5;
         var probe = new Probe { Behaviour = (_, ct) => Task.Delay(hold, ct) };
-        await using var host = await ConformanceHost.StartAsync(fixture, probe, m => m.AddSubscription(sub, topic, s => s.HandleCloudEvents<ProbeHandler>()));
+        await using var host = await ConformanceHost.StartAsync(fixture, probe, m => m.AddSubscription(sub, topic, s => s.HandleCloudEvents<ProbeHandler>()),
+            services => services.PostConfigure<SnsSqsTransportOptions>(o => o.VisibilityTimeout = visibility));
+        var url = (await fixture.Clients.Sqs.GetQueueUrlAsync(SnsSqsNames.Queue(sub), Ct)).QueueUrl;
+        var attributes = (await fixture.Clients.Sqs.GetQueueAttributesAsync(new GetQueueAttributesRequest { QueueUrl = url, AttributeNames = ["VisibilityTimeout"] }, Ct)).Attributes!;
+        Assert.Equal("10", attributes["VisibilityTimeout"]);
         var sent = new CloudEvent { Id = "slow-1", Source = new Uri("urn:wire"), Type = "t" };
         await host.Publisher.PublishAsync(topic, sent, Ct);
-        await Wait.UntilAsync(() => probe.Handled.Count == 1, "the slow handler finishes", hold + TimeSpan.FromSeconds(20));
+        await Wait.UntilAsync(() => probe.Handled.Count == 1, "the slow handler finishes", hold + TimeSpan.FromSeconds(40));
         // Without visibility extensions the message would have been received again (attempt 2) while the handler ran.
         Assert.Single(probe.Attempts);
         Assert.Equal(1, probe.Attempts.Single().Attempt);
@@ -209,8 +217,12 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
         var (topic, sub) = Names();
         var started = 0;
         var probe = new Probe { Behaviour = async (_, ct) => { Interlocked.Increment(ref started); await Task.Delay(300, ct); } };
+        // A 30 s visibility timeout (the transport's default): a message the stop kept instead of handing back stays invisible
+        // far longer than the short look below, even if it was received (or last extended) some seconds before the stop.
+        var visibility = TimeSpan.FromSeconds(30);
         var host = await ConformanceHost.StartAsync(fixture, probe,
-            m => m.AddSubscription(sub, topic, s => s.HandleCloudEvents<ProbeHandler>().WithConcurrency(1).WithPrefetch(9)));
+            m => m.AddSubscription(sub, topic, s => s.HandleCloudEvents<ProbeHandler>().WithConcurrency(1).WithPrefetch(9)),
+            services => services.PostConfigure<SnsSqsTransportOptions>(o => o.VisibilityTimeout = visibility));
         await host.Publisher.PublishBatchAsync(topic, Enumerable.Range(0, 10).Select(i => new CloudEvent { Id = $"g-{i}", Source = new Uri("urn:wire"), Type = "t" }), Ct);
         await Wait.UntilAsync(() => Volatile.Read(ref started) >= 1, "a handler started");
         await host.StopAsync();
@@ -218,10 +230,13 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
         var left = 10 - probe.Handled.Count;
         Assert.True(left > 0, "the stop came before every event was handled");
 
-        // Messages still held would stay invisible for the whole visibility timeout; handed back, they are there at once.
+        // Messages still held would stay invisible for the whole visibility timeout; handed back, they are there at once. The
+        // look lasts up to 3 s (a tenth of the timeout) rather than one receive: as on SQS, the stopped host's cancelled long
+        // poll lives on at the endpoint and can take given-back messages for nobody before they are looked for.
         var url = (await fixture.Clients.Sqs.GetQueueUrlAsync(SnsSqsNames.Queue(sub), Ct)).QueueUrl;
-        var response = await fixture.Clients.Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, MaxNumberOfMessages = 10, WaitTimeSeconds = 0 }, Ct);
-        Assert.NotEmpty(response.Messages ?? []);
+        await Wait.UntilAsync(
+            () => fixture.Clients.Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, MaxNumberOfMessages = 10, WaitTimeSeconds = 0 }, Ct),
+            response => response.Messages is { Count: > 0 }, "a given-back message is visible", TimeSpan.FromSeconds(3));
         await fixture.DeleteSubscriptionAsync(topic, sub);
     }
 

@@ -46,12 +46,15 @@ public abstract partial class ConformanceSuite<TFixture>
         }
     });
 
-    [Fact(Timeout = 180_000)]
+    [Fact(Timeout = 360_000)]
     public Task Lifecycle_broker_restart_mid_stream_loses_nothing_and_consumption_resumes() => Case(async () =>
     {
         var (topic, sub) = Names();
         var probe = new Probe();
-        await using var host = await StartAsync(probe, Subscribe(topic, sub, s => s.WithConcurrency(4)));
+        // Every publish must ride through the restart. A publish waiting for the broker to come back waits up to its
+        // PublishTimeout; rabbitmqctl stop_app/start_app alone can take longer than the default 30 s on a loaded machine.
+        var settings = new Dictionary<string, string?> { ["Messaging:RabbitMQ:PublishTimeout"] = "00:02:00" };
+        await using var host = await StartAsync(probe, Subscribe(topic, sub, s => s.WithConcurrency(4)), settings);
         if (!host.Transport.Capabilities.SurvivesBrokerRestart)
         {
             // The transport itself says its broker keeps nothing across a restart (in-memory, an emulator).
@@ -78,7 +81,7 @@ public abstract partial class ConformanceSuite<TFixture>
         }, Ct);
         await Wait.UntilAsync(() => probe.Handled.Count >= 50, "consumption is under way");
         await Fixture.RestartBrokerAsync(Ct);
-        await publishing.WaitAsync(TimeSpan.FromSeconds(120), Ct);
+        await publishing.WaitAsync(TimeSpan.FromSeconds(180), Ct);
         Assert.Equal(400, published.Count);
         await Wait.UntilAsync(() => published.All(id => probe.Handled.Any(h => h.Event.Id == id)), "every published event is handled after the restart", TimeSpan.FromSeconds(90));
     });

@@ -86,6 +86,13 @@ public abstract partial class ConformanceSuite<TFixture>(TFixture fixture) : ICl
     protected Task<ConformanceHost> StartAsync(Probe probe, Action<MessagingBuilder> configure, IDictionary<string, string?>? settings = null) =>
         ConformanceHost.StartAsync(Fixture, probe, configure, settings: settings);
 
+    /// <summary>
+    /// A host whose broker leases are long (<see cref="ITransportFixture.UseLongLeases"/>), for a case that asserts each event
+    /// is handled exactly once: there a second delivery must mean the library failed, not that a stalled renewal let a short lease lapse.
+    /// </summary>
+    protected Task<ConformanceHost> StartWithLongLeasesAsync(Probe probe, Action<MessagingBuilder> configure, IDictionary<string, string?>? settings = null) =>
+        ConformanceHost.StartAsync(Fixture, probe, configure, Fixture.UseLongLeases, settings);
+
     /// <summary>A subscription handled by the probe, with a quick retry policy unless the case sets its own.</summary>
     protected static Action<MessagingBuilder> Subscribe(string topic, string subscription, Action<SubscriptionBuilder>? configure = null) =>
         m => m.AddSubscription(subscription, topic, s =>

@@ -20,7 +20,7 @@ public abstract partial class ConformanceSuite<TFixture>
     {
         var (topic, sub) = Names();
         var probe = new Probe();
-        await using var host = await StartAsync(probe, m =>
+        await using var host = await StartWithLongLeasesAsync(probe, m =>
         {
             foreach (var ext in new[] { IntExt, BoolExt, UriExt, UriRefExt, TimeExt, BinaryExt, StringExt })
             {
@@ -79,7 +79,7 @@ public abstract partial class ConformanceSuite<TFixture>
     {
         var (topic, sub) = Names();
         var probe = new Probe();
-        await using var host = await StartAsync(probe, Subscribe(topic, sub));
+        await using var host = await StartWithLongLeasesAsync(probe, Subscribe(topic, sub));
         var allBytes = Enumerable.Range(0, 256).Select(i => (byte)i).ToArray();
         var binary = NewEvent(data: allBytes);
         var empty = NewEvent(data: []);
@@ -103,7 +103,7 @@ public abstract partial class ConformanceSuite<TFixture>
     {
         var (topic, sub) = Names();
         var probe = new Probe();
-        await using var host = await StartAsync(probe, Subscribe(topic, sub));
+        await using var host = await StartWithLongLeasesAsync(probe, Subscribe(topic, sub));
         var limit = host.Transport.Capabilities.MaxEventSizeBytes;
         // Attributes take a few hundred bytes; leave 4 KiB of headroom for them.
         var large = new byte[limit - 4096];
@@ -125,7 +125,7 @@ public abstract partial class ConformanceSuite<TFixture>
     {
         var (topic, sub) = Names();
         var probe = new Probe();
-        await using var host = await StartAsync(probe, Subscribe(topic, sub));
+        await using var host = await StartWithLongLeasesAsync(probe, Subscribe(topic, sub));
         var id = Guid.NewGuid().ToString();
         var json = $$$"""{"specversion":"1.0","id":"{{{id}}}","source":"urn:foreign","type":"com.example.foreign","subject":"s","datacontenttype":"application/json","data":{"a":[1,2,3]}}""";
         await Fixture.PublishRawAsync(topic, new Dictionary<string, string>(), Encoding.UTF8.GetBytes(json), "application/cloudevents+json; charset=utf-8", Ct);
@@ -142,7 +142,7 @@ public abstract partial class ConformanceSuite<TFixture>
     {
         var (topic, sub) = Names();
         var probe = new Probe();
-        await using var host = await StartAsync(probe, Subscribe(topic, sub));
+        await using var host = await StartWithLongLeasesAsync(probe, Subscribe(topic, sub));
         var id = Guid.NewGuid().ToString();
         var headers = new Dictionary<string, string>
         {

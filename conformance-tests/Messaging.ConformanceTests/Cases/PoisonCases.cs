@@ -442,7 +442,12 @@ public abstract partial class ConformanceSuite<TFixture>
                 return Task.CompletedTask;
             },
         };
-        var host = await ConformanceHost.StartAsync(Fixture, probe, Subscribe(topic, sub, s => s.WithConcurrency(1).WithPrefetch(1)), services: logs.AddTo);
+        // Long leases: each input must be handled, dead-lettered and warned about once, which a lapsed short lease would repeat.
+        var host = await ConformanceHost.StartAsync(Fixture, probe, Subscribe(topic, sub, s => s.WithConcurrency(1).WithPrefetch(1)), services: services =>
+        {
+            logs.AddTo(services);
+            Fixture.UseLongLeases(services);
+        });
         var failed = true;
         try
         {

@@ -9,6 +9,9 @@ namespace Messaging.ConformanceTests.Infrastructure;
 /// </summary>
 public interface ITransportFixture : IAsyncDisposable
 {
+    /// <summary>The lease <see cref="UseLongLeases"/> gives: renewed every 10 s, so only a stall of about 20 s lets it run out.</summary>
+    public static readonly TimeSpan LongLease = TimeSpan.FromSeconds(30);
+
     /// <summary>The transport name as used in configuration and in the ledger.</summary>
     string TransportName { get; }
 
@@ -86,6 +89,14 @@ public interface ITransportFixture : IAsyncDisposable
     /// a close is over at once. Only transports whose capabilities say they connect to a broker are asked.
     /// </summary>
     Task<IAsyncDisposable> BreakConsumersAsync(string topic, string subscription, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Gives a host's subscriptions a lease (SQS visibility timeout, Service Bus lock, Pub/Sub ack deadline) of
+    /// <see cref="LongLease"/> instead of the fixture's short one, which exists so that a crashed consumer's message comes
+    /// back within the waits. For cases that count deliveries exactly: under a short lease a renewal held up a few seconds
+    /// by a loaded machine lets the broker deliver the message again, as at-least-once allows. No-op where the broker has no lease.
+    /// </summary>
+    void UseLongLeases(IServiceCollection services);
 
     /// <summary>Removes what a test created, best effort.</summary>
     Task DeleteSubscriptionAsync(string topic, string subscription);

@@ -1,3 +1,5 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
 using CloudNative.CloudEvents;
 using Messaging.ConformanceTests.Infrastructure;
 using Messaging.ConformanceTests.Transports;
@@ -60,39 +62,125 @@ public sealed class PubSubFaultTests(PubSubFixture fixture) : IClassFixture<PubS
         return options;
     }
 
-    /// <summary>The CloudEvent ids of every message the subscription has now (pulled and acknowledged).</summary>
-    private static async Task<List<string>> PullIdsAsync(PubSubTransport transport, string subscription)
+    /// <summary>
+    /// The CloudEvent ids the subscription delivers (pulled and acknowledged): pulls until every id in
+    /// <paramref name="expected"/> has come (for up to 30 s: a loaded emulator may answer a pull with nothing while messages
+    /// exist), then keeps pulling, each pull waiting up to 2 s, until one brings nothing, to catch any event beyond them.
+    /// </summary>
+    private static async Task<List<string>> PullIdsAsync(PubSubTransport transport, string subscription, IReadOnlyCollection<string> expected)
     {
         var resource = transport.Names.Subscription(subscription);
         var ids = new List<string>();
-        var emptyInARow = 0;
-        while (emptyInARow < 2)
+        var watch = Stopwatch.StartNew();
+        while (!expected.All(ids.Contains) && watch.Elapsed < TimeSpan.FromSeconds(30))
         {
-            // An immediate pull may answer "empty" while messages exist: an empty answer is confirmed by a waiting one.
-            var immediate = emptyInARow == 0;
-            PullResponse response;
-            try
-            {
-                response = await transport.Connection.Subscriber.PullAsync(
-                    new PullRequest { Subscription = resource, MaxMessages = 100, ReturnImmediately = immediate },
-                    PubSubConnection.Call(Ct, TimeSpan.FromSeconds(2))).ResponseAsync;
-            }
-            catch (Grpc.Core.RpcException ex) when (ex.StatusCode == Grpc.Core.StatusCode.DeadlineExceeded)
-            {
-                response = new PullResponse();
-            }
-            if (response.ReceivedMessages.Count == 0)
-            {
-                emptyInARow++;
-                continue;
-            }
-            emptyInARow = 0;
-            ids.AddRange(response.ReceivedMessages.Select(m => m.Message.Attributes.TryGetValue("ce-id", out var id) ? id : "?"));
+            ids.AddRange(await PullOnceAsync(transport, resource, TimeSpan.FromSeconds(5)));
+        }
+        Assert.True(expected.All(ids.Contains), $"Pulled {ids.Count} event(s) in 30 s, without {string.Join(", ", expected.Where(e => !ids.Contains(e)))}.");
+        while (await PullOnceAsync(transport, resource, TimeSpan.FromSeconds(2)) is { Count: > 0 } extra)
+        {
+            ids.AddRange(extra);
+        }
+        return ids;
+    }
+
+    /// <summary>One waiting pull: the ids it brought (acknowledged), or none when <paramref name="wait"/> passed first.</summary>
+    private static async Task<List<string>> PullOnceAsync(PubSubTransport transport, string resource, TimeSpan wait)
+    {
+        PullResponse response;
+        try
+        {
+            response = await transport.Connection.Subscriber.PullAsync(
+                new PullRequest { Subscription = resource, MaxMessages = 100, ReturnImmediately = false },
+                PubSubConnection.Call(Ct, wait)).ResponseAsync;
+        }
+        catch (Grpc.Core.RpcException ex) when (ex.StatusCode == Grpc.Core.StatusCode.DeadlineExceeded)
+        {
+            return [];
+        }
+        if (response.ReceivedMessages.Count > 0)
+        {
             var ack = new AcknowledgeRequest { Subscription = resource };
             ack.AckIds.AddRange(response.ReceivedMessages.Select(m => m.AckId));
             await transport.Connection.Subscriber.AcknowledgeAsync(ack, cancellationToken: Ct);
         }
-        return ids;
+        return response.ReceivedMessages.Select(m => m.Message.Attributes.TryGetValue("ce-id", out var id) ? id : "?").ToList();
+    }
+
+    /// <summary>
+    /// The real clock, except that the timers the transport creates (the publisher's <see cref="PubSubTransportOptions.MaxBatchDelay"/>)
+    /// fire only when the test fires them: a request that waits for more events is still waiting when the test looks,
+    /// however slow the machine.
+    /// </summary>
+    private sealed class HeldTimers : TimeProvider
+    {
+        private readonly ConcurrentQueue<HeldTimer> _timers = new();
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            var timer = new HeldTimer(callback, state);
+            _timers.Enqueue(timer);
+            return timer;
+        }
+
+        /// <summary>Waits (up to 30 s) for a timer that has not fired and is still in use, and fires it: one batch delay ends.</summary>
+        public async Task FireNextAsync()
+        {
+            var watch = Stopwatch.StartNew();
+            while (true)
+            {
+                foreach (var timer in _timers)
+                {
+                    if (timer.TryFire())
+                    {
+                        return;
+                    }
+                }
+                Assert.True(watch.Elapsed < TimeSpan.FromSeconds(30), "no batch delay started within 30 s");
+                await Task.Delay(20, Ct);
+            }
+        }
+
+        /// <summary>Ends every batch delay, as they start, until <paramref name="task"/> has completed (for up to 30 s).</summary>
+        public async Task FireUntilAsync(Task task)
+        {
+            var watch = Stopwatch.StartNew();
+            while (!task.IsCompleted)
+            {
+                foreach (var timer in _timers)
+                {
+                    timer.TryFire();
+                }
+                Assert.True(watch.Elapsed < TimeSpan.FromSeconds(30), "the publish did not complete within 30 s of its batch delays ending");
+                await Task.WhenAny(task, Task.Delay(20, Ct));
+            }
+            await task;
+        }
+
+        private sealed class HeldTimer(TimerCallback callback, object? state) : ITimer
+        {
+            private int _done;
+
+            public bool TryFire()
+            {
+                if (Interlocked.Exchange(ref _done, 1) != 0)
+                {
+                    return false;
+                }
+                callback(state);
+                return true;
+            }
+
+            public bool Change(TimeSpan dueTime, TimeSpan period) => Volatile.Read(ref _done) == 0;
+
+            public void Dispose() => Interlocked.Exchange(ref _done, 1);
+
+            public ValueTask DisposeAsync()
+            {
+                Dispose();
+                return ValueTask.CompletedTask;
+            }
+        }
     }
 
     private static Task<Subscription> GetSubscriptionAsync(PubSubTransport transport, string subscription) =>
@@ -249,8 +337,10 @@ public sealed class PubSubFaultTests(PubSubFixture fixture) : IClassFixture<PubS
     {
         RequireEmulator();
         var (topic, subscription) = NewNames("pubcancel");
-        // Each request waits up to 10 s for more events, so the first publish is still queued when it is cancelled.
-        await using var transport = new PubSubTransport(Options(o => o.MaxBatchDelay = TimeSpan.FromSeconds(10)), []);
+        // Each request waits up to 10 s for more events, on a clock the test holds, so the first publish is still queued when
+        // it is cancelled.
+        var clock = new HeldTimers();
+        await using var transport = new PubSubTransport(Options(o => o.MaxBatchDelay = TimeSpan.FromSeconds(10)), [], time: clock);
         try
         {
             await transport.ProvisionAsync(Topology(topic, subscription), Ct);
@@ -260,11 +350,12 @@ public sealed class PubSubFaultTests(PubSubFixture fixture) : IClassFixture<PubS
             var first = transport.PublishAsync(topic, [cancelled], cancel.Token);
             var second = transport.PublishAsync(topic, [kept], Ct);
             await cancel.CancelAsync();
-            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => first);
+            // Bounded, since the held request would never go: a cancelled publish that waited for it fails here.
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => first.WaitAsync(TimeSpan.FromSeconds(30), Ct));
             // The caller did not wait for the request: the other event, queued for the same request, is not sent yet.
             Assert.False(second.IsCompleted, "the cancelled publish waited for the request it was queued for");
-            await second;
-            var received = await PullIdsAsync(transport, subscription);
+            await clock.FireUntilAsync(second);
+            var received = await PullIdsAsync(transport, subscription, [kept.Id!]);
             Assert.Contains(kept.Id, received);
             Assert.DoesNotContain(cancelled.Id, received);
         }
@@ -279,12 +370,14 @@ public sealed class PubSubFaultTests(PubSubFixture fixture) : IClassFixture<PubS
     {
         RequireEmulator();
         var (topic, subscription) = NewNames("pubbound");
-        // Room for two events per topic; each request waits up to 10 s for more, so the first two hold the room meanwhile.
+        // Room for two events per topic; each request waits up to 10 s for more, on a clock the test holds, so the first two
+        // hold the room meanwhile.
+        var clock = new HeldTimers();
         await using var transport = new PubSubTransport(Options(o =>
         {
             o.MaxQueuedEvents = 2;
             o.MaxBatchDelay = TimeSpan.FromSeconds(10);
-        }), []);
+        }), [], time: clock);
         try
         {
             await transport.ProvisionAsync(Topology(topic, subscription), Ct);
@@ -297,14 +390,16 @@ public sealed class PubSubFaultTests(PubSubFixture fixture) : IClassFixture<PubS
 
             // Cancelled while it waits for room: it throws at once, before the first request is even sent.
             await cancel.CancelAsync();
-            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => waiting);
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => waiting.WaitAsync(TimeSpan.FromSeconds(30), Ct));
             Assert.False(first.IsCompleted, "the cancelled publish waited for the request ahead of it");
 
             // The queue was full, so the last event was not queued with the first two: it is sent only once they are answered.
+            // Only the first request's delay ends here; the next request's is still held when the last event is looked at.
+            await clock.FireNextAsync();
             await first;
             Assert.False(later.IsCompleted, "an event beyond MaxQueuedEvents went out in the request of the events ahead of it");
-            await later;
-            var received = await PullIdsAsync(transport, subscription);
+            await clock.FireUntilAsync(later);
+            var received = await PullIdsAsync(transport, subscription, [a.Id!, b.Id!, d.Id!]);
             Assert.Equal(new[] { a.Id, b.Id, d.Id }.Order(), received.Order());
         }
         finally

@@ -40,7 +40,7 @@ public sealed class RabbitMqFaultTests(RabbitMqFixture fixture) : IClassFixture<
         Data = "x"u8.ToArray(),
     };
 
-    [Fact(Timeout = 120_000)]
+    [Fact(Timeout = 180_000)]
     public async Task A_publish_the_broker_blocks_fails_within_PublishTimeout_honours_its_token_and_publishing_resumes_after_the_alarm()
     {
         RequireControl();
@@ -49,22 +49,29 @@ public sealed class RabbitMqFaultTests(RabbitMqFixture fixture) : IClassFixture<
         var timeout = TimeSpan.FromSeconds(3);
         var logs = new CapturingLoggerFactory();
         await using var transport = new RabbitMqTransport(new RabbitMqTransportOptions { Uri = Uri, PublishTimeout = timeout }, [], logs);
+        // A publisher whose timeout is far beyond the test's waits: a publish of it that ends early can only have ended by its token.
+        await using var patient = new RabbitMqTransport(new RabbitMqTransportOptions { Uri = Uri, PublishTimeout = TimeSpan.FromSeconds(60) }, [], logs);
         await transport.ProvisionAsync(new MessagingTopology([topic], [new SubscriptionDefinition { Name = subscription, Topic = topic }]), Ct);
-        await transport.PublishAsync(topic, [Event()], Ct); // the publishing connection exists before the alarm
+        // The publishing connections exist before the alarm.
+        await transport.PublishAsync(topic, [Event()], Ct);
+        await patient.PublishAsync(topic, [Event()], Ct);
         try
         {
             await fixture.SetMemoryAlarmAsync(on: true, Ct);
 
             // Without a deadline of its own the publish waited for the alarm to clear (914 s in the report); now PublishTimeout bounds it.
+            // The 30 s wait is only a guard against that hang (its TimeoutException does not name PublishTimeout): a loaded machine
+            // may answer well after the 3 s.
             var watch = Stopwatch.StartNew();
-            var failed = await Assert.ThrowsAsync<TimeoutException>(() => transport.PublishAsync(topic, [Event()], Ct).WaitAsync(timeout + TimeSpan.FromSeconds(5), Ct));
+            var failed = await Assert.ThrowsAsync<TimeoutException>(() => transport.PublishAsync(topic, [Event()], Ct).WaitAsync(TimeSpan.FromSeconds(30), Ct));
             Assert.Contains("PublishTimeout", failed.Message, StringComparison.Ordinal);
             Assert.True(transport.IsTransient(failed));
             Assert.True(watch.Elapsed >= timeout - TimeSpan.FromMilliseconds(200), $"it failed after {watch.Elapsed}, before its timeout");
 
-            // The caller's token is honoured at any time, well before the timeout.
+            // The caller's token is honoured at any time, well before the timeout: the patient publisher's 60 s timeout cannot end
+            // this publish within the 30 s wait, so only its token can.
             using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
-            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => transport.PublishAsync(topic, [Event()], cancel.Token).WaitAsync(timeout, Ct));
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => patient.PublishAsync(topic, [Event()], cancel.Token).WaitAsync(TimeSpan.FromSeconds(30), Ct));
 
             Assert.Contains(logs.Warnings, w => w.Contains("blocks publishing", StringComparison.Ordinal));
         }
@@ -88,7 +95,7 @@ public sealed class RabbitMqFaultTests(RabbitMqFixture fixture) : IClassFixture<
         await fixture.DeleteSubscriptionAsync(topic, subscription);
     }
 
-    [Fact(Timeout = 120_000)]
+    [Fact(Timeout = 240_000)]
     public async Task A_host_stopping_while_the_broker_blocks_publishers_stops_within_its_shutdown_timeout()
     {
         RequireControl();
@@ -107,16 +114,23 @@ public sealed class RabbitMqFaultTests(RabbitMqFixture fixture) : IClassFixture<
         };
         var host = await ConformanceHost.StartAsync(fixture, probe,
             m => m.AddSubscription(subscription, topic, s => s.HandleCloudEvents<ProbeHandler>()),
-            settings: new Dictionary<string, string?> { ["Messaging:RabbitMQ:PublishTimeout"] = "00:00:30" });
+            // A PublishTimeout far beyond the bound on the stop below: a stop that waited for the blocked publish to time out fails it.
+            settings: new Dictionary<string, string?> { ["Messaging:RabbitMQ:PublishTimeout"] = "00:02:00" });
         try
         {
             await host.Publisher.PublishAsync(topic, Event(), Ct);
             await fixture.SetMemoryAlarmAsync(on: true, Ct);
-            await host.Publisher.PublishAsync(topic, Event(), Ct).ContinueWith(_ => { }, Ct); // may or may not get through before the block
+            // May or may not get through before the block; given up after 30 s rather than waiting out the publish timeout.
+            using (var brief = CancellationTokenSource.CreateLinkedTokenSource(Ct))
+            {
+                brief.CancelAfter(TimeSpan.FromSeconds(30));
+                await host.Publisher.PublishAsync(topic, Event(), brief.Token).ContinueWith(_ => { }, Ct);
+            }
             await publishing.Task.WaitAsync(TimeSpan.FromSeconds(30), Ct);
+            // The shutdown timeout is 3 s; the bound guards against a stop that hangs on the blocked publish, not for speed.
             var watch = Stopwatch.StartNew();
-            await host.StopAsync(TimeSpan.FromSeconds(3)).WaitAsync(TimeSpan.FromSeconds(15), Ct);
-            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(15), $"the host took {watch.Elapsed} to stop");
+            await host.StopAsync(TimeSpan.FromSeconds(3)).WaitAsync(TimeSpan.FromSeconds(45), Ct);
+            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(45), $"the host took {watch.Elapsed} to stop");
         }
         finally
         {

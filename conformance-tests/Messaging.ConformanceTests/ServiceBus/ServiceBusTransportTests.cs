@@ -147,10 +147,12 @@ public sealed class ServiceBusTransportTests(ServiceBusFixture fixture) : IClass
         Assert.False((await fixture.Administration.TopicExistsAsync(_topic, Ct)).Value);
     }
 
-    [Fact(Timeout = 90_000)]
+    [Fact(Timeout = 150_000)]
     public async Task A_handler_running_longer_than_the_lock_keeps_it_by_renewal_and_completes_once()
     {
-        await using var transport = Transport(o => o.LockDuration = TimeSpan.FromSeconds(5));
+        // 10 s, renewed every ~3.3 s: only a stall of several seconds on a loaded machine could let it lapse.
+        var lockDuration = TimeSpan.FromSeconds(10);
+        await using var transport = Transport(o => o.LockDuration = lockDuration);
         await transport.ProvisionAsync(Topology(), Ct);
         var calls = 0;
         var completed = new TaskCompletionSource();
@@ -158,15 +160,15 @@ public sealed class ServiceBusTransportTests(ServiceBusFixture fixture) : IClass
         {
             Interlocked.Increment(ref calls);
             // Three lock durations: without renewal the lock expires and the completion below is refused.
-            await Task.Delay(TimeSpan.FromSeconds(15), ct);
+            await Task.Delay(lockDuration * 3, ct);
             await delivery.CompleteAsync(ct);
             completed.TrySetResult();
         }, null, null, transport.Name);
         await consumer.StartAsync(transport, Ct);
         await transport.PublishAsync(_topic, [Event()], Ct);
 
-        await completed.Task.WaitAsync(TimeSpan.FromSeconds(60), Ct);
-        await Wait.StaysAsync(() => Volatile.Read(ref calls) == 1, "a single delivery (the lock was never lost)", TimeSpan.FromSeconds(6));
+        await completed.Task.WaitAsync(lockDuration * 3 + TimeSpan.FromSeconds(60), Ct);
+        await Wait.StaysAsync(() => Volatile.Read(ref calls) == 1, "a single delivery (the lock was never lost)", lockDuration + TimeSpan.FromSeconds(1));
         await using var receiver = fixture.Client.CreateReceiver(_topic, Subscription);
         Assert.Null(await receiver.PeekMessageAsync(cancellationToken: Ct));
         await consumer.StopAsync(Ct);

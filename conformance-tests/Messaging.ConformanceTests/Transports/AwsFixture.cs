@@ -87,6 +87,9 @@ public sealed class AwsFixture : ITransportFixture, IAsyncLifetime
         }).UseTransport(SnsSqsTransport.TransportName);
     }
 
+    public void UseLongLeases(IServiceCollection services) =>
+        services.PostConfigure<SnsSqsTransportOptions>(o => o.VisibilityTimeout = ITransportFixture.LongLease);
+
     /// <summary>With <c>MaxAttempts</c> 1 the redrive policy's maxReceiveCount is then 2.</summary>
     public IDictionary<string, string?> CrashLimitSettings { get; } = new Dictionary<string, string?> { ["Messaging:SnsSqs:CrashRedeliveryAllowance"] = "1" };
 

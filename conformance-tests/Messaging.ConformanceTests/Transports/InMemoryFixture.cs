@@ -25,6 +25,11 @@ public sealed class InMemoryFixture : ITransportFixture
     /// <summary>The in-memory broker is shared by every host of a fixture; its default limit (10) is kept, and crashes are instant.</summary>
     public IDictionary<string, string?> CrashLimitSettings { get; } = new Dictionary<string, string?>();
 
+    /// <summary>In-memory deliveries have no lease: a message stays with its consumer until settled or the consumer goes.</summary>
+    public void UseLongLeases(IServiceCollection services)
+    {
+    }
+
     public string BinaryAttributeName(string attribute) => attribute;
 
     public Task PublishRawAsync(string topic, IReadOnlyDictionary<string, string> headers, byte[] body, string? contentType, CancellationToken cancellationToken) =>

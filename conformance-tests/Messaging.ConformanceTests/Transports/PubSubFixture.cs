@@ -66,6 +66,9 @@ public sealed class PubSubFixture : ITransportFixture, IAsyncLifetime
     /// <summary>Pub/Sub's dead-letter policy allows no fewer than 5 delivery attempts; a crash gives the message back at once.</summary>
     public IDictionary<string, string?> CrashLimitSettings { get; } = new Dictionary<string, string?>();
 
+    public void UseLongLeases(IServiceCollection services) =>
+        services.PostConfigure<PubSubTransportOptions>(o => o.AckDeadline = ITransportFixture.LongLease);
+
     public string BinaryAttributeName(string attribute) => "ce-" + attribute;
 
     public async Task PublishRawAsync(string topic, IReadOnlyDictionary<string, string> headers, byte[] body, string? contentType, CancellationToken cancellationToken)

@@ -54,6 +54,11 @@ public sealed class RabbitMqFixture : ITransportFixture, IAsyncLifetime
 
     public IDictionary<string, string?> CrashLimitSettings { get; } = new Dictionary<string, string?> { ["Messaging:RabbitMQ:CrashDeliveryLimit"] = "2" };
 
+    /// <summary>RabbitMQ deliveries have no lease: a message stays with its consumer until settled or the channel closes.</summary>
+    public void UseLongLeases(IServiceCollection services)
+    {
+    }
+
     public string BinaryAttributeName(string attribute) => RabbitMqNames.AttributePrefix + attribute;
 
     public async Task PublishRawAsync(string topic, IReadOnlyDictionary<string, string> headers, byte[] body, string? contentType, CancellationToken cancellationToken)

@@ -78,6 +78,9 @@ public sealed class ServiceBusFixture : ITransportFixture, IAsyncLifetime
 
     public IDictionary<string, string?> CrashLimitSettings { get; } = new Dictionary<string, string?> { ["Messaging:ServiceBus:MaxDeliveryCount"] = "2" };
 
+    public void UseLongLeases(IServiceCollection services) =>
+        services.PostConfigure<ServiceBusTransportOptions>(o => o.LockDuration = ITransportFixture.LongLease);
+
     public string BinaryAttributeName(string attribute) => ServiceBusCloudEventCodec.AttributePrefixed(attribute);
 
     public async Task PublishRawAsync(string topic, IReadOnlyDictionary<string, string> headers, byte[] body, string? contentType, CancellationToken cancellationToken)
