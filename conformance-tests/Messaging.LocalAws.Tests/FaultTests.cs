@@ -5,7 +5,7 @@ using Amazon.SQS.Model;
 
 namespace Messaging.LocalAws.Tests;
 
-/// <summary>The injected fault: requests refused as AWS refuses them when it cannot take them (503 ServiceUnavailable).</summary>
+/// <summary>The injected faults: requests refused as AWS refuses them when it cannot take them (503 ServiceUnavailable), and visibility timeouts ended at once.</summary>
 public sealed class FaultTests : LocalAwsTestBase
 {
     private async Task<List<string>> DrainAsync(string queueUrl)
@@ -111,6 +111,82 @@ public sealed class FaultTests : LocalAwsTestBase
             Assert.Equal("for the waiting poll", Assert.Single(received.Messages).Body);
         }
     }
+
+    [Fact]
+    public async Task Expired_visibility_makes_the_message_receivable_again_and_its_old_receipt_handle_stale()
+    {
+        var url = (await Sqs.CreateQueueAsync("leased", Cancellation)).QueueUrl;
+        await Sqs.SendMessageAsync(url, "held", Cancellation);
+        var first = Assert.Single((await ReceiveAsync(url, 0)).Messages);
+        Assert.Equal("1", first.Attributes["ApproximateReceiveCount"]);
+
+        Assert.Equal(1, Endpoint.ExpireVisibility("leased"));
+        Assert.Equal(0, Endpoint.ExpireVisibility("leased"));
+        Assert.Throws<InvalidOperationException>(() => Endpoint.ExpireVisibility("LEASED"));
+
+        // Visible again but not yet received: the old handle is still the latest, yet the message is not in flight.
+        await Assert.ThrowsAsync<MessageNotInflightException>(() => Sqs.ChangeMessageVisibilityAsync(url, first.ReceiptHandle, 30, Cancellation));
+
+        // Received again (well before its 600 s timeout would have ended), under a new handle, counted twice.
+        var second = Assert.Single((await ReceiveAsync(url, 0)).Messages);
+        Assert.Equal(first.MessageId, second.MessageId);
+        Assert.NotEqual(first.ReceiptHandle, second.ReceiptHandle);
+        Assert.Equal("2", second.Attributes["ApproximateReceiveCount"]);
+
+        // The old handle is stale now: changing the visibility with it fails as SQS fails it, deleting with it succeeds
+        // but deletes nothing.
+        var stale = await Assert.ThrowsAsync<AmazonSQSException>(() => Sqs.ChangeMessageVisibilityAsync(url, first.ReceiptHandle, 30, Cancellation));
+        Assert.Equal(HttpStatusCode.BadRequest, stale.StatusCode);
+        Assert.Equal("InvalidParameterValue", stale.ErrorCode);
+        Assert.Contains("Message does not exist or is not available for visibility timeout change", stale.Message, StringComparison.Ordinal);
+        await Sqs.DeleteMessageAsync(url, first.ReceiptHandle, Cancellation);
+        Assert.Equal("1", (await AttributesAsync(url))["ApproximateNumberOfMessagesNotVisible"]);
+
+        // The new handle works.
+        await Sqs.ChangeMessageVisibilityAsync(url, second.ReceiptHandle, 60, Cancellation);
+        await Sqs.DeleteMessageAsync(url, second.ReceiptHandle, Cancellation);
+        var attributes = await AttributesAsync(url);
+        Assert.Equal("0", attributes["ApproximateNumberOfMessages"]);
+        Assert.Equal("0", attributes["ApproximateNumberOfMessagesNotVisible"]);
+    }
+
+    [Fact]
+    public async Task Expired_visibility_wakes_a_waiting_long_poll_and_leaves_delayed_messages_delayed()
+    {
+        var url = (await Sqs.CreateQueueAsync("in-flight", Cancellation)).QueueUrl;
+        var bystander = (await Sqs.CreateQueueAsync("bystander", Cancellation)).QueueUrl;
+        await Sqs.SendMessageBatchAsync(url, [new("a", "first"), new("b", "second")], Cancellation);
+        await Sqs.SendMessageAsync(bystander, "untouched", Cancellation);
+        Assert.Equal(2, (await ReceiveAsync(url, 0)).Messages.Count);
+        Assert.Single((await ReceiveAsync(bystander, 0)).Messages);
+        await Sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "delayed", DelaySeconds = 900 }, Cancellation);
+
+        var polling = ReceiveAsync(url, 20);
+        await Until.TrueAsync(() => Endpoint.WaitingReceivePolls == 1, "the long poll waits");
+        Assert.Equal(2, Endpoint.ExpireVisibility("in-flight"));
+
+        // Without the fault the poll would have ended empty: the messages were hidden for 600 s.
+        var again = (await polling).Messages;
+        Assert.Equal(["first", "second"], again.Select(m => m.Body).Order(StringComparer.Ordinal));
+        Assert.All(again, m => Assert.Equal("2", m.Attributes["ApproximateReceiveCount"]));
+        var attributes = await AttributesAsync(url);
+        Assert.Equal("2", attributes["ApproximateNumberOfMessagesNotVisible"]);
+        Assert.Equal("1", attributes["ApproximateNumberOfMessagesDelayed"]);
+        Assert.Equal("1", (await AttributesAsync(bystander))["ApproximateNumberOfMessagesNotVisible"]);
+    }
+
+    private Task<ReceiveMessageResponse> ReceiveAsync(string queueUrl, int waitTimeSeconds) =>
+        Sqs.ReceiveMessageAsync(new ReceiveMessageRequest
+        {
+            QueueUrl = queueUrl,
+            MaxNumberOfMessages = 10,
+            VisibilityTimeout = 600,
+            WaitTimeSeconds = waitTimeSeconds,
+            MessageSystemAttributeNames = ["ApproximateReceiveCount"],
+        }, Cancellation);
+
+    private async Task<Dictionary<string, string>> AttributesAsync(string queueUrl) =>
+        (await Sqs.GetQueueAttributesAsync(queueUrl, ["All"], Cancellation)).Attributes;
 
     [Fact]
     public void Only_sns_and_sqs_can_be_refused()

@@ -165,6 +165,23 @@ public sealed class LocalAwsEndpoint : IAsyncDisposable
         return _refusals.Add(normalized, action);
     }
 
+    /// <summary>
+    /// Injected fault: every in-flight message of the queue named <paramref name="queueName"/> (case-sensitive, as SQS
+    /// queue names are) becomes visible now, exactly as if its visibility timeout had ended; delayed messages stay
+    /// delayed. A waiting long poll takes them at once. The receipt handle of the lost receive stays the most recent one
+    /// until the message is received again: until then it deletes the message (ChangeMessageVisibility with it fails with
+    /// <c>MessageNotInflight</c>, the message not being in flight). Once the message has been received again, as on SQS,
+    /// DeleteMessage with the old handle succeeds without deleting, and ChangeMessageVisibility with it fails with HTTP
+    /// 400 <c>InvalidParameterValue</c> "Message does not exist or is not available for visibility timeout change".
+    /// </summary>
+    /// <returns>The number of in-flight messages made visible.</returns>
+    /// <exception cref="InvalidOperationException">The queue does not exist.</exception>
+    public int ExpireVisibility(string queueName)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(queueName);
+        return _sqs.ExpireVisibility(queueName);
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (_disposed)

@@ -3,7 +3,7 @@ using Azure.Messaging.ServiceBus;
 
 namespace Messaging.LocalServiceBus.Tests;
 
-/// <summary>The injected broker faults: forced detach of receiver links, and throttled sends.</summary>
+/// <summary>The injected broker faults: forced detach of receiver links, locks expired at once, and throttled sends.</summary>
 public sealed class FaultTests
 {
     static CancellationToken Ct => TestContext.Current.CancellationToken;
@@ -159,6 +159,69 @@ public sealed class FaultTests
         await using var receiver = bus.Client.CreateReceiver("news", "reader", new ServiceBusReceiverOptions { ReceiveMode = ServiceBusReceiveMode.ReceiveAndDelete });
         var received = await QueueTests.ReceiveAtLeastAsync(receiver, 2);
         Assert.Equal(["first", "second"], received.Select(m => m.Body.ToString()));
+        Assert.Null(await receiver.ReceiveMessageAsync(TimeSpan.FromSeconds(1), Ct));
+    }
+
+    [Fact]
+    public async Task Expired_locks_are_lost_at_once_and_the_message_comes_back_delivered_once_more()
+    {
+        await using var bus = await LocalBus.StartAsync();
+        await bus.Endpoint.CreateQueueAsync("leased", new LocalQueueOptions { LockDuration = TimeSpan.FromMinutes(5) }, Ct);
+        await using var sender = bus.Client.CreateSender("leased");
+        await sender.SendMessageAsync(new ServiceBusMessage("held"), Ct);
+        await using var receiver = bus.Client.CreateReceiver("leased");
+        var first = await receiver.ReceiveMessageAsync(LocalBus.Patience, Ct);
+        Assert.NotNull(first);
+        Assert.Equal(1, first.DeliveryCount);
+
+        // Any casing names the queue; an unknown entity is refused.
+        Assert.Equal(1, bus.Endpoint.ExpireLocks("LEASED"));
+        Assert.Throws<InvalidOperationException>(() => bus.Endpoint.ExpireLocks("missing"));
+
+        // The old lock token is lost, over $management (renew) and on the receive link (complete) alike.
+        var renew = await Assert.ThrowsAsync<ServiceBusException>(() => receiver.RenewMessageLockAsync(first, Ct));
+        Assert.Equal(ServiceBusFailureReason.MessageLockLost, renew.Reason);
+        var complete = await Assert.ThrowsAsync<ServiceBusException>(() => receiver.CompleteMessageAsync(first, Ct));
+        Assert.Equal(ServiceBusFailureReason.MessageLockLost, complete.Reason);
+
+        // The message was not completed: it comes back at once (well before its five-minute lock would have ended),
+        // counted as delivered twice, with a new lock token that settles.
+        var again = await receiver.ReceiveMessageAsync(LocalBus.Patience, Ct);
+        Assert.NotNull(again);
+        Assert.Equal("held", again.Body.ToString());
+        Assert.Equal(first.SequenceNumber, again.SequenceNumber);
+        Assert.Equal(2, again.DeliveryCount);
+        Assert.NotEqual(first.LockToken, again.LockToken);
+        await receiver.CompleteMessageAsync(again, Ct);
+        Assert.Null(await receiver.ReceiveMessageAsync(TimeSpan.FromSeconds(1), Ct));
+    }
+
+    [Fact]
+    public async Task Expiring_the_last_allowed_lock_of_a_subscription_dead_letters_the_message_as_lock_expiry_does()
+    {
+        await using var bus = await LocalBus.StartAsync();
+        await bus.Endpoint.CreateTopicAsync("events", cancellationToken: Ct);
+        await bus.Endpoint.CreateSubscriptionAsync("events", "billing", new LocalSubscriptionOptions { MaxDeliveryCount = 1, LockDuration = TimeSpan.FromMinutes(5) }, Ct);
+        await bus.Endpoint.CreateSubscriptionAsync("events", "audit", cancellationToken: Ct);
+        await using var sender = bus.Client.CreateSender("events");
+        await sender.SendMessagesAsync([new ServiceBusMessage("first"), new ServiceBusMessage("second")], Ct);
+        await using var receiver = bus.Client.CreateReceiver("events", "billing");
+        var received = await QueueTests.ReceiveAtLeastAsync(receiver, 2);
+
+        // Only the locks of the named subscription expire; another subscription holds none.
+        Assert.Equal(0, bus.Endpoint.ExpireLocks("events/Subscriptions/audit"));
+        Assert.Equal(2, bus.Endpoint.ExpireLocks("Events/subscriptions/BILLING"));
+
+        var abandon = await Assert.ThrowsAsync<ServiceBusException>(() => receiver.AbandonMessageAsync(received[0], cancellationToken: Ct));
+        Assert.Equal(ServiceBusFailureReason.MessageLockLost, abandon.Reason);
+        var deadLetter = await Assert.ThrowsAsync<ServiceBusException>(() => receiver.DeadLetterMessageAsync(received[1], "late", cancellationToken: Ct));
+        Assert.Equal(ServiceBusFailureReason.MessageLockLost, deadLetter.Reason);
+
+        // Their one delivery used up, both moved to the dead-letter sub-queue, as when a lock runs out.
+        await using var deadLetters = bus.Client.CreateReceiver("events", "billing", new ServiceBusReceiverOptions { SubQueue = SubQueue.DeadLetter });
+        var dead = await QueueTests.ReceiveAtLeastAsync(deadLetters, 2);
+        Assert.Equal(["first", "second"], dead.Select(m => m.Body.ToString()));
+        Assert.All(dead, m => Assert.Equal("MaxDeliveryCountExceeded", m.DeadLetterReason));
         Assert.Null(await receiver.ReceiveMessageAsync(TimeSpan.FromSeconds(1), Ct));
     }
 

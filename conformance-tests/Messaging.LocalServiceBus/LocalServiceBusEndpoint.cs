@@ -133,6 +133,24 @@ public sealed class LocalServiceBusEndpoint : IAsyncDisposable
         return detached;
     }
 
+    /// <summary>
+    /// Injected fault: every message locked (peek-lock) on <paramref name="entityPath"/> loses its lock now, exactly as if
+    /// its lock duration had passed. The path takes the forms <see cref="DetachReceivers"/> takes. Each message is
+    /// available again with one more delivery counted (dead-lettered with <c>MaxDeliveryCountExceeded</c> when that was
+    /// its last), and its old lock token is lost: renewing the lock, completing, abandoning, deferring or dead-lettering with
+    /// it fails with <c>com.microsoft:message-lock-lost</c> (the SDK's MessageLockLost), on the receive link and over
+    /// <c>$management</c> alike. Receiver links stay attached.
+    /// </summary>
+    /// <returns>The number of locks expired.</returns>
+    /// <exception cref="InvalidOperationException">The entity does not exist.</exception>
+    public int ExpireLocks(string entityPath)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(entityPath);
+        int expired = 0;
+        Translate(() => expired = serviceBus.ExpireLocks(EntityAddress.Normalize(entityPath), DateTime.UtcNow));
+        return expired;
+    }
+
     /// <summary>Receiver links attached to a receive source; a detached link counts until the client has answered the detach.</summary>
     internal int AttachedReceivers(string entityPath) => serviceBus.CountConsumers(EntityAddress.Normalize(entityPath));
 

@@ -462,6 +462,12 @@ internal sealed partial class SqsBroker(LocalAwsContext context)
         queue.ChangeVisibility(messageId, receiptHandle!, visibilityTimeout.Value, context.Now);
     }
 
+    /// <summary>Injected fault: the in-flight messages of a queue become visible now; see <see cref="LocalAwsEndpoint.ExpireVisibility"/>.</summary>
+    public int ExpireVisibility(string queueName) =>
+        _queues.TryGetValue(queueName, out var queue)
+            ? queue.ExpireVisibility(context.Now)
+            : throw new InvalidOperationException($"Queue '{queueName}' does not exist.");
+
     /// <summary>Body plus every attribute's name, data type and value, in bytes: what the size limit counts.</summary>
     public static int MessageSize(string body, IReadOnlyDictionary<string, MessageAttribute> attributes) =>
         Encoding.UTF8.GetByteCount(body) + attributes.Sum(pair => Encoding.UTF8.GetByteCount(pair.Key) + pair.Value.ValueSize);

@@ -227,6 +227,34 @@ internal sealed class SqsQueue
         }
     }
 
+    /// <summary>
+    /// Every in-flight message becomes visible now, as when its visibility timeout ends; delayed messages are left
+    /// alone. Receipt handles are untouched: the current one stays the current one until the next receive.
+    /// </summary>
+    /// <returns>The number of messages made visible.</returns>
+    public int ExpireVisibility(DateTimeOffset now)
+    {
+        lock (_sync)
+        {
+            var expired = 0;
+            foreach (var message in _messages)
+            {
+                if (message.WasReceived && message.VisibleAt > now)
+                {
+                    message.VisibleAt = now;
+                    expired++;
+                }
+            }
+
+            if (expired > 0)
+            {
+                Signal();
+            }
+
+            return expired;
+        }
+    }
+
     public void Purge(DateTimeOffset now)
     {
         lock (_sync)

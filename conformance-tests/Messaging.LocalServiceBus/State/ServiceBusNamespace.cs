@@ -187,6 +187,34 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
         return detached;
     }
 
+    /// <summary>
+    /// Injected fault: every lock held on one receive source (as <see cref="ResolveStore"/> reads it) expires now, as
+    /// <see cref="Tick"/> expires a lock whose duration has passed: the message is available again (or dead-lettered once
+    /// MaxDeliveryCount is used up) and its lock token is lost. Returns how many locks were still valid.
+    /// </summary>
+    public int ExpireLocks(string path, DateTime now)
+    {
+        var store = ResolveStore(path);
+        var toSignal = new List<MessageStore>();
+        int expired = 0;
+        lock (gate)
+        {
+            foreach (var message in store.Messages.Values.Where(m => m.LockToken is not null).ToList())
+            {
+                if (message.IsLocked(now))
+                {
+                    expired++;
+                }
+
+                ReleaseLockLocked(store, message);
+                ReturnToStoreLocked(store, message, now, toSignal);
+            }
+        }
+
+        SignalAll(toSignal);
+        return expired;
+    }
+
     /// <summary>Receiver links attached to a receive source (they leave once their detach has completed).</summary>
     public int CountConsumers(string path)
     {
