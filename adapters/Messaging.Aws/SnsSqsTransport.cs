@@ -61,6 +61,8 @@ public sealed class SnsSqsTransport : IMessageTransport
             MaxEventSizeBytes = options.MaxEventSizeBytes,
             // SNS standard topics and SQS standard queues do not keep order.
             OrderingKeys = false,
+            // A visibility change refused for a receipt handle (the message was received again) is a lost lease.
+            ReportsLostLeases = true,
         };
         _deadLetters = new SqsDeadLetterStore(this);
     }

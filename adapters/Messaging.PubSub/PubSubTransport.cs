@@ -66,6 +66,9 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
             OrderingKeys = true,
             // The emulator keeps topics, subscriptions and messages in memory only; the service itself does not restart.
             SurvivesBrokerRestart = options.ResolveEmulatorHost() is null,
+            // Deadlines are extended in batches that succeed as a whole: an expired lease is not reported, the message
+            // simply comes back (and the late acknowledgement is ignored).
+            ReportsLostLeases = false,
         };
     }
 

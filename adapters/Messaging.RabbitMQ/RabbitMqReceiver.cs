@@ -46,6 +46,9 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
     /// <summary>The broker holds an unacknowledged delivery for as long as the channel is open.</summary>
     public TimeSpan? LeaseRenewalInterval => null;
 
+    /// <summary>Deliveries have no lease to renew, but lose it with their channel: their handlers are then cancelled.</summary>
+    public bool ReportsLostLeases => true;
+
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         try
@@ -82,6 +85,14 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
             // A consumer the broker cancels (its queue was deleted, consumer_timeout) or a channel it closes is not recovered
             // by the client, unlike a lost connection: without this the subscription would silently consume nothing.
             consumer.UnregisteredAsync += (_, _) => OnConsumerLostAsync(session, "the broker cancelled the consumer (was the queue deleted?)");
+            // A delivery's lease is the channel it came on: once the channel is closed (the broker closed it, or the connection
+            // was lost) the broker gives its unacknowledged deliveries to other consumers, and an ack sent later on a recovered
+            // channel would carry a stale tag. Their handlers are cancelled, not left running.
+            channel.ChannelShutdownAsync += (_, args) =>
+            {
+                _pipeline.ReportLeasesLost(m => m is Message delivered && delivered.Session == session, $"the channel closed: {args.ReplyCode} {args.ReplyText}");
+                return Task.CompletedTask;
+            };
             consumer.ShutdownAsync += (_, args) => OnConsumerLostAsync(session, $"the channel was closed: {args.ReplyCode} {args.ReplyText}");
             session.ConsumerTag = await channel.BasicConsumeAsync(_queue, autoAck: false, consumer, cancellationToken).ConfigureAwait(false);
             return session;
@@ -306,6 +317,8 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
         : ReceivedMessage
     {
         public override string? MessageId => properties.MessageId;
+
+        public Session Session => session;
 
         /// <summary>Attempts before this copy (carried by retry copies) + returns of this copy counted by the quorum queue + this one.</summary>
         protected override int ReadAttempt()

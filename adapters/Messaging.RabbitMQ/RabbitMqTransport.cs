@@ -34,7 +34,8 @@ public sealed partial class RabbitMqTransport : IMessageTransport
         _connections = new RabbitMqConnections(options, _logger);
         Publisher = new RabbitMqPublisher(_connections, options);
         Codec = new RabbitMqCloudEventCodec(options.ContentMode, extensionAttributes, options.MaxEventSizeBytes);
-        Capabilities = new TransportCapabilities { MaxEventSizeBytes = options.MaxEventSizeBytes };
+        // A delivery's lease is the consuming channel: when the broker closes it, running handlers are cancelled.
+        Capabilities = new TransportCapabilities { MaxEventSizeBytes = options.MaxEventSizeBytes, ReportsLostLeases = true };
         _deadLetters = new RabbitMqDeadLetterStore(this);
     }
 

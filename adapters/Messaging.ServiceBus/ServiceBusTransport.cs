@@ -68,7 +68,8 @@ public sealed partial class ServiceBusTransport : IMessageTransport
             Endpoint = options.FullyQualifiedNamespace!;
         }
         Codec = new ServiceBusCloudEventCodec(options.ContentMode, extensionAttributes, options.MaxEventSizeBytes, options.CopySubjectToMessageSubject);
-        Capabilities = new TransportCapabilities { MaxEventSizeBytes = options.MaxEventSizeBytes };
+        // A lock renewal refused with MessageLockLost is a lost lease.
+        Capabilities = new TransportCapabilities { MaxEventSizeBytes = options.MaxEventSizeBytes, ReportsLostLeases = true };
         _deadLetters = new ServiceBusDeadLetterStore(this);
     }
 

@@ -117,4 +117,53 @@ public abstract partial class ConformanceSuite<TFixture>
 
         await Wait.UntilAsync(AllHandled, "every event, before, during and after the fault, is handled", TimeSpan.FromSeconds(120));
     });
+
+    [Fact(Timeout = 180_000)]
+    public Task Fault_a_lease_lost_while_its_handler_runs_cancels_the_handler_and_the_message_comes_again() => Case(async () =>
+    {
+        var (topic, sub) = Names();
+        var firstStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var firstCancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var probe = new Probe
+        {
+            Behaviour = async (context, ct) =>
+            {
+                if (context.Attempt > 1)
+                {
+                    return;
+                }
+                firstStarted.TrySetResult();
+                try
+                {
+                    await Task.Delay(Timeout.Infinite, ct);
+                }
+                catch (OperationCanceledException)
+                {
+                    firstCancelled.TrySetResult();
+                    // Returns normally: the handler path then settles a message whose lease is gone, which must raise no error.
+                }
+            },
+        };
+        var logs = new LogCapture();
+        await using var host = await ConformanceHost.StartAsync(Fixture, probe, Subscribe(topic, sub, s => s.WithMaxAttempts(5)), logs.AddTo);
+        if (!host.Transport.Capabilities.ReportsLostLeases)
+        {
+            // The transport itself says it is not told which lease was lost (Pub/Sub), or has none (in-memory).
+            DeclaredUnsupported();
+            return;
+        }
+        RequireFaultInjection();
+        var e = NewEvent();
+        await host.Publisher.PublishAsync(topic, e, Ct);
+        await firstStarted.Task.WaitAsync(TimeSpan.FromSeconds(60), Ct); // the first attempt's handler runs
+
+        await Fixture.ExpireLeasesAsync(topic, sub, Ct);
+
+        await firstCancelled.Task.WaitAsync(TimeSpan.FromSeconds(60), Ct); // the handler whose lease was lost sees its token fire
+        var again = await Wait.UntilAsync(() => Task.FromResult(probe.Handled.FirstOrDefault(h => h.Event.Id == e.Id && h.Attempt > 1)), h => h is not null,
+            "the message is delivered again, as a later attempt, and handled", TimeSpan.FromSeconds(60));
+        Assert.True(again!.Attempt >= 2, $"the redelivery after a lost lease should be attempt 2 or later, was {again.Attempt}");
+        var errors = logs.Entries.Where(l => l.Level >= LogLevel.Error).ToList();
+        Assert.True(errors.Count == 0, "the late settlement of a lost lease raised errors: " + string.Join(" | ", errors.Select(l => l.Message)));
+    });
 }

@@ -98,6 +98,13 @@ public interface ITransportFixture : IAsyncDisposable
     /// </summary>
     void UseLongLeases(IServiceCollection services);
 
+    /// <summary>
+    /// Takes away, on the broker, the leases of the messages of <paramref name="subscription"/> that consumers hold now, as
+    /// if they had run out: Service Bus locks expire, SQS messages become visible again, RabbitMQ closes the consuming
+    /// connections (a delivery's lease is its channel). Only transports whose capabilities say they report lost leases are asked.
+    /// </summary>
+    Task ExpireLeasesAsync(string topic, string subscription, CancellationToken cancellationToken);
+
     /// <summary>Removes what a test created, best effort.</summary>
     Task DeleteSubscriptionAsync(string topic, string subscription);
 }

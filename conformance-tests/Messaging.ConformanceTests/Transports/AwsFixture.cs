@@ -230,6 +230,14 @@ public sealed class AwsFixture : ITransportFixture, IAsyncLifetime
     public Task<IAsyncDisposable> BreakConsumersAsync(string topic, string subscription, CancellationToken cancellationToken) =>
         Task.FromResult(Fault.Until(_local!.RefuseRequests("sqs")));
 
+    /// <summary>Every message in flight on the subscription's queue becomes visible now, as when its visibility timeout ends.</summary>
+    public Task ExpireLeasesAsync(string topic, string subscription, CancellationToken cancellationToken)
+    {
+        var expired = _local!.ExpireVisibility(SnsSqsNames.Queue(subscription));
+        Assert.True(expired > 0, $"no message was in flight on the queue of subscription {subscription}");
+        return Task.CompletedTask;
+    }
+
     public async Task RestartBrokerAsync(CancellationToken cancellationToken)
     {
         if (_local is null)

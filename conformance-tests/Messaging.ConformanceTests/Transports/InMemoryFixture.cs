@@ -67,6 +67,9 @@ public sealed class InMemoryFixture : ITransportFixture
     public Task<IAsyncDisposable> BreakConsumersAsync(string topic, string subscription, CancellationToken cancellationToken) =>
         throw new NotSupportedException("The in-memory transport has no connection to break; its capabilities say so.");
 
+    public Task ExpireLeasesAsync(string topic, string subscription, CancellationToken cancellationToken) =>
+        throw new NotSupportedException("The in-memory broker has no leases; its capabilities say so.");
+
     public Task DeleteSubscriptionAsync(string topic, string subscription) => Task.CompletedTask;
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;

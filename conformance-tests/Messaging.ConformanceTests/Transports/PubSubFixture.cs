@@ -200,6 +200,9 @@ public sealed class PubSubFixture : ITransportFixture, IAsyncLifetime
         return Task.FromResult(Fault.Over);
     }
 
+    public Task ExpireLeasesAsync(string topic, string subscription, CancellationToken cancellationToken) =>
+        throw new NotSupportedException("Pub/Sub does not report which lease was lost; the transport's capabilities say so.");
+
     public async ValueTask DisposeAsync()
     {
         _http.Dispose();

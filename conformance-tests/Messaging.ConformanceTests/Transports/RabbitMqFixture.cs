@@ -189,6 +189,10 @@ public sealed class RabbitMqFixture : ITransportFixture, IAsyncLifetime
         return Fault.Over;
     }
 
+    /// <summary>A delivery's lease is the channel it came on: the broker closes the consuming connections.</summary>
+    public async Task ExpireLeasesAsync(string topic, string subscription, CancellationToken cancellationToken) =>
+        await BreakConsumersAsync(topic, subscription, cancellationToken);
+
     /// <summary>Sets off (or clears) the broker's memory alarm, under which RabbitMQ blocks every publishing connection.</summary>
     public Task SetMemoryAlarmAsync(bool on, CancellationToken cancellationToken) =>
         _ctl is null

@@ -165,6 +165,15 @@ public sealed class ServiceBusFixture : ITransportFixture, IAsyncLifetime
         return Task.FromResult(Fault.Over);
     }
 
+    /// <summary>Every lock held on the subscription and its redelivery queue expires now.</summary>
+    public Task ExpireLeasesAsync(string topic, string subscription, CancellationToken cancellationToken)
+    {
+        var expired = _local!.ExpireLocks($"{ServiceBusNames.Topic(topic)}/Subscriptions/{ServiceBusNames.Subscription(subscription)}")
+            + _local.ExpireLocks(ServiceBusNames.RedeliveryQueue(subscription));
+        Assert.True(expired > 0, $"no lock was held on subscription {subscription}");
+        return Task.CompletedTask;
+    }
+
     public async Task RestartBrokerAsync(CancellationToken cancellationToken)
     {
         if (_local is null)

@@ -13,6 +13,13 @@ public interface ITransportReceiver : IAsyncDisposable
     TimeSpan? LeaseRenewalInterval { get; }
 
     /// <summary>
+    /// True when the receiver reports lost leases (<see cref="ReceivedMessage.ReportLeaseLost"/>) while handlers run: each
+    /// handler then gets a token of its own, cancelled when its message's lease is lost. By default, receivers that renew
+    /// leases; a receiver whose leases end otherwise (the channel they came on closed) says so.
+    /// </summary>
+    bool ReportsLostLeases => LeaseRenewalInterval is not null;
+
+    /// <summary>
     /// Extends the leases of <paramref name="messages"/> (all held: waiting for a handler or being handled). A message whose
     /// lease is gone for good is reported with <see cref="ReceivedMessage.ReportLeaseLost"/>; a transient failure is logged
     /// and simply tried again at the next renewal; <see cref="ReceivedMessage.LeasedAt"/> is set for each one extended.

@@ -125,6 +125,26 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         return reserved;
     }
 
+    /// <summary>
+    /// Reports the leases of every held message that <paramref name="lost"/> selects as lost (see
+    /// <see cref="ReceivedMessage.ReportLeaseLost"/>), for a transport whose leases end together: the channel or connection
+    /// they came on closed. Running handlers are cancelled; the broker delivers those messages again. Returns how many.
+    /// </summary>
+    public int ReportLeasesLost(Func<ReceivedMessage, bool> lost, string reason)
+    {
+        ArgumentNullException.ThrowIfNull(lost);
+        List<ReceivedMessage> affected;
+        lock (_lock)
+        {
+            affected = _held.Where(m => m.IsHeld && lost(m)).ToList();
+        }
+        foreach (var message in affected)
+        {
+            message.ReportLeaseLost(reason);
+        }
+        return affected.Count;
+    }
+
     private void ThrowIfStopping(CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
@@ -245,7 +265,7 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         message.Started = true;
         var token = _abort.Token;
         CancellationTokenSource? handlerCancellation = null;
-        if (_receiver?.LeaseRenewalInterval is not null)
+        if (_receiver?.ReportsLostLeases == true)
         {
             handlerCancellation = CancellationTokenSource.CreateLinkedTokenSource(_abort.Token);
             message.HandlerCancellation = handlerCancellation;

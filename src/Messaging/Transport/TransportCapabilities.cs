@@ -22,4 +22,12 @@ public sealed record TransportCapabilities
     /// then checks nothing about closed connections for it.
     /// </summary>
     public bool ConnectsToBroker { get; init; } = true;
+
+    /// <summary>
+    /// The transport learns, while a handler runs, that the broker took the message's lease away (a lock lost, a receipt
+    /// handle refused, the channel that held it closed) and cancels the handler's token; the broker then delivers the message
+    /// again. False where the broker does not say which lease was lost (Pub/Sub's batched deadline extensions: the message
+    /// simply comes back) or there are no leases (in-memory).
+    /// </summary>
+    public bool ReportsLostLeases { get; init; }
 }
