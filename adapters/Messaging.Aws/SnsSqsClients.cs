@@ -18,22 +18,29 @@ internal sealed class SnsSqsClients : IDisposable
         Region = ResolveRegion(options);
         Credentials = ResolveCredentials(options);
         var sqsUrl = options.SqsServiceUrl ?? options.ServiceUrl;
-        var sqsConfig = new AmazonSQSConfig
+        AmazonSQSConfig SqsConfig(int retries)
         {
-            MaxErrorRetry = options.MaxRetries,
-            // Long polls last WaitTimeSeconds; the HTTP timeout must outlast them.
-            Timeout = options.RequestTimeout + TimeSpan.FromSeconds(options.WaitTimeSeconds),
-        };
-        if (sqsUrl is not null)
-        {
-            sqsConfig.ServiceURL = sqsUrl;
-            sqsConfig.AuthenticationRegion = Region;
+            var config = new AmazonSQSConfig
+            {
+                MaxErrorRetry = retries,
+                // Long polls last WaitTimeSeconds; the HTTP timeout must outlast them.
+                Timeout = options.RequestTimeout + TimeSpan.FromSeconds(options.WaitTimeSeconds),
+            };
+            if (sqsUrl is not null)
+            {
+                config.ServiceURL = sqsUrl;
+                config.AuthenticationRegion = Region;
+            }
+            else
+            {
+                config.RegionEndpoint = RegionEndpoint.GetBySystemName(Region);
+            }
+            return config;
         }
-        else
-        {
-            sqsConfig.RegionEndpoint = RegionEndpoint.GetBySystemName(Region);
-        }
-        Sqs = new AmazonSQSClient(Credentials, sqsConfig);
+        Sqs = new AmazonSQSClient(Credentials, SqsConfig(options.MaxRetries));
+        // Receive loops retry on their own, with a bounded backoff and a Warning: the SDK's own retries (up to MaxRetries,
+        // with backoffs of up to 20 s) would only hide an outage for a minute before anyone hears of it.
+        SqsReceive = new AmazonSQSClient(Credentials, SqsConfig(Math.Min(options.MaxRetries, 1)));
         var snsUrl = options.SnsServiceUrl ?? options.ServiceUrl;
         SnsEndpoint = new Uri(snsUrl ?? $"https://sns.{Region}.{DnsSuffix(Region)}/");
         Sns = sns ?? new SnsQueryClient(SnsEndpoint, Region, Credentials, options.MaxRetries, options.RequestTimeout);
@@ -45,6 +52,9 @@ internal sealed class SnsSqsClients : IDisposable
     public AWSCredentials Credentials { get; }
 
     public IAmazonSQS Sqs { get; }
+
+    /// <summary>The client the receive loops poll with: one SDK retry at most, the loop does the rest.</summary>
+    public IAmazonSQS SqsReceive { get; }
 
     public ISnsClient Sns { get; }
 
@@ -97,6 +107,7 @@ internal sealed class SnsSqsClients : IDisposable
     public void Dispose()
     {
         Sqs.Dispose();
+        SqsReceive.Dispose();
         Sns.Dispose();
     }
 }

@@ -71,7 +71,7 @@ internal sealed partial class SqsReceiver : ITransportReceiver
 
     private async Task<IReadOnlyList<Message>> ReceiveAsync(int places, CancellationToken cancellationToken)
     {
-        var response = await _sqs.ReceiveMessageAsync(new ReceiveMessageRequest
+        var response = await _transport.Clients.SqsReceive.ReceiveMessageAsync(new ReceiveMessageRequest
         {
             QueueUrl = _queueUrl,
             MaxNumberOfMessages = places,
