@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using CloudNative.CloudEvents;
 using Messaging.ConformanceTests.Infrastructure;
 using Messaging.Publishing;
@@ -165,5 +166,106 @@ public abstract partial class ConformanceSuite<TFixture>
         Assert.True(again!.Attempt >= 2, $"the redelivery after a lost lease should be attempt 2 or later, was {again.Attempt}");
         var errors = logs.Entries.Where(l => l.Level >= LogLevel.Error).ToList();
         Assert.True(errors.Count == 0, "the late settlement of a lost lease raised errors: " + string.Join(" | ", errors.Select(l => l.Message)));
+    });
+
+    [Fact(Timeout = 240_000)]
+    public Task Fault_retry_and_dead_letter_copies_a_blocked_broker_refuses_leave_the_original_to_come_back() => Case(async () =>
+    {
+        var (topic, sub) = Names();
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        const string RetryType = "com.example.conformance.retry-me";
+        const string RejectType = "com.example.conformance.reject-me";
+        var probe = new Probe
+        {
+            Behaviour = async (context, ct) =>
+            {
+                if (context.Attempt == 1)
+                {
+                    // The failure is decided once the broker blocks: the retry (or dead-letter) copy is sent into the block.
+                    await gate.Task.WaitAsync(ct);
+                    if (context.Event.Type == RetryType)
+                    {
+                        throw new InvalidOperationException("failing the first attempt, while the broker blocks");
+                    }
+                }
+                if (context.Event.Type == RejectType)
+                {
+                    throw new Messaging.Handling.UnprocessableEventException("rejected, while the broker blocks");
+                }
+            },
+        };
+        // Copies sent by the consumer (a retry copy, a dead-letter copy) give up quickly too, where the transport sends them.
+        var settings = new Dictionary<string, string?>
+        {
+            ["Messaging:PublishTimeout"] = ShortPublishTimeout.ToString(),
+            ["Messaging:RabbitMQ:PublishTimeout"] = ShortPublishTimeout.ToString(),
+        };
+        await using var host = await StartWithLongLeasesAsync(probe, Subscribe(topic, sub, s => s.WithMaxAttempts(3)), settings);
+        RequireFaultInjection();
+        var retried = NewEvent(RetryType);
+        var rejected = NewEvent(RejectType);
+        await host.Publisher.PublishBatchAsync(topic, [retried, rejected], Ct);
+        await Wait.UntilAsync(() => probe.AttemptsOf(retried.Id!).Any() && probe.AttemptsOf(rejected.Id!).Any(), "both first attempts are running", TimeSpan.FromSeconds(60));
+
+        await using (await Fixture.BlockPublishesAsync(Ct))
+        {
+            gate.SetResult();
+            // The block lasts until the failed event came back (where its retry copy met the block and timed out, the
+            // original was given back), or for an observation window where the block holds everything (the Pub/Sub relay).
+            var window = Stopwatch.StartNew();
+            while (!probe.AttemptsOf(retried.Id!).Any(a => a.Attempt >= 2) && window.Elapsed < TimeSpan.FromSeconds(15))
+            {
+                await Task.Delay(50, Ct);
+            }
+        }
+
+        // Lifted: nothing was lost. The failed event comes again and is handled; the rejected one ends as a dead letter.
+        await Wait.UntilAsync(() => probe.Handled.Any(h => h.Event.Id == retried.Id && h.Attempt >= 2),
+            "the event whose retry copy met the block is handled at a later attempt", TimeSpan.FromSeconds(120));
+        var dead = await Wait.UntilAsync(() => host.DeadLetters.PeekAsync(sub, 10, Ct), d => d.Any(x => x.Event?.Id == rejected.Id),
+            "the event whose dead-letter copy met the block is dead-lettered", TimeSpan.FromSeconds(120));
+        Assert.Equal(Messaging.DeadLetters.DeadLetterReason.Rejected, dead.Single(x => x.Event?.Id == rejected.Id).Metadata.Reason);
+        Assert.DoesNotContain(probe.Handled, h => h.Event.Id == rejected.Id);
+    });
+
+    [Fact(Timeout = 240_000)]
+    public Task Fault_a_host_stopping_while_the_broker_blocks_publishes_stops_within_its_shutdown_timeout() => Case(async () =>
+    {
+        var (topic, sub) = Names();
+        var publishing = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var probe = new Probe();
+        // A long PublishTimeout: the stop must not wait it out.
+        var settings = new Dictionary<string, string?>
+        {
+            ["Messaging:PublishTimeout"] = "00:02:00",
+            ["Messaging:RabbitMQ:PublishTimeout"] = "00:02:00",
+        };
+        var host = await StartAsync(probe, Subscribe(topic, sub), settings);
+        try
+        {
+            RequireFaultInjection();
+            var publisher = host.Publisher;
+            probe.Behaviour = async (context, ct) =>
+            {
+                await gate.Task.WaitAsync(ct);
+                publishing.TrySetResult();
+                await publisher.PublishAsync(topic, NewEvent(), ct); // a handler that publishes, as services do
+            };
+            await host.Publisher.PublishAsync(topic, NewEvent(), Ct);
+            await Wait.UntilAsync(() => probe.Attempts.Count == 1, "the handler runs");
+            await using (await Fixture.BlockPublishesAsync(Ct))
+            {
+                gate.SetResult();
+                await publishing.Task.WaitAsync(TimeSpan.FromSeconds(30), Ct);
+                // The stop's deadline (5 s) cancels the handler, whose publish honours its token. The bound is far below the
+                // publish's own 2-minute timeout: a stop that waited for the blocked publish fails it.
+                await host.StopAsync(TimeSpan.FromSeconds(5)).WaitAsync(TimeSpan.FromSeconds(60), Ct);
+            }
+        }
+        finally
+        {
+            await host.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(60), Ct);
+        }
     });
 }
