@@ -622,6 +622,21 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         }
         if (!_drained.Task.IsCompleted)
         {
+            if (_receiver is not null && !_stopping)
+            {
+                // Disposed without a stop: receiving ends first (within a bound), so that nothing the abort gives back is
+                // received again straight away, each time counting as one more delivery.
+                try
+                {
+                    using var bound = new CancellationTokenSource(TimeSpan.FromSeconds(5), _time);
+                    _stopping = true;
+                    await _receiver.StopReceivingAsync(bound.Token).ConfigureAwait(false);
+                }
+                catch (Exception)
+                {
+                    // The connection may be gone already; the abort below gives back what it can.
+                }
+            }
             await AbortAsync().ConfigureAwait(false);
         }
         if (_receiver is not null)

@@ -81,4 +81,23 @@ public sealed class FlowControlTests
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => pipeline.ReserveAsync(1, Wait.TestToken).AsTask());
         Assert.Equal(1, held.ReturnCalls);
     }
+
+    [Fact]
+    public async Task Disposed_without_a_stop_it_stops_receiving_before_it_gives_messages_back()
+    {
+        var gates = new HandlerGates();
+        var harness = await PipelineHarness.StartAsync(PipelineHarness.Subscription(concurrency: 1, prefetch: 0), async (delivery, ct) =>
+        {
+            await gates.EnterAsync(delivery.MessageId!, ct);
+            await delivery.CompleteAsync(ct);
+        });
+        var held = harness.Submit("held");
+        await gates.WaitUntilStartedAsync("held");
+
+        await Wait.ForAsync(harness.DisposeAsync().AsTask(), "the disposal");
+
+        // Given back while the receiver still received, the message would come straight back, one more delivery each time.
+        Assert.Equal(1, held.ReturnCalls);
+        Assert.True(harness.Log.PositionOf("stop-receiving") < harness.Log.PositionOf("return:held"), $"calls: {harness.Log}");
+    }
 }
