@@ -11,4 +11,26 @@ public interface IDeadLetterStore
     /// delivered again starting from attempt 1; the others stay. Returns how many were replayed.
     /// </summary>
     Task<int> ReplayAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Counts the dead letters of <paramref name="subscription"/>. A store that can ask its broker for the depth of the
+    /// dead-letter destination returns it (<see cref="DeadLetterCount.IsExact"/>, though the broker's own count may be
+    /// approximate); by default the store peeks at most <paramref name="maxCount"/> dead letters and returns how many it saw,
+    /// which is a lower bound when it is <paramref name="maxCount"/>.
+    /// </summary>
+    async Task<DeadLetterCount> CountAsync(string subscription, int maxCount, CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        var peeked = await PeekAsync(subscription, maxCount, cancellationToken).ConfigureAwait(false);
+        return new DeadLetterCount(peeked.Count, IsExact: peeked.Count < maxCount);
+    }
+}
+
+/// <summary>How many dead letters a subscription has (<see cref="IDeadLetterStore.CountAsync"/>).</summary>
+/// <param name="Count">The number counted.</param>
+/// <param name="IsExact">False when the store stopped counting at the maximum it was asked for: there may be more.</param>
+public readonly record struct DeadLetterCount(long Count, bool IsExact)
+{
+    /// <summary>The count as operators read it: "3", or "at least 3".</summary>
+    public override string ToString() => IsExact ? Count.ToString(System.Globalization.CultureInfo.InvariantCulture) : $"at least {Count.ToString(System.Globalization.CultureInfo.InvariantCulture)}";
 }

@@ -40,6 +40,14 @@ public interface IMessageTransport : IAsyncDisposable
 
     /// <summary>Reads and replays a subscription's dead-letter destination.</summary>
     IDeadLetterStore DeadLetters { get; }
+
+    /// <summary>
+    /// Checks, cheaply, that the broker can be reached: the state of the transport's connections, or one small call with a
+    /// short deadline. Called by the broker health check (<c>AddMessagingHealthChecks</c>), which bounds it with its own
+    /// timeout and reports an exception as unhealthy. By default healthy, for a transport with nothing to check.
+    /// </summary>
+    Task<TransportHealth> CheckHealthAsync(CancellationToken cancellationToken) =>
+        Task.FromResult(TransportHealth.Healthy($"The {Name} transport has no connection to check."));
 }
 
 /// <summary>Invoked by the receive pipeline for every message it hands to the handlers.</summary>

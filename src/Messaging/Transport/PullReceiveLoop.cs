@@ -7,7 +7,8 @@ namespace Messaging.Transport;
 /// The receive loops of a transport that pulls from its broker (SQS, Service Bus, the in-memory queue): each loop reserves
 /// places in the <see cref="ReceivePipeline"/>, asks the broker for at most that many messages, submits what it gets, and
 /// after a failed receive backs off (doubling, bounded) and goes on, so a broker that is away for a while never ends
-/// consumption. Written once here, so the adapters only say how to receive and how to map a message.
+/// consumption. Failing and recovered receives are reported to the pipeline's health state
+/// (<see cref="ReceivePipeline.ReportReceiveFailing"/>). Written once here, so the adapters only say how to receive and how to map a message.
 /// </summary>
 /// <typeparam name="T">The broker client's message type.</typeparam>
 public sealed partial class PullReceiveLoop<T> : IAsyncDisposable
@@ -77,6 +78,7 @@ public sealed partial class PullReceiveLoop<T> : IAsyncDisposable
                 }
                 failing = true;
                 LogReceiveFailed(ex, _source, _pipeline.Subscription.Name, backoff);
+                _pipeline.ReportReceiveFailing($"{ex.GetType().Name}: {ex.Message}", _source);
                 try
                 {
                     await Task.Delay(backoff, _pipeline.Time, token).ConfigureAwait(false);
@@ -92,6 +94,7 @@ public sealed partial class PullReceiveLoop<T> : IAsyncDisposable
             {
                 failing = false;
                 LogReceiveRecovered(_source, _pipeline.Subscription.Name);
+                _pipeline.ReportReceiveRecovered(_source);
             }
             backoff = FirstBackoff;
             _pipeline.CancelReservation(places - Math.Min(places, received.Count));

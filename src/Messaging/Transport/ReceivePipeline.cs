@@ -45,6 +45,11 @@ public sealed partial class ReceivePipeline : ITransportConsumer
     private int _selfReleased;
     private volatile bool _stopping;
     private int _disposed;
+    private readonly Lock _healthLock = new();
+    private readonly Dictionary<string, (string Reason, DateTimeOffset Since)> _receiveFailures = new(StringComparer.Ordinal);
+    private volatile bool _receiveFailing;
+    private DateTimeOffset? _startedAt;
+    private DateTimeOffset? _stoppedAt;
 
     internal ReceivePipeline(SubscriptionDefinition subscription, DeliveryCallback onDelivery, ILogger? logger, TimeProvider? time, string transportName)
     {
@@ -92,9 +97,79 @@ public sealed partial class ReceivePipeline : ITransportConsumer
     internal async Task StartAsync(IMessageTransport transport, CancellationToken cancellationToken)
     {
         _receiver = await transport.StartReceiverAsync(this, cancellationToken).ConfigureAwait(false);
+        lock (_healthLock)
+        {
+            _startedAt ??= _time.GetUtcNow();
+        }
         if (_receiver.LeaseRenewalInterval is { } interval && interval > TimeSpan.Zero)
         {
             _renewalLoop = Task.Run(() => RenewLoopAsync(interval), CancellationToken.None);
+        }
+    }
+
+    // ---- health --------------------------------------------------------------------------------
+
+    /// <summary>
+    /// For receivers: receiving from <paramref name="source"/> (a queue, an entity, a stream; null when the receiver has only
+    /// one) fails, for <paramref name="reason"/> (the last error). The consumers health check reports the subscription
+    /// degraded, and unhealthy once the failure has lasted its grace period. Call it on every failure: the reason is updated,
+    /// the time it started is kept until <see cref="ReportReceiveRecovered"/>.
+    /// </summary>
+    public void ReportReceiveFailing(string reason, string? source = null)
+    {
+        ArgumentNullException.ThrowIfNull(reason);
+        var key = source ?? string.Empty;
+        lock (_healthLock)
+        {
+            var since = _receiveFailures.TryGetValue(key, out var existing) ? existing.Since : _time.GetUtcNow();
+            _receiveFailures[key] = (reason, since);
+            _receiveFailing = true;
+        }
+    }
+
+    /// <summary>For receivers: receiving from <paramref name="source"/> works again (see <see cref="ReportReceiveFailing"/>). Cheap when nothing failed.</summary>
+    public void ReportReceiveRecovered(string? source = null)
+    {
+        if (!_receiveFailing)
+        {
+            return;
+        }
+        lock (_healthLock)
+        {
+            _receiveFailures.Remove(source ?? string.Empty);
+            _receiveFailing = _receiveFailures.Count > 0;
+        }
+    }
+
+    /// <summary>Whether the consumer runs and receives, for the consumers health check.</summary>
+    internal ConsumerHealth GetHealth()
+    {
+        lock (_healthLock)
+        {
+            if (_stoppedAt is { } stopped)
+            {
+                return new ConsumerHealth(Subscription.Name, ConsumerState.Stopped, stopped, null, null);
+            }
+            if (_startedAt is not { } started)
+            {
+                return new ConsumerHealth(Subscription.Name, ConsumerState.NotStarted, null, null, null);
+            }
+            if (_receiveFailures.Count == 0)
+            {
+                return new ConsumerHealth(Subscription.Name, ConsumerState.Running, started, null, null);
+            }
+            var failures = _receiveFailures.OrderBy(f => f.Value.Since).ToList();
+            var reason = string.Join("; ", failures.Select(f => f.Key.Length == 0 ? f.Value.Reason : $"{f.Key}: {f.Value.Reason}"));
+            return new ConsumerHealth(Subscription.Name, ConsumerState.Running, started, reason, failures[0].Value.Since);
+        }
+    }
+
+    private void MarkStopping()
+    {
+        _stopping = true;
+        lock (_healthLock)
+        {
+            _stoppedAt ??= _time.GetUtcNow();
         }
     }
 
@@ -505,7 +580,7 @@ public sealed partial class ReceivePipeline : ITransportConsumer
             await _aborting.ConfigureAwait(false);
             return;
         }
-        _stopping = true;
+        MarkStopping();
         try
         {
             if (_receiver is not null)
@@ -577,7 +652,7 @@ public sealed partial class ReceivePipeline : ITransportConsumer
     {
         lock (_lock)
         {
-            _stopping = true;
+            MarkStopping();
             _aborting ??= AbortCoreAsync();
             return _aborting;
         }
@@ -629,7 +704,7 @@ public sealed partial class ReceivePipeline : ITransportConsumer
                 try
                 {
                     using var bound = new CancellationTokenSource(TimeSpan.FromSeconds(5), _time);
-                    _stopping = true;
+                    MarkStopping();
                     await _receiver.StopReceivingAsync(bound.Token).ConfigureAwait(false);
                 }
                 catch (Exception)
