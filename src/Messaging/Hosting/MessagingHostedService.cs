@@ -15,7 +15,8 @@ internal sealed partial class MessagingHostedService(
     IOptions<MessagingOptions> options,
     IServiceScopeFactory scopes,
     ILoggerFactory loggerFactory,
-    TimeProvider time) : IHostedService
+    TimeProvider time,
+    ConsumerRegistry registry) : IHostedService
 {
     private readonly ILogger _logger = loggerFactory.CreateLogger("Messaging");
     private readonly List<ITransportConsumer> _consumers = [];
@@ -56,13 +57,16 @@ internal sealed partial class MessagingHostedService(
                 time);
             var pipeline = new ReceivePipeline(subscription, processor.HandleAsync, _logger, time, transport.Name);
             _consumers.Add(pipeline);
+            registry.Add(pipeline);
             await pipeline.StartAsync(transport, cancellationToken).ConfigureAwait(false);
             LogConsumerStarted(subscription.Name, subscription.Topic, transport.Name, subscription.Concurrency);
         }
+        registry.MarkStarted();
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        registry.MarkStopping();
         // Graceful: each consumer stops taking new messages and waits for in-flight handlers.
         // If the host's shutdown timeout fires first, unsettled messages go back to the broker.
         await Task.WhenAll(_consumers.Select(c => c.StopAsync(cancellationToken))).ConfigureAwait(false);

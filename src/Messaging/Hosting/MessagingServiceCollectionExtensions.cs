@@ -66,6 +66,7 @@ public static class MessagingServiceCollectionExtensions
         });
         services.AddSingleton<IEventPublisher, EventPublisher>();
         services.AddSingleton<IDeadLetterStore>(sp => sp.GetRequiredService<IMessageTransport>().DeadLetters);
+        services.TryAddSingleton<ConsumerRegistry>();
         services.AddHostedService<MessagingHostedService>();
 
         var builder = new MessagingBuilder(services, model, section);
