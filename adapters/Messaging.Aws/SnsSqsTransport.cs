@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Text.Json;
+using Amazon.Runtime;
 using Amazon.SQS;
 using Amazon.SQS.Model;
 using CloudNative.CloudEvents;
@@ -360,6 +361,31 @@ public sealed class SnsSqsTransport : IMessageTransport
     }
 
     internal void Forget(SqsReceiver receiver) => _receivers.TryRemove(receiver, out _);
+
+    // ---- health --------------------------------------------------------------------------------
+
+    /// <summary>
+    /// One GetQueueAttributes call on the queue of a subscription this process consumes (with the client that retries once,
+    /// so an outage shows within the check's timeout); healthy without a call when it consumes none.
+    /// </summary>
+    public async Task<TransportHealth> CheckHealthAsync(CancellationToken cancellationToken)
+    {
+        var queueUrl = _receivers.Keys.Select(r => r.QueueUrl).Order(StringComparer.Ordinal).FirstOrDefault();
+        if (queueUrl is null)
+        {
+            return TransportHealth.Healthy($"SQS at {Clients.Endpoint}: no subscription consumed to check.");
+        }
+        try
+        {
+            var response = await Clients.SqsReceive.GetQueueAttributesAsync(queueUrl, ["ApproximateNumberOfMessages"], cancellationToken).ConfigureAwait(false);
+            var depth = response.Attributes is { } attributes && attributes.TryGetValue("ApproximateNumberOfMessages", out var value) ? value : "?";
+            return TransportHealth.Healthy($"SQS at {Clients.Endpoint} answers (queue {queueUrl}: about {depth} message(s) waiting).");
+        }
+        catch (AmazonServiceException ex) when (!cancellationToken.IsCancellationRequested)
+        {
+            return TransportHealth.Unhealthy($"SQS at {Clients.Endpoint} refused GetQueueAttributes on {queueUrl}: {(int)ex.StatusCode} {ex.ErrorCode} {ex.Message}", ex);
+        }
+    }
 
     public async ValueTask DisposeAsync()
     {

@@ -23,6 +23,22 @@ internal sealed class SqsDeadLetterStore(SnsSqsTransport transport) : IDeadLette
         return received.Select(m => ToDeadLettered(m, subscription)).ToList();
     }
 
+    /// <summary>
+    /// The dead-letter queue's depth as SQS reports it (ApproximateNumberOfMessages plus NotVisible, the ones a peek or a
+    /// replay holds): one call, and no receive, which would count against the messages.
+    /// </summary>
+    public async Task<DeadLetterCount> CountAsync(string subscription, int maxCount, CancellationToken cancellationToken)
+    {
+        var url = await transport.QueueUrlAsync(SnsSqsNames.DeadLetterQueue(subscription), subscription, cancellationToken).ConfigureAwait(false);
+        var response = await transport.Clients.SqsReceive.GetQueueAttributesAsync(url, [VisibleCount, NotVisibleCount], cancellationToken).ConfigureAwait(false);
+        long Read(string name) => response.Attributes is { } attributes && attributes.TryGetValue(name, out var value)
+            && long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var count) ? count : 0;
+        return new DeadLetterCount(Read(VisibleCount) + Read(NotVisibleCount), IsExact: true);
+    }
+
+    private const string VisibleCount = "ApproximateNumberOfMessages";
+    private const string NotVisibleCount = "ApproximateNumberOfMessagesNotVisible";
+
     public async Task<int> ReplayAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(select);

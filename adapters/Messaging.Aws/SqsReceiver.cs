@@ -55,6 +55,9 @@ internal sealed partial class SqsReceiver : ITransportReceiver
 
     internal int ReceiverCount { get; }
 
+    /// <summary>The URL of the subscription's queue.</summary>
+    internal string QueueUrl => _queueUrl;
+
     /// <summary>Messages received but not started are made visible again at once (SQS counts that receive).</summary>
     public StopBehavior StopBehavior => StopBehavior.ReturnUnstarted;
 

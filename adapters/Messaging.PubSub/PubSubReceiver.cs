@@ -26,6 +26,9 @@ namespace Messaging.PubSub;
 internal sealed partial class PubSubReceiver : ITransportReceiver
 {
     private static readonly TimeSpan StreamDrainTimeout = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long a new stream stays open before receiving counts as working again (a stream refused fails sooner).</summary>
+    private static readonly TimeSpan StreamOpenAfter = TimeSpan.FromSeconds(2);
     private readonly PubSubTransport _transport;
     private readonly ReceivePipeline _pipeline;
     private readonly string _subscription;
@@ -53,6 +56,9 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
         _ackDeadlineSeconds = (int)Math.Ceiling(transport.Options.AckDeadline.TotalSeconds);
         _maxOutstanding = transport.Options.MaxOutstandingMessages > 0 ? transport.Options.MaxOutstandingMessages : pipeline.Capacity;
     }
+
+    /// <summary>The subscription received (its name in the topology).</summary>
+    internal string Subscription => _subscription;
 
     public StopBehavior StopBehavior => StopBehavior.HandleReceived;
 
@@ -109,6 +115,7 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
         var backoff = TimeSpan.FromMilliseconds(200);
         while (!token.IsCancellationRequested)
         {
+            using var streamOpen = new CancellationTokenSource();
             try
             {
                 // The call lives until the broker closes it after our half-close (graceful stop), or until it is killed.
@@ -125,9 +132,12 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
                 // whatever it had already sent is still read and handled rather than left to expire (which would
                 // cost each such message a delivery attempt).
                 using var halfClose = token.Register(() => _ = HalfCloseAsync(call.RequestStream));
+                // A stream that stays open is reading again, whether or not messages come.
+                _ = ReportStreamOpenAsync(resource, streamOpen.Token);
                 while (await call.ResponseStream.MoveNext(_killStreams.Token).ConfigureAwait(false))
                 {
                     backoff = TimeSpan.FromMilliseconds(200);
+                    _pipeline.ReportReceiveRecovered(resource);
                     foreach (var received in call.ResponseStream.Current.ReceivedMessages)
                     {
                         if (_held.TryAdd(received.AckId, 0))
@@ -154,12 +164,16 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
             }
             catch (RpcException ex)
             {
+                await streamOpen.CancelAsync().ConfigureAwait(false);
+                _pipeline.ReportReceiveFailing($"the streaming pull ended: {ex.StatusCode} {ex.Status.Detail}", resource);
                 // A stream cut by the broker or the network (a clean close, above, is the broker's routine rebalancing): the
                 // consumer notices and reconnects, and says so at Warning, so a flapping connection is seen.
                 LogStreamEnded(PubSubConnection.IsTransient(ex) ? LogLevel.Warning : LogLevel.Error, ex, resource, ex.StatusCode, backoff);
             }
             catch (Exception ex)
             {
+                await streamOpen.CancelAsync().ConfigureAwait(false);
+                _pipeline.ReportReceiveFailing($"the streaming pull failed: {ex.GetType().Name}: {ex.Message}", resource);
                 LogStreamFailed(ex, resource, backoff);
             }
             try
@@ -172,6 +186,20 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
             }
             backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(10).Ticks));
         }
+    }
+
+    /// <summary>Reports receiving from <paramref name="resource"/> working again once a new stream has stayed open a moment.</summary>
+    private async Task ReportStreamOpenAsync(string resource, CancellationToken streamEnded)
+    {
+        try
+        {
+            await Task.Delay(StreamOpenAfter, _time, streamEnded).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+        _pipeline.ReportReceiveRecovered(resource);
     }
 
     private static async Task HalfCloseAsync(IClientStreamWriter<StreamingPullRequest> requests)

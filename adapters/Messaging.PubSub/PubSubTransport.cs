@@ -39,6 +39,9 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
     /// <summary>How long a positive answer about a dead-letter subscription is trusted before it is asked again.</summary>
     private static readonly TimeSpan DeadLetterCheckInterval = TimeSpan.FromMinutes(1);
 
+    /// <summary>The deadline of the health check's one call.</summary>
+    private static readonly TimeSpan HealthCallTimeout = TimeSpan.FromSeconds(5);
+
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, TopicPublisher> _publishers = new(StringComparer.Ordinal);
@@ -250,6 +253,41 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
     }
 
     internal void Remove(PubSubReceiver receiver) => _receivers.TryRemove(receiver, out _);
+
+    // ---- health --------------------------------------------------------------------------------
+
+    /// <summary>
+    /// One cheap call with a short deadline: GetSubscription of a subscription this process consumes, or else GetTopic of a
+    /// topic it published to; healthy without a call when it has used neither yet.
+    /// </summary>
+    public async Task<TransportHealth> CheckHealthAsync(CancellationToken cancellationToken)
+    {
+        ThrowIfDisposed();
+        var subscription = _receivers.Keys.Select(r => Names.Subscription(r.Subscription)).Order(StringComparer.Ordinal).FirstOrDefault();
+        var topic = subscription is null ? _publishers.Keys.Order(StringComparer.Ordinal).FirstOrDefault() : null;
+        var what = subscription is not null ? $"subscription {subscription}" : $"topic {topic}";
+        try
+        {
+            var options = PubSubConnection.Call(cancellationToken, HealthCallTimeout);
+            if (subscription is not null)
+            {
+                await Connection.Subscriber.GetSubscriptionAsync(new GetSubscriptionRequest { Subscription = subscription }, options).ResponseAsync.ConfigureAwait(false);
+            }
+            else if (topic is not null)
+            {
+                await Connection.Publisher.GetTopicAsync(new GetTopicRequest { Topic = topic }, options).ResponseAsync.ConfigureAwait(false);
+            }
+            else
+            {
+                return TransportHealth.Healthy($"Pub/Sub at {Connection.Address}: no subscription or topic used yet to check.");
+            }
+            return TransportHealth.Healthy($"Pub/Sub at {Connection.Address} answers ({what}).");
+        }
+        catch (RpcException ex) when (!cancellationToken.IsCancellationRequested)
+        {
+            return TransportHealth.Unhealthy($"Pub/Sub at {Connection.Address} did not answer for {what}: {ex.StatusCode} {ex.Status.Detail}", ex);
+        }
+    }
 
     // ---- dead letters --------------------------------------------------------------------------
 

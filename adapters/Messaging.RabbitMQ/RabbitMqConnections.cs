@@ -115,6 +115,42 @@ internal sealed partial class RabbitMqConnections : IAsyncDisposable
     /// <summary>Why the broker blocks this client's publishers (a memory or disk alarm), while it does.</summary>
     public string? BlockedReason { get; private set; }
 
+    /// <summary>
+    /// The state of the connections, without a call to the broker: unhealthy while one is closed (the client recovers it),
+    /// degraded while the broker blocks publishing.
+    /// </summary>
+    public Messaging.Transport.TransportHealth Health()
+    {
+        var opened = new List<string>();
+        var closed = new List<string>();
+        foreach (var (role, connection) in new[] { ("publishing", _publishing), ("consuming", _consuming) })
+        {
+            if (connection is null)
+            {
+                continue;
+            }
+            if (connection.IsOpen)
+            {
+                opened.Add(role);
+            }
+            else
+            {
+                closed.Add($"the {role} connection is closed ({connection.CloseReason?.ReplyText ?? "no reason given"})");
+            }
+        }
+        if (closed.Count > 0)
+        {
+            return Messaging.Transport.TransportHealth.Unhealthy($"RabbitMQ at {Endpoint}: {string.Join("; ", closed)}; recovering automatically.");
+        }
+        if (BlockedReason is { } blocked)
+        {
+            return Messaging.Transport.TransportHealth.Degraded($"RabbitMQ at {Endpoint} blocks publishing: {blocked}.");
+        }
+        return opened.Count == 0
+            ? Messaging.Transport.TransportHealth.Healthy($"No connection to RabbitMQ at {Endpoint} was needed yet.")
+            : Messaging.Transport.TransportHealth.Healthy($"Connected to RabbitMQ at {Endpoint} ({string.Join(", ", opened)}).");
+    }
+
     public Task<IConnection> PublishingAsync(CancellationToken cancellationToken) => GetAsync(publishing: true, cancellationToken);
 
     public Task<IConnection> ConsumingAsync(CancellationToken cancellationToken) => GetAsync(publishing: false, cancellationToken);

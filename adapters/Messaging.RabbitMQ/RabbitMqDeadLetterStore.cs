@@ -33,6 +33,19 @@ internal sealed class RabbitMqDeadLetterStore(RabbitMqTransport transport) : IDe
         return result;
     }
 
+    /// <summary>The ready messages of the dead-letter queue (a passive declare); those a peek or replay holds right now are not counted.</summary>
+    public async Task<DeadLetterCount> CountAsync(string subscription, int maxCount, CancellationToken cancellationToken)
+    {
+        var connection = await transport.Connections.ConsumingAsync(cancellationToken).ConfigureAwait(false);
+        var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        await using (channel.ConfigureAwait(false))
+        {
+            var declared = await channel.QueueDeclarePassiveAsync(RabbitMqNames.DeadLetterQueue(subscription), cancellationToken).ConfigureAwait(false);
+            await channel.CloseAsync(cancellationToken).ConfigureAwait(false);
+            return new DeadLetterCount(declared.MessageCount, IsExact: true);
+        }
+    }
+
     public async Task<int> ReplayAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(select);

@@ -115,6 +115,7 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
         if (Interlocked.Exchange(ref _resubscribing, 1) == 0)
         {
             LogConsumerLost(_subscription, reason);
+            _pipeline.ReportReceiveFailing($"the consumer was lost: {reason}");
             _ = ResubscribeAsync(session);
         }
         return Task.CompletedTask;
@@ -138,6 +139,7 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
                     await Task.Delay(delay, _pipeline.Time, _stop.Token).ConfigureAwait(false);
                     _session = await OpenSessionAsync(_stop.Token).ConfigureAwait(false);
                     LogConsumerResumed(_subscription, failures + 1);
+                    _pipeline.ReportReceiveRecovered();
                     return;
                 }
                 catch (OperationCanceledException) when (_stop.IsCancellationRequested)
@@ -147,6 +149,7 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
                 catch (Exception ex)
                 {
                     failures++;
+                    _pipeline.ReportReceiveFailing($"cannot consume again ({failures} attempt(s)): {ex.Message}");
                     if (failures % 10 == 1)
                     {
                         LogResubscribeFailed(_subscription, failures, ex.Message);

@@ -61,6 +61,9 @@ public sealed partial class RabbitMqTransport : IMessageTransport
 
     internal RabbitMqConnections Connections => _connections;
 
+    /// <summary>The connections' state, without a call to the broker: closed ones are unhealthy, a publishing block degraded.</summary>
+    public Task<TransportHealth> CheckHealthAsync(CancellationToken cancellationToken) => Task.FromResult(_connections.Health());
+
     public async Task ProvisionAsync(MessagingTopology topology, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(topology);

@@ -40,6 +40,23 @@ internal sealed class ServiceBusDeadLetterStore(ServiceBusTransport transport) :
         return result;
     }
 
+    /// <summary>
+    /// The administration API's DeadLetterMessageCount of the subscription and of its redelivery queue; where that API is
+    /// refused (no Manage rights), a peek of at most <paramref name="maxCount"/> dead letters.
+    /// </summary>
+    public async Task<DeadLetterCount> CountAsync(string subscription, int maxCount, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return new DeadLetterCount(await transport.DeadLetterCountAsync(subscription, cancellationToken).ConfigureAwait(false), IsExact: true);
+        }
+        catch (UnauthorizedAccessException)
+        {
+            var peeked = await PeekAsync(subscription, maxCount, cancellationToken).ConfigureAwait(false);
+            return new DeadLetterCount(peeked.Count, IsExact: peeked.Count < maxCount);
+        }
+    }
+
     public async Task<int> ReplayAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(select);

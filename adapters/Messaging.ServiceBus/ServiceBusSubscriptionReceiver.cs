@@ -40,6 +40,9 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
         _maxBatch = Math.Max(1, Math.Min(transport.Options.MaxMessagesPerReceive, Math.Min(subscription.Prefetch, subscription.Concurrency)));
     }
 
+    /// <summary>The subscription received (its name in the topology).</summary>
+    internal string Subscription => _subscription;
+
     /// <summary>Every received message is handled before a graceful stop ends: giving it back would count a delivery.</summary>
     public StopBehavior StopBehavior => StopBehavior.HandleReceived;
 

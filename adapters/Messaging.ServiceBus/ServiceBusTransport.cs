@@ -27,6 +27,7 @@ public sealed partial class ServiceBusTransport : IMessageTransport
     private readonly ConcurrentDictionary<string, ServiceBusSender> _senders = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, string> _topicOfSubscription = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<ServiceBusSubscriptionReceiver, byte> _receivers = new();
+    private readonly ConcurrentDictionary<string, ServiceBusReceiver> _healthReceivers = new(StringComparer.Ordinal);
     private readonly ServiceBusDeadLetterStore _deadLetters;
     private readonly ILogger _logger;
     private int _disposed;
@@ -248,6 +249,47 @@ public sealed partial class ServiceBusTransport : IMessageTransport
         return receiver;
     }
 
+    // ---- health --------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Peeks one message (no lock, nothing changes) on the redelivery queue of a subscription this process consumes, over
+    /// the connection the consumers use; healthy without a call when it consumes none.
+    /// </summary>
+    public async Task<TransportHealth> CheckHealthAsync(CancellationToken cancellationToken)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) == 1, this);
+        var subscription = _receivers.Keys.Select(r => r.Subscription).Order(StringComparer.Ordinal).FirstOrDefault();
+        if (subscription is null)
+        {
+            return TransportHealth.Healthy($"Service Bus '{Endpoint}': no subscription consumed to check.");
+        }
+        var queue = ServiceBusNames.RedeliveryQueue(subscription);
+        var receiver = _healthReceivers.GetOrAdd(queue, static (entity, client) =>
+            client.CreateReceiver(entity, new ServiceBusReceiverOptions { ReceiveMode = ServiceBusReceiveMode.PeekLock, PrefetchCount = 0 }), _client);
+        try
+        {
+            await receiver.PeekMessageAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+            return TransportHealth.Healthy($"Service Bus '{Endpoint}' answers (peek on {queue}).");
+        }
+        catch (ServiceBusException ex) when (!cancellationToken.IsCancellationRequested)
+        {
+            return TransportHealth.Unhealthy($"Service Bus '{Endpoint}' refused a peek on {queue}: {ex.Reason}: {ex.Message}", ex);
+        }
+    }
+
+    /// <summary>
+    /// The dead letters of a subscription as the administration API counts them (its own and its redelivery queue's
+    /// dead-letter sub-queues): no message is read. Without Manage rights the store peeks instead (see there).
+    /// </summary>
+    internal async Task<long> DeadLetterCountAsync(string subscription, CancellationToken cancellationToken)
+    {
+        var topic = await TopicOfAsync(subscription, cancellationToken).ConfigureAwait(false);
+        var ofSubscription = await _administration.GetSubscriptionRuntimePropertiesAsync(
+            ServiceBusNames.Topic(topic), ServiceBusNames.Subscription(subscription), cancellationToken).ConfigureAwait(false);
+        var ofQueue = await _administration.GetQueueRuntimePropertiesAsync(ServiceBusNames.RedeliveryQueue(subscription), cancellationToken).ConfigureAwait(false);
+        return ofSubscription.Value.DeadLetterMessageCount + ofQueue.Value.DeadLetterMessageCount;
+    }
+
     internal ServiceBusSender Sender(string entity) => _senders.GetOrAdd(entity, static (name, client) => client.CreateSender(name), _client);
 
     internal void Forget(ServiceBusSubscriptionReceiver receiver) => _receivers.TryRemove(receiver, out _);
@@ -287,6 +329,10 @@ public sealed partial class ServiceBusTransport : IMessageTransport
         foreach (var sender in _senders.Values)
         {
             await sender.DisposeAsync().ConfigureAwait(false);
+        }
+        foreach (var receiver in _healthReceivers.Values)
+        {
+            await receiver.DisposeAsync().ConfigureAwait(false);
         }
         await _client.DisposeAsync().ConfigureAwait(false);
     }

@@ -100,6 +100,16 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         return Task.FromResult<IReadOnlyList<DeadLetteredEvent>>(snapshot.Select(m => ToDeadLettered(m, subscription)).ToList());
     }
 
+    /// <summary>Counts the subscription's dead letters, exactly.</summary>
+    public Task<DeadLetterCount> CountAsync(string subscription, int maxCount, CancellationToken cancellationToken)
+    {
+        var queue = _broker.GetQueue(subscription);
+        lock (queue.DeadLetterLock)
+        {
+            return Task.FromResult(new DeadLetterCount(queue.DeadLetters.Count, IsExact: true));
+        }
+    }
+
     public async Task<int> ReplayAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(select);
