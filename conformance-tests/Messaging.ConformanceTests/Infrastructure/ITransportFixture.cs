@@ -91,6 +91,12 @@ public interface ITransportFixture : IAsyncDisposable
     Task<IAsyncDisposable> BreakConsumersAsync(string topic, string subscription, CancellationToken cancellationToken);
 
     /// <summary>
+    /// True when the fault of <see cref="BreakConsumersAsync"/> lasts until its handle is disposed (the SQS endpoint's 503s),
+    /// so that consumers keep failing meanwhile; false when it is over at once (a close, a detach, a reset).
+    /// </summary>
+    bool BrokenConsumersStayBroken { get; }
+
+    /// <summary>
     /// Gives a host's subscriptions a lease (SQS visibility timeout, Service Bus lock, Pub/Sub ack deadline) of
     /// <see cref="LongLease"/> instead of the fixture's short one, which exists so that a crashed consumer's message comes
     /// back within the waits. For cases that count deliveries exactly: under a short lease a renewal held up a few seconds

@@ -222,6 +222,8 @@ public sealed class AwsFixture : ITransportFixture, IAsyncLifetime
 
     public bool CanInjectFaults => _local is not null;
 
+    public bool BrokenConsumersStayBroken => true;
+
     /// <summary>SNS answers every publish with 503 ServiceUnavailable (as AWS does when it sheds load) until the fault ends.</summary>
     public Task<IAsyncDisposable> BlockPublishesAsync(CancellationToken cancellationToken) =>
         Task.FromResult(Fault.Until(_local!.RefuseRequests("sns")));

@@ -62,6 +62,8 @@ public sealed class InMemoryFixture : ITransportFixture
 
     public bool CanInjectFaults => true;
 
+    public bool BrokenConsumersStayBroken => false;
+
     public Task<IAsyncDisposable> BlockPublishesAsync(CancellationToken cancellationToken) => Task.FromResult(Fault.Until(_broker.BlockPublishers()));
 
     public Task<IAsyncDisposable> BreakConsumersAsync(string topic, string subscription, CancellationToken cancellationToken) =>

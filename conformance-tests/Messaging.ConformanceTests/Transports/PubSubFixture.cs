@@ -188,6 +188,8 @@ public sealed class PubSubFixture : ITransportFixture, IAsyncLifetime
 
     public bool CanInjectFaults => _relay is not null;
 
+    public bool BrokenConsumersStayBroken => false;
+
     /// <summary>The emulator stops answering: the relay holds every byte until the fault ends, then delivers them.</summary>
     public Task<IAsyncDisposable> BlockPublishesAsync(CancellationToken cancellationToken) =>
         Task.FromResult(Fault.Until(_relay!.Hold()));

@@ -171,6 +171,8 @@ public sealed class RabbitMqFixture : ITransportFixture, IAsyncLifetime
 
     public bool CanInjectFaults => _ctl is not null;
 
+    public bool BrokenConsumersStayBroken => false;
+
     /// <summary>The memory alarm: RabbitMQ blocks every publishing connection (connection.blocked) until it is cleared.</summary>
     public async Task<IAsyncDisposable> BlockPublishesAsync(CancellationToken cancellationToken)
     {

@@ -152,6 +152,8 @@ public sealed class ServiceBusFixture : ITransportFixture, IAsyncLifetime
 
     public bool CanInjectFaults => _local is not null;
 
+    public bool BrokenConsumersStayBroken => false;
+
     /// <summary>The endpoint rejects every sent message with server-busy (Service Bus throttling) until the fault ends.</summary>
     public Task<IAsyncDisposable> BlockPublishesAsync(CancellationToken cancellationToken) =>
         Task.FromResult(Fault.Until(_local!.RefuseSends()));
