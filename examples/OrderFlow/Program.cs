@@ -1,6 +1,7 @@
 // Order flow: order placed -> payment -> shipping. Runs on the in-memory transport by default;
 // switch broker with configuration only, e.g.  dotnet run --project examples/OrderFlow -- --Messaging:Transport=RabbitMQ  (or PubSub, SnsSqs, ServiceBus)
 using Messaging.Aws;
+using Messaging.Health;
 using Messaging.PubSub;
 using Messaging.RabbitMQ;
 using Messaging.ServiceBus;
@@ -23,6 +24,7 @@ builder.Services.AddMessaging(builder.Configuration)
     .AddSubscription("payments", "orders", s => s.Handle<OrderPlaced, PaymentHandler>())
     .AddSubscription("shipping", "payments", s => s.Handle<PaymentCompleted, ShippingHandler>());
 
+builder.Services.AddHealthChecks().AddMessagingHealthChecks();
 builder.Services.AddSingleton<FlowTracker>();
 builder.Services.AddHostedService<OrderSimulator>();
 
