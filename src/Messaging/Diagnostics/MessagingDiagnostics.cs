@@ -29,6 +29,17 @@ public static class MessagingDiagnostics
     internal static readonly Counter<long> LostLeases = Meter.CreateCounter<long>("messaging.receive.lost_leases", "{message}", "Messages whose lock or lease the broker took back while they were held.");
     internal static readonly Histogram<double> ProcessDuration = Meter.CreateHistogram<double>("messaging.process.duration", "s", "Duration of handling one event.");
 
+    // The backlog gauges report what the running backlog pollers last read; their callbacks never call the broker.
+    internal static readonly ObservableGauge<long> SubscriptionBacklog = Meter.CreateObservableGauge(
+        "messaging.subscription.backlog", () => BacklogPoller.Observe(b => b.Waiting), "{message}",
+        "Messages waiting in the subscription's queue, as the broker last reported them.");
+    internal static readonly ObservableGauge<long> SubscriptionDeadLetters = Meter.CreateObservableGauge(
+        "messaging.subscription.dead_letters", () => BacklogPoller.Observe(b => b.DeadLetters), "{message}",
+        "Messages in the subscription's dead-letter destination, as the broker last reported them.");
+    internal static readonly ObservableGauge<double> SubscriptionOldestMessageAge = Meter.CreateObservableGauge(
+        "messaging.subscription.oldest_message.age", () => BacklogPoller.Observe(b => b.OldestAge?.TotalSeconds), "s",
+        "How long the oldest waiting message of the subscription had waited, as the broker last reported it.");
+
     /// <summary>The CloudEvents extension attributes the library itself understands.</summary>
     public static IReadOnlyList<CloudEventAttribute> ExtensionAttributes { get; } =
     [

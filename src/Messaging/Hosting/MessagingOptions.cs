@@ -31,6 +31,30 @@ public sealed class MessagingOptions
 
     /// <summary>Per-subscription policy, keyed by subscription name; values here override those set in code.</summary>
     public Dictionary<string, SubscriptionOptions> Subscriptions { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Metrics settings (<c>Messaging:Metrics</c>).</summary>
+    public MessagingMetricsOptions Metrics { get; } = new();
+}
+
+/// <summary>Settings of the library's metrics (<c>Messaging:Metrics</c>).</summary>
+public sealed class MessagingMetricsOptions
+{
+    /// <summary>The default of <see cref="BacklogPollingInterval"/>.</summary>
+    public static readonly TimeSpan DefaultBacklogPollingInterval = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Whether the backlog gauges (<c>messaging.subscription.backlog</c>, <c>.dead_letters</c>, <c>.oldest_message.age</c>)
+    /// are reported; when on, the broker is asked for them every <see cref="BacklogPollingInterval"/>. Default on.
+    /// </summary>
+    public bool Backlog { get; set; } = true;
+
+    /// <summary>
+    /// How often the backlog of every consumed subscription is read from the broker; the gauges report the last values
+    /// read. <see cref="TimeSpan.Zero"/> turns the backlog gauges off. Otherwise at least 100 ms and at most one day. Default 30 s.
+    /// </summary>
+    public TimeSpan BacklogPollingInterval { get; set; } = DefaultBacklogPollingInterval;
+
+    internal bool BacklogEnabled => Backlog && BacklogPollingInterval > TimeSpan.Zero;
 }
 
 /// <summary>Policy of one subscription.</summary>

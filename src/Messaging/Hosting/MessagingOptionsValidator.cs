@@ -30,6 +30,12 @@ internal sealed class MessagingOptionsValidator(MessagingModel model) : IValidat
             errors.Add($"{prefix}:PublishTimeout must be positive and at most one day (was {options.PublishTimeout}).");
         }
 
+        var polling = options.Metrics.BacklogPollingInterval;
+        if (polling != TimeSpan.Zero && (polling < TimeSpan.FromMilliseconds(100) || polling > TimeSpan.FromDays(1)))
+        {
+            errors.Add($"{prefix}:Metrics:BacklogPollingInterval must be zero (off) or between 100 ms and one day (was {polling}).");
+        }
+
         foreach (var (subscriptionName, sub) in options.Subscriptions)
         {
             var at = $"{prefix}:Subscriptions:{subscriptionName}";

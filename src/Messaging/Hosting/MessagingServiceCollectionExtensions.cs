@@ -1,4 +1,5 @@
 using Messaging.DeadLetters;
+using Messaging.Diagnostics;
 using Messaging.Hosting;
 using Messaging.InMemory;
 using Messaging.Publishing;
@@ -68,6 +69,8 @@ public static class MessagingServiceCollectionExtensions
         services.AddSingleton<IDeadLetterStore>(sp => sp.GetRequiredService<IMessageTransport>().DeadLetters);
         services.TryAddSingleton<ConsumerRegistry>();
         services.AddHostedService<MessagingHostedService>();
+        // After the messaging service, so that it reads a provisioned topology.
+        services.AddHostedService<BacklogPoller>();
 
         var builder = new MessagingBuilder(services, model, section);
         builder.AddInMemoryTransport();

@@ -111,6 +111,9 @@ internal sealed class InMemoryQueue(string name, int capacity)
 
     public Lock DeadLetterLock { get; } = new();
 
+    /// <summary>Messages ready for delivery: published or put back, and not yet taken by a receiver.</summary>
+    public int ReadyCount => _ready.Reader.Count;
+
     public List<InMemoryMessage> DeadLetters { get; } = [];
 
     /// <summary>Adds a newly published (or replayed) message, waiting while the queue is full.</summary>

@@ -100,6 +100,19 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         return Task.FromResult<IReadOnlyList<DeadLetteredEvent>>(snapshot.Select(m => ToDeadLettered(m, subscription)).ToList());
     }
 
+    /// <summary>The messages of the subscription's queue not yet taken by a receiver, and its dead letters; both exact.</summary>
+    public Task<SubscriptionBacklog?> GetBacklogAsync(SubscriptionDefinition subscription, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(subscription);
+        var queue = _broker.GetQueue(subscription.Name);
+        long deadLetters;
+        lock (queue.DeadLetterLock)
+        {
+            deadLetters = queue.DeadLetters.Count;
+        }
+        return Task.FromResult<SubscriptionBacklog?>(new SubscriptionBacklog(queue.ReadyCount, deadLetters, OldestAge: null));
+    }
+
     /// <summary>Counts the subscription's dead letters, exactly.</summary>
     public Task<DeadLetterCount> CountAsync(string subscription, int maxCount, CancellationToken cancellationToken)
     {

@@ -48,6 +48,15 @@ public interface IMessageTransport : IAsyncDisposable
     /// </summary>
     Task<TransportHealth> CheckHealthAsync(CancellationToken cancellationToken) =>
         Task.FromResult(TransportHealth.Healthy($"The {Name} transport has no connection to check."));
+
+    /// <summary>
+    /// Reads how much work <paramref name="subscription"/> holds at the broker, for the backlog gauges
+    /// (<c>messaging.subscription.*</c>). Called by the backlog poller every <c>Messaging:Metrics:BacklogPollingInterval</c>,
+    /// never from a gauge callback. Returns null when the transport can report nothing; a value the broker cannot give is
+    /// null in the result. By default only the dead letters are reported, as <see cref="DeadLetters"/> counts them.
+    /// </summary>
+    async Task<SubscriptionBacklog?> GetBacklogAsync(SubscriptionDefinition subscription, CancellationToken cancellationToken) =>
+        new(Waiting: null, await SubscriptionBacklog.CountDeadLettersAsync(this, subscription, cancellationToken).ConfigureAwait(false), OldestAge: null);
 }
 
 /// <summary>Invoked by the receive pipeline for every message it hands to the handlers.</summary>
