@@ -387,6 +387,25 @@ public sealed class SnsSqsTransport : IMessageTransport
         }
     }
 
+    // ---- backlog -------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Waiting: the subscription queue's ApproximateNumberOfMessages (visible messages; those received and not yet deleted
+    /// and those delayed are not counted). Dead letters: the dead-letter store's count. No age: SQS reports the age of the
+    /// oldest message only as a CloudWatch metric.
+    /// </summary>
+    public async Task<SubscriptionBacklog?> GetBacklogAsync(SubscriptionDefinition subscription, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(subscription);
+        const string visible = "ApproximateNumberOfMessages";
+        var queueUrl = await QueueUrlAsync(SnsSqsNames.Queue(subscription.Name), subscription.Name, cancellationToken).ConfigureAwait(false);
+        var response = await Clients.SqsReceive.GetQueueAttributesAsync(queueUrl, [visible], cancellationToken).ConfigureAwait(false);
+        long? waiting = response.Attributes is { } attributes && attributes.TryGetValue(visible, out var value)
+            && long.TryParse(value, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var count) ? count : null;
+        var deadLetters = await SubscriptionBacklog.CountDeadLettersAsync(this, subscription, cancellationToken).ConfigureAwait(false);
+        return new SubscriptionBacklog(waiting, deadLetters, OldestAge: null);
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 1)

@@ -64,6 +64,26 @@ public sealed partial class RabbitMqTransport : IMessageTransport
     /// <summary>The connections' state, without a call to the broker: closed ones are unhealthy, a publishing block degraded.</summary>
     public Task<TransportHealth> CheckHealthAsync(CancellationToken cancellationToken) => Task.FromResult(_connections.Health());
 
+    /// <summary>
+    /// Waiting: the ready messages of the subscription's queue (a passive declare), without those delivered and not yet
+    /// acknowledged or waiting out a retry delay in a retry queue. Dead letters: the dead-letter store's count. No age.
+    /// </summary>
+    public async Task<SubscriptionBacklog?> GetBacklogAsync(SubscriptionDefinition subscription, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(subscription);
+        var connection = await _connections.ConsumingAsync(cancellationToken).ConfigureAwait(false);
+        var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        uint ready;
+        await using (channel.ConfigureAwait(false))
+        {
+            var declared = await channel.QueueDeclarePassiveAsync(RabbitMqNames.Queue(subscription.Name), cancellationToken).ConfigureAwait(false);
+            ready = declared.MessageCount;
+            await channel.CloseAsync(cancellationToken).ConfigureAwait(false);
+        }
+        var deadLetters = await SubscriptionBacklog.CountDeadLettersAsync(this, subscription, cancellationToken).ConfigureAwait(false);
+        return new SubscriptionBacklog(ready, deadLetters, OldestAge: null);
+    }
+
     public async Task ProvisionAsync(MessagingTopology topology, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(topology);

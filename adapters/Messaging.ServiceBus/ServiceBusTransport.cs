@@ -290,6 +290,31 @@ public sealed partial class ServiceBusTransport : IMessageTransport
         return ofSubscription.Value.DeadLetterMessageCount + ofQueue.Value.DeadLetterMessageCount;
     }
 
+    /// <summary>
+    /// Waiting: the administration API's ActiveMessageCount of the subscription and of its redelivery queue, which Service
+    /// Bus does not split into waiting and locked: messages being handled are counted. Dead letters: the dead-letter store's
+    /// count. No age. Without Manage rights the waiting count is not reported.
+    /// </summary>
+    public async Task<SubscriptionBacklog?> GetBacklogAsync(SubscriptionDefinition subscription, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(subscription);
+        Remember(subscription);
+        long? waiting;
+        try
+        {
+            var ofSubscription = await _administration.GetSubscriptionRuntimePropertiesAsync(
+                ServiceBusNames.Topic(subscription.Topic), ServiceBusNames.Subscription(subscription.Name), cancellationToken).ConfigureAwait(false);
+            var ofQueue = await _administration.GetQueueRuntimePropertiesAsync(ServiceBusNames.RedeliveryQueue(subscription.Name), cancellationToken).ConfigureAwait(false);
+            waiting = ofSubscription.Value.ActiveMessageCount + ofQueue.Value.ActiveMessageCount;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            waiting = null;
+        }
+        var deadLetters = await SubscriptionBacklog.CountDeadLettersAsync(this, subscription, cancellationToken).ConfigureAwait(false);
+        return new SubscriptionBacklog(waiting, deadLetters, OldestAge: null);
+    }
+
     internal ServiceBusSender Sender(string entity) => _senders.GetOrAdd(entity, static (name, client) => client.CreateSender(name), _client);
 
     internal void Forget(ServiceBusSubscriptionReceiver receiver) => _receivers.TryRemove(receiver, out _);
