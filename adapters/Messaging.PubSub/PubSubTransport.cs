@@ -260,6 +260,14 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
     /// One cheap call with a short deadline: GetSubscription of a subscription this process consumes, or else GetTopic of a
     /// topic it published to; healthy without a call when it has used neither yet.
     /// </summary>
+    /// <summary>
+    /// Nothing: Pub/Sub reports a subscription's backlog and its dead letters only through Cloud Monitoring
+    /// (<c>subscription/num_undelivered_messages</c>), which the emulator lacks, and counting dead letters by pulling them
+    /// every polling interval would redeliver them to whoever reads the dead-letter subscription.
+    /// </summary>
+    public Task<SubscriptionBacklog?> GetBacklogAsync(SubscriptionDefinition subscription, CancellationToken cancellationToken) =>
+        Task.FromResult<SubscriptionBacklog?>(null);
+
     public async Task<TransportHealth> CheckHealthAsync(CancellationToken cancellationToken)
     {
         ThrowIfDisposed();
