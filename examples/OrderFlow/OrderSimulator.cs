@@ -2,17 +2,24 @@ using Messaging.DeadLetters;
 using Messaging.Publishing;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 
 namespace OrderFlow;
 
-/// <summary>Places a few orders, waits until every order is shipped or dead-lettered, shows the dead letters, then stops the app.</summary>
+/// <summary>
+/// Places a few orders, waits until every order is shipped or dead-lettered, shows the dead letters, then stops the app.
+/// In continuous mode it places orders until the app is stopped (one in twenty is declined and ends as a dead letter).
+/// </summary>
 public sealed partial class OrderSimulator(
     IEventPublisher publisher,
     IDeadLetterStore deadLetters,
     FlowTracker tracker,
+    IOptions<OrderFlowOptions> options,
     IHostApplicationLifetime lifetime,
     ILogger<OrderSimulator> logger) : BackgroundService
 {
+    private static readonly string[] Customers = ["alice", "bob", "carol", "dave"];
+
     private static readonly OrderPlaced[] Orders =
     [
         new("order-1", "alice", 25.00m),
@@ -21,7 +28,34 @@ public sealed partial class OrderSimulator(
         new("order-4", "carol", 13.37m),
     ];
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
+        options.Value.Continuous ? RunContinuouslyAsync(stoppingToken) : RunOnceAsync(stoppingToken);
+
+    private async Task RunContinuouslyAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(options.Value.OrderInterval);
+        var placed = 0;
+        var lastReport = DateTime.UtcNow;
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+            {
+                placed++;
+                var customer = placed % 20 == 0 ? "mallory" : Customers[placed % Customers.Length];
+                await publisher.PublishAsync(new OrderPlaced($"order-{placed}", customer, 10m + placed % 90), cancellationToken: stoppingToken);
+                if (DateTime.UtcNow - lastReport >= TimeSpan.FromSeconds(10))
+                {
+                    lastReport = DateTime.UtcNow;
+                    LogProgress(placed, tracker.ShippedCount);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+    }
+
+    private async Task RunOnceAsync(CancellationToken stoppingToken)
     {
         var placed = new HashSet<string>();
         foreach (var order in Orders)
@@ -56,6 +90,9 @@ public sealed partial class OrderSimulator(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "placed {OrderId} as CloudEvent {EventId} ({Type})")]
     private partial void LogPlaced(string orderId, string? eventId, string? type);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "continuous: {Placed} orders placed, {Shipped} shipped so far")]
+    private partial void LogProgress(int placed, int shipped);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "done: {Shipped} of {Orders} orders shipped, {DeadLettered} dead-lettered")]
     private partial void LogSummary(int shipped, int orders, int deadLettered);

@@ -35,7 +35,7 @@ public abstract partial class ConformanceSuite<TFixture>
         {
             foreach (var tag in tags)
             {
-                if (tag.Key == "messaging.consumer.group.name" && (string?)tag.Value == subscription)
+                if (tag.Key == "messaging.destination.subscription.name" && (string?)tag.Value == subscription)
                 {
                     seen[instrument.Name] = value;
                     return;

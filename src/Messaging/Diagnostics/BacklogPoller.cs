@@ -86,6 +86,7 @@ internal sealed partial class BacklogPoller(
                 {
                     yield return new Measurement<T>(value,
                         new KeyValuePair<string, object?>("messaging.system", system),
+                        new KeyValuePair<string, object?>("messaging.destination.subscription.name", reading.Subscription.Name),
                         new KeyValuePair<string, object?>("messaging.consumer.group.name", reading.Subscription.Name),
                         new KeyValuePair<string, object?>("messaging.destination.name", reading.Subscription.Topic));
                 }
