@@ -31,6 +31,14 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
     private int _resubscribing;
     private int _disposed;
 
+    /// <summary>
+    /// Set when an ordered subscription's consumer stops or goes away: what it did not settle stays unacknowledged, and the
+    /// broker requeues all of it, in queue order, when the channel closes. A cancel or a nack would let the single active
+    /// consumer that takes over receive later messages of a key before the ones given back (RabbitMQ activates the next
+    /// consumer as soon as the active one cancels).
+    /// </summary>
+    private volatile bool _leaveUnackedForClose;
+
     public RabbitMqReceiver(RabbitMqTransport transport, ReceivePipeline pipeline, ILogger logger)
     {
         _transport = transport;
@@ -232,6 +240,16 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
 
     public async Task StopReceivingAsync(CancellationToken cancellationToken)
     {
+        if (_pipeline.Subscription.Ordered)
+        {
+            // No cancel: the consumer stays the active one until its channel closes (see _leaveUnackedForClose).
+            _leaveUnackedForClose = true;
+            if (!_stop.IsCancellationRequested)
+            {
+                await _stop.CancelAsync().ConfigureAwait(false);
+            }
+            return;
+        }
         if (!_stop.IsCancellationRequested)
         {
             await _stop.CancelAsync().ConfigureAwait(false);
@@ -369,7 +387,8 @@ internal sealed partial class RabbitMqReceiver : ITransportReceiver
             session.Acks.Ack(slot);
         }
 
-        protected override Task ReturnAsync(CancellationToken cancellationToken) => NackAsync(session, slot);
+        protected override Task ReturnAsync(CancellationToken cancellationToken) =>
+            owner._leaveUnackedForClose ? Task.CompletedTask : NackAsync(session, slot);
     }
 
     /// <summary>One channel consuming the queue; a new one replaces it when the broker cancels the consumer or closes the channel.</summary>

@@ -35,7 +35,7 @@ public sealed partial class RabbitMqTransport : IMessageTransport
         Publisher = new RabbitMqPublisher(_connections, options);
         Codec = new RabbitMqCloudEventCodec(options.ContentMode, extensionAttributes, options.MaxEventSizeBytes);
         // A delivery's lease is the consuming channel: when the broker closes it, running handlers are cancelled.
-        Capabilities = new TransportCapabilities { MaxEventSizeBytes = options.MaxEventSizeBytes, ReportsLostLeases = true };
+        Capabilities = new TransportCapabilities { MaxEventSizeBytes = options.MaxEventSizeBytes, ReportsLostLeases = true, OrderingKeys = true };
         _deadLetters = new RabbitMqDeadLetterStore(this);
     }
 
@@ -176,7 +176,7 @@ public sealed partial class RabbitMqTransport : IMessageTransport
         {
             await channel.QueueDeclareAsync(deadLetterQueue, durable: true, exclusive: false, autoDelete: false,
                 arguments: new Dictionary<string, object?> { ["x-queue-type"] = "quorum" }, cancellationToken: cancellationToken).ConfigureAwait(false);
-            await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, arguments: new Dictionary<string, object?>
+            var arguments = new Dictionary<string, object?>
             {
                 ["x-queue-type"] = "quorum",
                 // Safety net for consumers that crash before settling: after this many unacknowledged returns the
@@ -190,12 +190,28 @@ public sealed partial class RabbitMqTransport : IMessageTransport
                 // queue has confirmed it, so a crash-looping message is never lost on its way there. It needs reject-publish.
                 ["x-dead-letter-strategy"] = "at-least-once",
                 ["x-overflow"] = "reject-publish",
-            }, cancellationToken: cancellationToken).ConfigureAwait(false);
+            };
+            if (subscription.Ordered)
+            {
+                // One consumer of the queue at a time, the others on standby: the broker hands the queue, in order, to the
+                // next one when the active consumer goes away (its unacknowledged messages first). Within the process the
+                // pipeline runs one lane per ordering key, so different keys are still handled in parallel.
+                arguments["x-single-active-consumer"] = true;
+            }
+            await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, arguments: arguments, cancellationToken: cancellationToken).ConfigureAwait(false);
             await channel.QueueBindAsync(queue, exchange, "#", cancellationToken: cancellationToken).ConfigureAwait(false);
         }, cancellationToken).ConfigureAwait(false);
         if (refused is null)
         {
             return;
+        }
+        if (subscription.Ordered)
+        {
+            // Without single-active-consumer, two instances would each take part of a key: order cannot be kept on it.
+            throw new InvalidOperationException(
+                $"RabbitMQ queue '{queue}' of ordered subscription '{subscription.Name}' already exists with other arguments, so it " +
+                $"cannot be made a single-active-consumer queue (an ordered subscription needs one). Delete the queue, or use another " +
+                $"subscription name. Broker: {refused.ShutdownReason?.ReplyText}");
         }
         // The existing queue is used as it is: it must exist, and be bound.
         await DeclareAsync(connection, async channel =>

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using CloudNative.CloudEvents;
 using Messaging.DeadLetters;
 using Messaging.Diagnostics;
 using Messaging.Topology;
@@ -82,13 +83,55 @@ internal sealed partial class SubscriptionProcessor
             return;
         }
 
-        using var activity = MessagingDiagnostics.StartProcess(_transport, _subscription.Topic, _subscription.Name, cloudEvent, delivery.Attempt);
+        var attempt = delivery.Attempt;
+        while (true)
+        {
+            var failure = await AttemptAsync(delivery, cloudEvent, matching, attempt, cancellationToken).ConfigureAwait(false);
+            if (failure is null)
+            {
+                return; // settled
+            }
+            var policy = _subscription.Retry;
+            if (attempt >= policy.MaxAttempts)
+            {
+                LogExhausted(failure, cloudEvent.Id, _subscription.Name, attempt);
+                await DeadLetterAsync(delivery, DeadLetterReason.MaxAttemptsExceeded,
+                    $"The handler failed on all {policy.MaxAttempts} attempt(s).", failure, cancellationToken, attempt).ConfigureAwait(false);
+                return;
+            }
+            var delay = policy.DelayAfter(attempt);
+            if (!delivery.RetriesInPlace)
+            {
+                LogRetry(failure, cloudEvent.Id, _subscription.Name, attempt, policy.MaxAttempts, delay);
+                await delivery.RetryAsync(delay, cancellationToken).ConfigureAwait(false);
+                return;
+            }
+            // An ordered key: the broker's retry would let later events of the key overtake this one, so the key waits here.
+            LogRetryHeld(failure, cloudEvent.Id, _subscription.Name, attempt, policy.MaxAttempts, delay);
+            if (!await BackoffAsync(delay, delivery.StopRequested, cancellationToken).ConfigureAwait(false))
+            {
+                // The consumer stops: the broker delivers it again (to this or another consumer), still ahead of its key.
+                LogHeldRetryGivenBack(cloudEvent.Id, _subscription.Name, attempt);
+                await delivery.GiveBackAsync().ConfigureAwait(false);
+                return;
+            }
+            attempt++;
+        }
+    }
+
+    /// <summary>
+    /// Runs the handlers once. Returns null when the delivery was settled (completed, or dead-lettered as rejected or
+    /// invalid), or the exception of a failed attempt, which the caller retries or dead-letters.
+    /// </summary>
+    private async Task<Exception?> AttemptAsync(ITransportDelivery delivery, CloudEvent cloudEvent, HandlerRegistration[] matching, int attempt, CancellationToken cancellationToken)
+    {
+        using var activity = MessagingDiagnostics.StartProcess(_transport, _subscription.Topic, _subscription.Name, cloudEvent, attempt);
         var started = Stopwatch.GetTimestamp();
         string? rejection;
         try
         {
             await using var scope = _scopes.CreateAsyncScope();
-            var context = new EventContext(cloudEvent, delivery.Attempt, _subscription.Name, _subscription.Topic, scope.ServiceProvider);
+            var context = new EventContext(cloudEvent, attempt, _subscription.Name, _subscription.Topic, scope.ServiceProvider);
             foreach (var handler in matching)
             {
                 await handler.InvokeAsync(scope.ServiceProvider, context, _json, cancellationToken).ConfigureAwait(false);
@@ -108,15 +151,15 @@ internal sealed partial class SubscriptionProcessor
         {
             RecordDuration(started, "rejected");
             activity?.SetStatus(ActivityStatusCode.Error, ex.Message);
-            await DeadLetterAsync(delivery, DeadLetterReason.Rejected, ex.Message, ex, cancellationToken).ConfigureAwait(false);
-            return;
+            await DeadLetterAsync(delivery, DeadLetterReason.Rejected, ex.Message, ex, cancellationToken, attempt).ConfigureAwait(false);
+            return null;
         }
         catch (EventDataException ex)
         {
             RecordDuration(started, "invalid");
             activity?.SetStatus(ActivityStatusCode.Error, ex.Message);
-            await DeadLetterAsync(delivery, DeadLetterReason.InvalidMessage, ex.Message, ex, cancellationToken).ConfigureAwait(false);
-            return;
+            await DeadLetterAsync(delivery, DeadLetterReason.InvalidMessage, ex.Message, ex, cancellationToken, attempt).ConfigureAwait(false);
+            return null;
         }
         catch (Exception ex)
         {
@@ -124,35 +167,43 @@ internal sealed partial class SubscriptionProcessor
             activity?.SetStatus(ActivityStatusCode.Error, ex.Message);
             activity?.AddException(ex);
             MessagingDiagnostics.FailedMessages.Add(1, _metricTags);
-            await FailAsync(delivery, ex, cancellationToken).ConfigureAwait(false);
-            return;
+            return ex;
         }
 
         RecordDuration(started, rejection is null ? null : "rejected");
         if (rejection is not null)
         {
-            await DeadLetterAsync(delivery, DeadLetterReason.Rejected, rejection, null, cancellationToken).ConfigureAwait(false);
-            return;
+            await DeadLetterAsync(delivery, DeadLetterReason.Rejected, rejection, null, cancellationToken, attempt).ConfigureAwait(false);
+            return null;
         }
         await delivery.CompleteAsync(cancellationToken).ConfigureAwait(false);
+        return null;
     }
 
-    private async Task FailAsync(ITransportDelivery delivery, Exception exception, CancellationToken cancellationToken)
+    /// <summary>Waits out a held retry's backoff; false when the consumer started to stop meanwhile.</summary>
+    private async Task<bool> BackoffAsync(TimeSpan delay, CancellationToken stopRequested, CancellationToken cancellationToken)
     {
-        var policy = _subscription.Retry;
-        if (delivery.Attempt >= policy.MaxAttempts)
+        if (stopRequested.IsCancellationRequested)
         {
-            LogExhausted(exception, delivery.Event!.Id, _subscription.Name, delivery.Attempt);
-            await DeadLetterAsync(delivery, DeadLetterReason.MaxAttemptsExceeded,
-                $"The handler failed on all {policy.MaxAttempts} attempt(s).", exception, cancellationToken).ConfigureAwait(false);
-            return;
+            return false;
         }
-        var delay = policy.DelayAfter(delivery.Attempt);
-        LogRetry(exception, delivery.Event!.Id, _subscription.Name, delivery.Attempt, policy.MaxAttempts, delay);
-        await delivery.RetryAsync(delay, cancellationToken).ConfigureAwait(false);
+        if (delay <= TimeSpan.Zero)
+        {
+            return true;
+        }
+        using var either = CancellationTokenSource.CreateLinkedTokenSource(stopRequested, cancellationToken);
+        try
+        {
+            await Task.Delay(delay, _time, either.Token).ConfigureAwait(false);
+            return true;
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            return false;
+        }
     }
 
-    private async Task DeadLetterAsync(ITransportDelivery delivery, DeadLetterReason reason, string description, Exception? exception, CancellationToken cancellationToken)
+    private async Task DeadLetterAsync(ITransportDelivery delivery, DeadLetterReason reason, string description, Exception? exception, CancellationToken cancellationToken, int? attempt = null)
     {
         var metadata = new DeadLetterMetadata
         {
@@ -160,7 +211,7 @@ internal sealed partial class SubscriptionProcessor
             Description = description,
             ExceptionType = exception?.GetType().FullName,
             ExceptionMessage = exception?.Message,
-            AttemptCount = delivery.Attempt,
+            AttemptCount = attempt ?? delivery.Attempt,
             SourceSubscription = _subscription.Name,
             Time = _time.GetUtcNow(),
         };
@@ -191,6 +242,12 @@ internal sealed partial class SubscriptionProcessor
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Event {EventId} on subscription {Subscription} failed on attempt {Attempt} of {MaxAttempts}; retrying in {Delay}")]
     private partial void LogRetry(Exception exception, string? eventId, string subscription, int attempt, int maxAttempts, TimeSpan delay);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Event {EventId} on subscription {Subscription} failed on attempt {Attempt} of {MaxAttempts}; its ordering key waits, retrying here in {Delay}")]
+    private partial void LogRetryHeld(Exception exception, string? eventId, string subscription, int attempt, int maxAttempts, TimeSpan delay);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Event {EventId} on subscription {Subscription} waited to retry after attempt {Attempt} when the consumer stopped; it was given back to the broker")]
+    private partial void LogHeldRetryGivenBack(string? eventId, string subscription, int attempt);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Event {EventId} on subscription {Subscription} failed on its last attempt ({Attempt}) and was dead-lettered")]
     private partial void LogExhausted(Exception exception, string? eventId, string subscription, int attempt);

@@ -63,9 +63,14 @@ public sealed class InMemoryBroker
 
     internal void DeclareTopic(string topic) => _topics.GetOrAdd(topic, _ => new(StringComparer.Ordinal));
 
-    internal InMemoryQueue DeclareSubscription(string topic, string subscription)
+    internal InMemoryQueue DeclareSubscription(string topic, string subscription, bool ordered = false)
     {
-        var queue = _queues.GetOrAdd(subscription, name => new InMemoryQueue(name, Options.QueueCapacity));
+        var queue = _queues.GetOrAdd(subscription, name => new InMemoryQueue(name, Options.QueueCapacity, ordered));
+        if (queue.Ordered != ordered)
+        {
+            throw new InvalidOperationException(
+                $"In-memory subscription '{subscription}' already exists {(queue.Ordered ? "with" : "without")} ordering; an ordered and an unordered subscription cannot share a name.");
+        }
         _topics.GetOrAdd(topic, _ => new(StringComparer.Ordinal)).TryAdd(subscription, queue);
         return queue;
     }
@@ -96,8 +101,12 @@ public sealed class InMemoryBroker
 /// <summary>
 /// One subscription's queue. Publishers wait while <c>QueueCapacity</c> published messages are waiting; messages coming
 /// back (a retry, a return, a stopped consumer's) never wait and are never dropped, so a full queue cannot stall or lose them.
+/// An ordered queue hands out messages like an SQS FIFO queue its message groups: per ordering key in publish order, and
+/// no message of a key while an earlier one of that key is out (received and not yet settled, or waiting for its retry);
+/// a message that comes back goes back to the head of its key. Keys are independent, and messages without a key are
+/// handed out as they come.
 /// </summary>
-internal sealed class InMemoryQueue(string name, int capacity)
+internal sealed class InMemoryQueue(string name, int capacity, bool ordered = false)
 {
     private readonly Channel<InMemoryMessage> _ready = Channel.CreateUnbounded<InMemoryMessage>(new UnboundedChannelOptions
     {
@@ -106,13 +115,17 @@ internal sealed class InMemoryQueue(string name, int capacity)
     });
 
     private readonly SemaphoreSlim _room = new(capacity, capacity);
+    private readonly KeyedMessages? _keyed = ordered ? new KeyedMessages() : null;
 
     public string Name { get; } = name;
+
+    /// <summary>True for the queue of an ordered subscription.</summary>
+    public bool Ordered => _keyed is not null;
 
     public Lock DeadLetterLock { get; } = new();
 
     /// <summary>Messages ready for delivery: published or put back, and not yet taken by a receiver.</summary>
-    public int ReadyCount => _ready.Reader.Count;
+    public int ReadyCount => _keyed?.Count ?? _ready.Reader.Count;
 
     public List<InMemoryMessage> DeadLetters { get; } = [];
 
@@ -121,21 +134,42 @@ internal sealed class InMemoryQueue(string name, int capacity)
     {
         await _room.WaitAsync(cancellationToken).ConfigureAwait(false);
         message.HoldsRoom = true;
-        if (!_ready.Writer.TryWrite(message))
+        if (_keyed is not null)
+        {
+            _keyed.Add(message);
+        }
+        else if (!_ready.Writer.TryWrite(message))
         {
             message.HoldsRoom = false;
             _room.Release();
         }
     }
 
-    /// <summary>Puts a message back without waiting: it already had its place in the queue.</summary>
-    public void Redeliver(InMemoryMessage message) => _ready.Writer.TryWrite(message);
+    /// <summary>
+    /// Puts a message back without waiting: it already had its place in the queue. In an ordered queue it goes back to
+    /// the head of its key, which is free again.
+    /// </summary>
+    public void Redeliver(InMemoryMessage message)
+    {
+        if (_keyed is not null)
+        {
+            _keyed.PutBack(message);
+        }
+        else
+        {
+            _ready.Writer.TryWrite(message);
+        }
+    }
 
-    public ValueTask<bool> WaitToReadAsync(CancellationToken cancellationToken) => _ready.Reader.WaitToReadAsync(cancellationToken);
+    /// <summary>An ordered queue's message was settled for good (completed or dead-lettered): its key is free again.</summary>
+    public void Settled(InMemoryMessage message) => _keyed?.Release(message);
+
+    public ValueTask<bool> WaitToReadAsync(CancellationToken cancellationToken) =>
+        _keyed is not null ? _keyed.WaitToReadAsync(cancellationToken) : _ready.Reader.WaitToReadAsync(cancellationToken);
 
     public bool TryRead(out InMemoryMessage message)
     {
-        if (!_ready.Reader.TryRead(out message!))
+        if (_keyed is not null ? !_keyed.TryTake(out message!) : !_ready.Reader.TryRead(out message!))
         {
             return false;
         }
@@ -145,5 +179,144 @@ internal sealed class InMemoryQueue(string name, int capacity)
             _room.Release();
         }
         return true;
+    }
+
+    /// <summary>The messages of an ordered queue: one list per key, the keys free to hand out, and the keyless ones.</summary>
+    private sealed class KeyedMessages
+    {
+        private readonly Lock _lock = new();
+        private readonly Dictionary<string, LinkedList<InMemoryMessage>> _byKey = new(StringComparer.Ordinal);
+        private readonly HashSet<string> _out = new(StringComparer.Ordinal);
+        private readonly Queue<string> _free = new();
+        private readonly Queue<InMemoryMessage> _keyless = new();
+        private TaskCompletionSource _changed = NewSignal();
+        private int _count;
+
+        public int Count => Volatile.Read(ref _count);
+
+        public void Add(InMemoryMessage message)
+        {
+            TaskCompletionSource signal;
+            lock (_lock)
+            {
+                if (message.OrderingKey is not { } key)
+                {
+                    _keyless.Enqueue(message);
+                }
+                else
+                {
+                    if (!_byKey.TryGetValue(key, out var messages))
+                    {
+                        _byKey[key] = messages = new LinkedList<InMemoryMessage>();
+                    }
+                    messages.AddLast(message);
+                    if (messages.Count == 1 && !_out.Contains(key))
+                    {
+                        _free.Enqueue(key);
+                    }
+                }
+                _count++;
+                signal = Signal();
+            }
+            signal.TrySetResult();
+        }
+
+        public void PutBack(InMemoryMessage message)
+        {
+            TaskCompletionSource signal;
+            lock (_lock)
+            {
+                if (message.OrderingKey is not { } key)
+                {
+                    _keyless.Enqueue(message);
+                }
+                else
+                {
+                    if (!_byKey.TryGetValue(key, out var messages))
+                    {
+                        _byKey[key] = messages = new LinkedList<InMemoryMessage>();
+                    }
+                    messages.AddFirst(message);
+                    if (_out.Remove(key) || messages.Count == 1)
+                    {
+                        _free.Enqueue(key);
+                    }
+                }
+                _count++;
+                signal = Signal();
+            }
+            signal.TrySetResult();
+        }
+
+        public void Release(InMemoryMessage message)
+        {
+            if (message.OrderingKey is not { } key)
+            {
+                return;
+            }
+            TaskCompletionSource? signal = null;
+            lock (_lock)
+            {
+                if (_out.Remove(key) && _byKey.ContainsKey(key))
+                {
+                    _free.Enqueue(key);
+                    signal = Signal();
+                }
+            }
+            signal?.TrySetResult();
+        }
+
+        public bool TryTake(out InMemoryMessage message)
+        {
+            lock (_lock)
+            {
+                if (_free.TryDequeue(out var key))
+                {
+                    var messages = _byKey[key];
+                    message = messages.First!.Value;
+                    messages.RemoveFirst();
+                    if (messages.Count == 0)
+                    {
+                        _byKey.Remove(key);
+                    }
+                    _out.Add(key);
+                    _count--;
+                    return true;
+                }
+                if (_keyless.TryDequeue(out message!))
+                {
+                    _count--;
+                    return true;
+                }
+                return false;
+            }
+        }
+
+        public async ValueTask<bool> WaitToReadAsync(CancellationToken cancellationToken)
+        {
+            while (true)
+            {
+                Task changed;
+                lock (_lock)
+                {
+                    if (_free.Count > 0 || _keyless.Count > 0)
+                    {
+                        return true;
+                    }
+                    changed = _changed.Task;
+                }
+                await changed.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        /// <summary>Swaps the signal under the lock; the caller completes the old one after leaving it.</summary>
+        private TaskCompletionSource Signal()
+        {
+            var signal = _changed;
+            _changed = NewSignal();
+            return signal;
+        }
+
+        private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 }

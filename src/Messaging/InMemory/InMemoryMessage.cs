@@ -8,7 +8,14 @@ public sealed class InMemoryMessage
         Properties = properties;
         Body = body;
         ContentType = contentType;
+        OrderingKey = properties.TryGetValue(PartitionKeyProperty, out var key) && key.Length > 0 ? key : null;
     }
+
+    /// <summary>The property an ordered queue groups messages by: the CloudEvents <c>partitionkey</c> extension.</summary>
+    internal const string PartitionKeyProperty = "partitionkey";
+
+    /// <summary>The message's ordering key in an ordered queue, like an SQS FIFO message group id; null without one.</summary>
+    internal string? OrderingKey { get; }
 
     /// <summary>Unique per stored copy; the dead-letter id.</summary>
     public string MessageId { get; } = Guid.NewGuid().ToString("N");

@@ -75,7 +75,15 @@ internal sealed class InMemoryReceiver : ITransportReceiver
 
         protected internal override CloudEvent Decode() => owner._transport.Decode(message);
 
-        protected internal override Task CompleteAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+        // An ordered queue keeps the message's key out until its retry comes back to the head of the key, like an SQS FIFO
+        // group behind an invisible message: no later message of the key can overtake it.
+        protected internal override bool RetryKeepsKeyOrder => owner._queue.Ordered;
+
+        protected internal override Task CompleteAsync(CancellationToken cancellationToken)
+        {
+            owner._queue.Settled(message);
+            return Task.CompletedTask;
+        }
 
         protected internal override Task RetryAsync(TimeSpan delay, CancellationToken cancellationToken)
         {
@@ -93,6 +101,7 @@ internal sealed class InMemoryReceiver : ITransportReceiver
         protected internal override Task DeadLetterAsync(DeadLetterMetadata metadata, CancellationToken cancellationToken)
         {
             owner.MoveToDeadLetters(message, metadata);
+            owner._queue.Settled(message);
             return Task.CompletedTask;
         }
 
@@ -114,6 +123,7 @@ internal sealed class InMemoryReceiver : ITransportReceiver
                 SourceSubscription = owner._queue.Name,
                 Time = owner._transport.Time.GetUtcNow(),
             });
+            owner._queue.Settled(message);
             return Task.CompletedTask;
         }
 

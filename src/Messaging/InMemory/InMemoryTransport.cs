@@ -29,7 +29,13 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         _extensions = extensionAttributes;
         _time = time ?? TimeProvider.System;
         // The broker is this process's memory: a restart of it is a restart of the process, and loses everything by design.
-        Capabilities = new TransportCapabilities { MaxEventSizeBytes = broker.Options.MaxEventSizeBytes, SurvivesBrokerRestart = false, ConnectsToBroker = false };
+        Capabilities = new TransportCapabilities
+        {
+            MaxEventSizeBytes = broker.Options.MaxEventSizeBytes,
+            SurvivesBrokerRestart = false,
+            ConnectsToBroker = false,
+            OrderingKeys = true,
+        };
     }
 
     public string Name => TransportName;
@@ -47,7 +53,7 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         }
         foreach (var subscription in topology.Subscriptions)
         {
-            _broker.DeclareSubscription(subscription.Topic, subscription.Name);
+            _broker.DeclareSubscription(subscription.Topic, subscription.Name, subscription.Ordered);
         }
         return Task.CompletedTask;
     }

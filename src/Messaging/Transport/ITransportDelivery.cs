@@ -21,6 +21,19 @@ internal interface ITransportDelivery
     /// <summary>The broker's own identifier of the message, for logs.</summary>
     string? MessageId { get; }
 
+    /// <summary>
+    /// True when a failed attempt is retried in this process rather than by the broker: the message belongs to an ordering
+    /// key of an ordered subscription and the broker's retry would let later messages of the key overtake it. The processor
+    /// then waits out the backoff holding the message (its lease is renewed) and runs the handlers again.
+    /// </summary>
+    bool RetriesInPlace { get; }
+
+    /// <summary>Fires when the consumer starts to stop; a held retry gives its message back then instead of waiting.</summary>
+    CancellationToken StopRequested { get; }
+
+    /// <summary>Gives the message back to the broker unsettled (it is delivered again, with the broker's next attempt number).</summary>
+    Task GiveBackAsync();
+
     /// <summary>Acknowledges the message; it will not be delivered again.</summary>
     Task CompleteAsync(CancellationToken cancellationToken);
 

@@ -35,6 +35,8 @@ public sealed partial class ReceivePipeline : ITransportConsumer
     private readonly HashSet<ReceivedMessage> _held = [];
     private readonly CancellationTokenSource _abort = new();
     private readonly CancellationTokenSource _stopRenewal = new();
+    private readonly CancellationTokenSource _stopRequested = new();
+    private long _sequence;
     private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private TaskCompletionSource _renewalRound = CompletedRound();
     private ITransportReceiver? _receiver;
@@ -81,6 +83,9 @@ public sealed partial class ReceivePipeline : ITransportConsumer
 
     /// <summary>True once a stop or an abort began; receive loops end.</summary>
     public bool IsStopping => _stopping;
+
+    /// <summary>Fires when the pipeline starts to stop, gracefully or not.</summary>
+    internal CancellationToken StopRequested => _stopRequested.Token;
 
     /// <summary>Messages received and not yet settled (waiting or running).</summary>
     internal int HeldCount
@@ -167,6 +172,11 @@ public sealed partial class ReceivePipeline : ITransportConsumer
     private void MarkStopping()
     {
         _stopping = true;
+        if (!_stopRequested.IsCancellationRequested)
+        {
+            // May run under the pipeline's lock: the token's callbacks (a held retry's backoff) run elsewhere.
+            _ = _stopRequested.CancelAsync();
+        }
         lock (_healthLock)
         {
             _stoppedAt ??= _time.GetUtcNow();
@@ -267,6 +277,7 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         lock (_lock)
         {
             _outstanding++;
+            message.Sequence = ++_sequence;
             _held.Add(message);
             if (_aborting is not null || (_stopping && _receiver?.StopBehavior != StopBehavior.HandleReceived))
             {
@@ -323,10 +334,8 @@ public sealed partial class ReceivePipeline : ITransportConsumer
             message = Finish(message, out var laneReturns);
             if (laneReturns is not null)
             {
-                foreach (var later in laneReturns)
-                {
-                    _ = ReturnUnstartedAsync(later);
-                }
+                // One after the other, in arrival order: a broker may deliver them again in the order they came back.
+                _ = ReturnInOrderAsync(laneReturns, ReturnUnstartedAsync);
             }
         }
     }
@@ -410,10 +419,11 @@ public sealed partial class ReceivePipeline : ITransportConsumer
             _held.Remove(finished);
             if (finished.LaneKey is { } key && _lanes is not null && _lanes.TryGetValue(key, out var backlog))
             {
-                if (finished.Retried && backlog is { Count: > 0 })
+                if ((finished.Retried || !finished.IsSettled || (_stopping && _receiver?.StopBehavior != StopBehavior.HandleReceived)) && backlog is { Count: > 0 })
                 {
-                    // Its retry puts it back in front of the rest of its key: those go back to the broker too, which delivers
-                    // them again after it (Pub/Sub redelivers a key's later messages after a nack by itself).
+                    // Its retry (or its return: given back, lease lost, settlement failed) puts it back in front of the rest of
+                    // its key: those go back to the broker too, which delivers them again after it (Pub/Sub redelivers a key's
+                    // later messages after a nack by itself). So do those a stop gives back, behind their running head.
                     laneReturns = [.. backlog];
                     _lanes.Remove(key);
                 }
@@ -465,6 +475,15 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         if (Volatile.Read(ref _outstanding) == 0)
         {
             _drained.TrySetResult();
+        }
+    }
+
+    /// <summary>Gives a running message back unsettled at its handler's request (a graceful stop during a held retry).</summary>
+    internal async Task GiveBackAsync(ReceivedMessage message)
+    {
+        if (await message.TryReleaseAsync().ConfigureAwait(false))
+        {
+            await ReturnQuietlyAsync(message).ConfigureAwait(false);
         }
     }
 
@@ -589,7 +608,8 @@ public sealed partial class ReceivePipeline : ITransportConsumer
             }
             if (_receiver?.StopBehavior != StopBehavior.HandleReceived)
             {
-                await Task.WhenAll(TakeWaiting().Select(ReturnUnstartedAsync)).ConfigureAwait(false);
+                // The rest of a lane whose head runs goes back after the head settles (see Finish), never before it.
+                await ReturnInOrderAsync(TakeWaiting(keepLanesBehindRunning: true), ReturnUnstartedAsync).ConfigureAwait(false);
             }
             ReleaseSelf();
             await _drained.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -607,7 +627,7 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         }
     }
 
-    private List<ReceivedMessage> TakeWaiting()
+    private List<ReceivedMessage> TakeWaiting(bool keepLanesBehindRunning = false)
     {
         lock (_lock)
         {
@@ -615,9 +635,10 @@ public sealed partial class ReceivePipeline : ITransportConsumer
             _ready.Clear();
             if (_lanes is not null)
             {
-                foreach (var backlog in _lanes.Values)
+                var headsWaiting = keepLanesBehindRunning ? waiting.Select(m => m.LaneKey).OfType<string>().ToHashSet(StringComparer.Ordinal) : null;
+                foreach (var (key, backlog) in _lanes)
                 {
-                    if (backlog is not null)
+                    if (backlog is not null && (headsWaiting is null || headsWaiting.Contains(key)))
                     {
                         waiting.AddRange(backlog);
                         backlog.Clear();
@@ -626,6 +647,41 @@ public sealed partial class ReceivePipeline : ITransportConsumer
             }
             return waiting;
         }
+    }
+
+    /// <summary>
+    /// Gives messages back: those of one ordering key one after the other in arrival order (a broker may deliver them again
+    /// in the order they came back, as the Pub/Sub emulator does), the others and different keys side by side.
+    /// </summary>
+    /// <remarks>
+    /// Bounded: once <see cref="ReturnTimeout"/> has passed (a broker that does not answer), the rest go back side by side,
+    /// so that a long lane cannot make a stop or an abort wait one timeout per message.
+    /// </remarks>
+    private Task ReturnInOrderAsync(IEnumerable<ReceivedMessage> messages, Func<ReceivedMessage, Task> giveBack)
+    {
+        var started = _time.GetTimestamp();
+        return Task.WhenAll(messages
+            .GroupBy(m => m.LaneKey ?? m.Sequence.ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparer.Ordinal)
+            .Select(async lane =>
+            {
+                List<Task>? late = null;
+                foreach (var message in lane.OrderBy(m => m.Sequence))
+                {
+                    var giving = giveBack(message);
+                    if (_time.GetElapsedTime(started) < ReturnTimeout)
+                    {
+                        await giving.ConfigureAwait(false);
+                    }
+                    else
+                    {
+                        (late ??= []).Add(giving);
+                    }
+                }
+                if (late is not null)
+                {
+                    await Task.WhenAll(late).ConfigureAwait(false);
+                }
+            }));
     }
 
     private void ReleaseSelf()
@@ -669,14 +725,18 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         {
             running = _held.Except(waiting).ToList();
         }
-        var returns = waiting.Select(ReturnUnstartedAsync).Concat(running.Select(async m =>
+        var unstarted = waiting.ToHashSet();
+        await ReturnInOrderAsync(waiting.Concat(running), async m =>
         {
-            if (await m.TryReleaseAsync().ConfigureAwait(false))
+            if (unstarted.Contains(m))
+            {
+                await ReturnUnstartedAsync(m).ConfigureAwait(false);
+            }
+            else if (await m.TryReleaseAsync().ConfigureAwait(false))
             {
                 await ReturnQuietlyAsync(m).ConfigureAwait(false);
             }
-        }));
-        await Task.WhenAll(returns).ConfigureAwait(false);
+        }).ConfigureAwait(false);
         ReleaseSelf();
         try
         {

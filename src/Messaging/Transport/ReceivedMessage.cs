@@ -43,6 +43,15 @@ public abstract class ReceivedMessage : ITransportDelivery
     /// <summary>The ordering key of an ordered subscription; by default the CloudEvent's <c>partitionkey</c> extension.</summary>
     protected internal virtual string? OrderingKey => _event?["partitionkey"] as string is { Length: > 0 } key ? key : null;
 
+    /// <summary>
+    /// True when <see cref="RetryAsync"/> keeps the order of the message's ordering key by itself: the broker delivers the
+    /// message again before any later message of its key (Pub/Sub with message ordering, an SQS FIFO group, ...), and the
+    /// pipeline gives back the later messages of the key it holds. False by default: on an ordered subscription, a failed
+    /// attempt of a keyed message is then retried in this process, holding the message (and its lease) through the backoff,
+    /// so that no later message of its key runs before it succeeds or is dead-lettered.
+    /// </summary>
+    protected internal virtual bool RetryKeepsKeyOrder => false;
+
     /// <summary>Acknowledges the message: it will not be delivered again.</summary>
     protected internal abstract Task CompleteAsync(CancellationToken cancellationToken);
 
@@ -96,6 +105,9 @@ public abstract class ReceivedMessage : ITransportDelivery
     internal bool Retried { get; private set; }
 
     internal string? LaneKey { get; set; }
+
+    /// <summary>Arrival order in the pipeline.</summary>
+    internal long Sequence { get; set; }
 
     internal bool HoldsPlace { get; set; }
 
@@ -155,6 +167,9 @@ public abstract class ReceivedMessage : ITransportDelivery
 
     internal bool IsReleased => Volatile.Read(ref _state) == Released;
 
+    /// <summary>Completed, retried or dead-lettered, and the broker took it.</summary>
+    internal bool IsSettled => Volatile.Read(ref _state) == Settled;
+
     internal bool IsUnsettled => Volatile.Read(ref _state) is Unsettled or Renewing;
 
     private async ValueTask<bool> TryClaimAsync()
@@ -196,6 +211,12 @@ public abstract class ReceivedMessage : ITransportDelivery
     string? ITransportDelivery.DecodeError => _decodeError;
 
     string ITransportDelivery.Subscription => _pipeline?.Subscription.Name ?? string.Empty;
+
+    bool ITransportDelivery.RetriesInPlace => LaneKey is not null && !RetryKeepsKeyOrder;
+
+    CancellationToken ITransportDelivery.StopRequested => _pipeline?.StopRequested ?? CancellationToken.None;
+
+    Task ITransportDelivery.GiveBackAsync() => _pipeline?.GiveBackAsync(this) ?? Task.CompletedTask;
 
     Task ITransportDelivery.CompleteAsync(CancellationToken cancellationToken) =>
         SettleAsync(static (m, ct) => m.CompleteAsync(ct), cancellationToken);

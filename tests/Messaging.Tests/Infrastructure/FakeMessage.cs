@@ -77,6 +77,11 @@ internal sealed class FakeMessage : ReceivedMessage
 
     protected internal override string? OrderingKey => _orderingKey;
 
+    /// <summary>What <see cref="RetryKeepsKeyOrder"/> says: false (the default of a transport) unless set.</summary>
+    public bool BrokerRetryKeepsKeyOrder { get; init; }
+
+    protected internal override bool RetryKeepsKeyOrder => BrokerRetryKeepsKeyOrder;
+
     protected internal override int ReadAttempt() => AttemptReader();
 
     protected internal override CloudEvent Decode() => Decoder is null ? ValidEvent(Id) : Decoder();
