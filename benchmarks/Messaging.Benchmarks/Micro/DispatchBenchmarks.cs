@@ -55,6 +55,12 @@ public class DispatchBenchmarks
 
         public string? MessageId => "1";
 
+        public bool RetriesInPlace => false;
+
+        public CancellationToken StopRequested => CancellationToken.None;
+
+        public Task GiveBackAsync() => Task.CompletedTask;
+
         public Task CompleteAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
         public Task RetryAsync(TimeSpan delay, CancellationToken cancellationToken) => Task.CompletedTask;
