@@ -3,7 +3,7 @@
 #
 #   1. Finds the packable projects (IsPackable true: the libraries, and a tool with PackAsTool) among all *.csproj
 #      files that git tracks, and packs each in Release, as a CI build (deterministic, source paths mapped), with a
-#      prerelease version unique to this run: VersionPrefix from Directory.Build.props plus PACK_VERSION_SUFFIX
+#      prerelease version unique to this run: VersionPrefix from Directory.Build.props (or the environment) plus PACK_VERSION_SUFFIX
 #      (default ci.<UTC time>.<pid>). Output: artifacts/packages/ (emptied first).
 #   2. Checks that each package and its symbol package (.snupkg) exist, and that each package holds its README, the
 #      XML documentation of its assembly (libraries) and SourceLink information (repository and commit in the
