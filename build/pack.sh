@@ -6,7 +6,7 @@
 #      prerelease version unique to this run: VersionPrefix from Directory.Build.props (or the environment) plus PACK_VERSION_SUFFIX
 #      (default ci.<UTC time>.<pid>). Output: artifacts/packages/ (emptied first).
 #   2. Checks that each package and its symbol package (.snupkg) exist, and that each package holds its README, the
-#      XML documentation of its assembly (libraries) and SourceLink information (repository and commit in the
+#      XML documentation of its assembly and SourceLink information (repository and commit in the
 #      nuspec, a SourceLink map in the PDB of the symbol package).
 #   3. Restores examples/OrderFlow against those packages from a local folder feed (-p:MessagingPackageVersion
 #      switches its project references to package references) into a throwaway packages folder, so nothing cached
@@ -34,18 +34,18 @@ echo "== packing version $version into artifacts/packages"
 fail() { echo "pack check failed: $*" >&2; exit 1; }
 
 # 1. Pack every packable project.
-packed=()      # "PackageId|IsTool|AssemblyName"
+packed=()      # "PackageId|AssemblyName"
 while IFS= read -r project; do
   props=$(dotnet msbuild "$project" -p:Configuration=Release \
-    -getProperty:IsPackable -getProperty:PackAsTool -getProperty:PackageId -getProperty:AssemblyName)
-  info=$(python3 -c 'import json,sys; p=json.load(sys.stdin)["Properties"]; print("|".join([p["IsPackable"].lower(), p["PackageId"], p["PackAsTool"].lower(), p["AssemblyName"]]))' <<<"$props")
-  IFS='|' read -r packable id tool assembly <<<"$info"
+    -getProperty:IsPackable -getProperty:PackageId -getProperty:AssemblyName)
+  info=$(python3 -c 'import json,sys; p=json.load(sys.stdin)["Properties"]; print("|".join([p["IsPackable"].lower(), p["PackageId"], p["AssemblyName"]]))' <<<"$props")
+  IFS='|' read -r packable id assembly <<<"$info"
   [ "$packable" = "true" ] || continue
   echo "-- $id ($project)"
   dotnet pack "$project" -c Release -o "$out" -v q --nologo \
     -p:VersionPrefix="$prefix" -p:VersionSuffix="$suffix" -p:ContinuousIntegrationBuild=true -p:Deterministic=true \
     || fail "dotnet pack $project"
-  packed+=("$id|${tool:-false}|$assembly")
+  packed+=("$id|$assembly")
 done < <(git ls-files '*.csproj' | sort)
 
 # 2. Check what was packed.
@@ -53,14 +53,14 @@ for lib in "${expected_libraries[@]}"; do
   printf '%s\n' "${packed[@]}" | grep -q "^$lib|" || fail "$lib was not packed (is it IsPackable?)"
 done
 for entry in "${packed[@]}"; do
-  IFS='|' read -r id tool assembly <<<"$entry"
+  IFS='|' read -r id assembly <<<"$entry"
   nupkg=$out/$id.$version.nupkg
   snupkg=$out/$id.$version.snupkg
   [ -f "$nupkg" ] || fail "missing $nupkg"
   [ -f "$snupkg" ] || fail "missing $snupkg"
-  python3 - "$nupkg" "$snupkg" "$id" "$tool" "$assembly" <<'PY' || fail "$id: package contents"
+  python3 - "$nupkg" "$snupkg" "$id" "$assembly" <<'PY' || fail "$id: package contents"
 import re, sys, zipfile
-nupkg, snupkg, pid, tool, assembly = sys.argv[1:]
+nupkg, snupkg, pid, assembly = sys.argv[1:]
 problems = []
 with zipfile.ZipFile(nupkg) as z:
     names = z.namelist()
@@ -69,9 +69,9 @@ with zipfile.ZipFile(nupkg) as z:
         problems.append("no README.md at the package root")
     if "<readme>README.md</readme>" not in nuspec:
         problems.append("the nuspec names no readme")
-    if tool != "true":
-        if not any(re.fullmatch(rf"lib/[^/]+/{re.escape(assembly)}\.xml", n) for n in names):
-            problems.append(f"no XML documentation lib/*/{assembly}.xml")
+    # A library's documentation is under lib/<framework>/, a tool's beside its assembly under tools/<framework>/any/.
+    if not any(re.fullmatch(rf"(lib/[^/]+|tools/[^/]+/[^/]+)/{re.escape(assembly)}\.xml", n) for n in names):
+        problems.append(f"no XML documentation {assembly}.xml")
     repo = re.search(r'<repository [^>]*url="([^"]+)"[^>]*commit="([0-9a-f]{40})"', nuspec)
     if not repo:
         problems.append("the nuspec has no repository url with a commit")
