@@ -8,7 +8,7 @@ public sealed record DeadLetterMetadata
     /// <summary>Why the event was dead-lettered (attempts exhausted, rejected by a handler, invalid, no handler, ...).</summary>
     public required DeadLetterReason Reason { get; init; }
 
-    /// <summary>A human-readable explanation.</summary>
+    /// <summary>A human-readable explanation (the handler's rejection reason, say), clipped to <see cref="MaxTextLength"/> characters when stored.</summary>
     public string? Description { get; init; }
 
     /// <summary>The full name of the exception type that caused the last failure, if any.</summary>
@@ -23,7 +23,7 @@ public sealed record DeadLetterMetadata
     /// <summary>The subscription the event was dead-lettered from.</summary>
     public required string SourceSubscription { get; init; }
 
-    /// <summary>When it was dead-lettered.</summary>
+    /// <summary>When it was dead-lettered; <see cref="DateTimeOffset.MinValue"/> when the stored metadata lacks the time.</summary>
     public required DateTimeOffset Time { get; init; }
 
     /// <summary>Wire names of the metadata properties, identical on every broker.</summary>
