@@ -4,6 +4,7 @@ using Microsoft.Extensions.Options;
 
 namespace Messaging.Aws;
 
+/// <summary>Registration of the SNS/SQS transport on a <see cref="MessagingBuilder"/>.</summary>
 public static class SnsSqsMessagingBuilderExtensions
 {
     /// <summary>

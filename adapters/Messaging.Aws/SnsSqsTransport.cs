@@ -38,6 +38,15 @@ public sealed class SnsSqsTransport : IMessageTransport
     private readonly SqsDeadLetterStore _deadLetters;
     private int _disposed;
 
+    /// <summary>
+    /// Creates the transport and its SNS and SQS clients (no call is made here). Credentials come from the options when
+    /// <see cref="SnsSqsTransportOptions.AccessKeyId"/> is set, else from the AWS SDK's usual chain (environment, profile, instance role).
+    /// </summary>
+    /// <param name="options">Region, endpoints, credentials, polling and size settings (<c>Messaging:SnsSqs</c>).</param>
+    /// <param name="extensionAttributes">Declared extension attributes, read back with their types.</param>
+    /// <param name="loggerFactory">For the transport's warnings.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="options"/> or <paramref name="loggerFactory"/> is null.</exception>
+    /// <exception cref="ArgumentException">The options are invalid (a malformed URL or region, a limit out of range, ...); the message lists every problem.</exception>
     public SnsSqsTransport(SnsSqsTransportOptions options, IReadOnlyList<CloudEventAttribute> extensionAttributes, ILoggerFactory loggerFactory)
         : this(options, extensionAttributes, loggerFactory, snsClient: null)
     {
@@ -68,10 +77,13 @@ public sealed class SnsSqsTransport : IMessageTransport
         _deadLetters = new SqsDeadLetterStore(this);
     }
 
+    /// <inheritdoc />
     public string Name => TransportName;
 
+    /// <inheritdoc />
     public TransportCapabilities Capabilities { get; }
 
+    /// <inheritdoc />
     public IDeadLetterStore DeadLetters => _deadLetters;
 
     /// <summary>Throttling and failures on AWS's side (5xx), network failures and timeouts.</summary>
@@ -94,6 +106,7 @@ public sealed class SnsSqsTransport : IMessageTransport
 
     // ---- provisioning --------------------------------------------------------------------------
 
+    /// <inheritdoc />
     public async Task ProvisionAsync(MessagingTopology topology, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(topology);
@@ -228,6 +241,13 @@ public sealed class SnsSqsTransport : IMessageTransport
 
     // ---- publishing ----------------------------------------------------------------------------
 
+    /// <summary>
+    /// Publishes the events to the topic's SNS topic with PublishBatch (at most 10 entries and 256 KiB per call), several
+    /// calls at once up to <see cref="SnsSqsTransportOptions.MaxConcurrentPublishes"/>, and completes once SNS has accepted
+    /// every one. Publishing never creates a topic.
+    /// </summary>
+    /// <exception cref="Messaging.Envelope.EventTooLargeException">An event is larger than <see cref="SnsSqsTransportOptions.MaxEventSizeBytes"/>.</exception>
+    /// <exception cref="Messaging.Publishing.EventPublishException">SNS refused an entry, the topic does not exist, or the call failed after the SDK's retries.</exception>
     public async Task PublishAsync(string topic, IReadOnlyList<CloudEvent> events, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(events);
@@ -344,6 +364,7 @@ public sealed class SnsSqsTransport : IMessageTransport
 
     // ---- consuming -----------------------------------------------------------------------------
 
+    /// <inheritdoc />
     public async Task<ITransportReceiver> StartReceiverAsync(ReceivePipeline pipeline, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(pipeline);
@@ -406,6 +427,10 @@ public sealed class SnsSqsTransport : IMessageTransport
         return new SubscriptionBacklog(waiting, deadLetters, OldestAge: null);
     }
 
+    /// <summary>
+    /// Stops every receiver, abandoning running handlers without waiting for them (their messages become visible again after
+    /// the visibility timeout, with the receive count one higher), then disposes the SNS and SQS clients.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 1)

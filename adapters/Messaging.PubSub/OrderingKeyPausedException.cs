@@ -12,6 +12,10 @@ namespace Messaging.PubSub;
 /// </summary>
 public sealed class OrderingKeyPausedException : EventPublishException
 {
+    /// <summary>Creates the exception; its message says how to resume the key.</summary>
+    /// <param name="topic">The topic the key is paused for.</param>
+    /// <param name="orderingKey">The paused ordering key.</param>
+    /// <param name="failure">The failure of the earlier publish that paused the key, if known; it becomes the inner exception.</param>
     public OrderingKeyPausedException(string topic, string orderingKey, Exception? failure)
         : base($"Publishing to Pub/Sub topic '{topic}' with ordering key '{orderingKey}' is paused, because an earlier publish of that key failed" +
                (failure is null ? "" : $" ({failure.Message})") +

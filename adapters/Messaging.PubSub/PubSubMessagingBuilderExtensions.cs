@@ -5,6 +5,7 @@ using Microsoft.Extensions.Options;
 
 namespace Messaging.PubSub;
 
+/// <summary>Registration of the Google Cloud Pub/Sub transport on a <see cref="MessagingBuilder"/>.</summary>
 public static class PubSubMessagingBuilderExtensions
 {
     /// <summary>

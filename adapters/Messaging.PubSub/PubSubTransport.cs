@@ -49,6 +49,17 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
     private readonly ConcurrentDictionary<string, DateTimeOffset> _deadLetterSubscriptionSeen = new(StringComparer.Ordinal);
     private int _disposed;
 
+    /// <summary>
+    /// Creates the transport. The gRPC channel is set up here but connects on first use, to the emulator when
+    /// <see cref="PubSubTransportOptions.EmulatorHost"/> (or <c>PUBSUB_EMULATOR_HOST</c>) is set, else to Pub/Sub with
+    /// Google application default credentials.
+    /// </summary>
+    /// <param name="options">Project, endpoint, batching, flow control and dead-letter settings (<c>Messaging:PubSub</c>).</param>
+    /// <param name="extensionAttributes">Declared extension attributes, read back with their types.</param>
+    /// <param name="logger">For the transport's warnings; none when null.</param>
+    /// <param name="time">The clock for deadlines and dead-letter times; the system clock when null.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="options"/> is null.</exception>
+    /// <exception cref="ArgumentException">The options are invalid (no project id, a limit out of range, ...); the message lists every problem.</exception>
     public PubSubTransport(PubSubTransportOptions options, IReadOnlyList<CloudEventAttribute> extensionAttributes, ILogger<PubSubTransport>? logger = null, TimeProvider? time = null)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -75,10 +86,13 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
         };
     }
 
+    /// <inheritdoc />
     public string Name => TransportName;
 
+    /// <inheritdoc />
     public TransportCapabilities Capabilities { get; }
 
+    /// <inheritdoc />
     public IDeadLetterStore DeadLetters => this;
 
     /// <summary>Pub/Sub's retryable status codes (unavailable, deadline exceeded, resource exhausted, ...), and timeouts.</summary>
@@ -99,6 +113,7 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
 
     // ---- provisioning --------------------------------------------------------------------------
 
+    /// <inheritdoc />
     public async Task ProvisionAsync(MessagingTopology topology, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(topology);
@@ -200,6 +215,14 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
 
     // ---- publishing ----------------------------------------------------------------------------
 
+    /// <summary>
+    /// Encodes every event first (so an invalid or too large one publishes nothing of the list), then publishes them through
+    /// the topic's batching queue and completes once Pub/Sub has stored every one.
+    /// </summary>
+    /// <exception cref="Messaging.Envelope.EventTooLargeException">An event is larger than <see cref="PubSubTransportOptions.MaxEventSizeBytes"/>.</exception>
+    /// <exception cref="OrderingKeyPausedException">An earlier publish of the event's ordering key to this topic failed; see <see cref="ResumePublish"/>.</exception>
+    /// <exception cref="Messaging.Publishing.EventPublishException">Pub/Sub refused the publish or did not answer in time.</exception>
+    /// <exception cref="ObjectDisposedException">The transport was disposed.</exception>
     public async Task PublishAsync(string topic, IReadOnlyList<CloudEvent> events, CancellationToken cancellationToken)
     {
         ArgumentException.ThrowIfNullOrEmpty(topic);
@@ -242,6 +265,7 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
 
     // ---- consuming -----------------------------------------------------------------------------
 
+    /// <inheritdoc />
     public async Task<ITransportReceiver> StartReceiverAsync(ReceivePipeline pipeline, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(pipeline);
@@ -257,10 +281,6 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
     // ---- health --------------------------------------------------------------------------------
 
     /// <summary>
-    /// One cheap call with a short deadline: GetSubscription of a subscription this process consumes, or else GetTopic of a
-    /// topic it published to; healthy without a call when it has used neither yet.
-    /// </summary>
-    /// <summary>
     /// Nothing: Pub/Sub reports a subscription's backlog and its dead letters only through Cloud Monitoring
     /// (<c>subscription/num_undelivered_messages</c>), which the emulator lacks, and counting dead letters by pulling them
     /// every polling interval would redeliver them to whoever reads the dead-letter subscription.
@@ -268,6 +288,10 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
     public Task<SubscriptionBacklog?> GetBacklogAsync(SubscriptionDefinition subscription, CancellationToken cancellationToken) =>
         Task.FromResult<SubscriptionBacklog?>(null);
 
+    /// <summary>
+    /// One cheap call with a short deadline: GetSubscription of a subscription this process consumes, or else GetTopic of a
+    /// topic it published to; healthy without a call when it has used neither yet.
+    /// </summary>
     public async Task<TransportHealth> CheckHealthAsync(CancellationToken cancellationToken)
     {
         ThrowIfDisposed();
@@ -564,6 +588,10 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) == 1, this);
 
+    /// <summary>
+    /// Stops every receiver at once, like a dropped connection (unsettled messages go back to Pub/Sub when their deadline
+    /// passes), stops the topics' publishing queues and closes the gRPC channel.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 1)

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Options;
 
 namespace Messaging.RabbitMQ;
 
+/// <summary>Registration of the RabbitMQ transport on a <see cref="MessagingBuilder"/>.</summary>
 public static class RabbitMqMessagingBuilderExtensions
 {
     /// <summary>

@@ -25,6 +25,14 @@ public sealed partial class RabbitMqTransport : IMessageTransport
     private readonly System.Collections.Concurrent.ConcurrentDictionary<RabbitMqReceiver, byte> _receivers = new();
     private int _disposed;
 
+    /// <summary>
+    /// Creates the transport. No connection is opened here: the publishing and consuming connections are opened on first
+    /// use and recover by themselves (every <see cref="RabbitMqTransportOptions.NetworkRecoveryInterval"/>).
+    /// </summary>
+    /// <param name="options">Connection, TLS, content mode and publishing settings (<c>Messaging:RabbitMQ</c>).</param>
+    /// <param name="extensionAttributes">Declared extension attributes, read back with their types.</param>
+    /// <param name="loggerFactory">For the transport's warnings (existing entities that differ, blocked connections, ...).</param>
+    /// <exception cref="ArgumentNullException"><paramref name="options"/> or <paramref name="loggerFactory"/> is null.</exception>
     public RabbitMqTransport(RabbitMqTransportOptions options, IReadOnlyList<CloudEventAttribute> extensionAttributes, ILoggerFactory loggerFactory)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -39,10 +47,13 @@ public sealed partial class RabbitMqTransport : IMessageTransport
         _deadLetters = new RabbitMqDeadLetterStore(this);
     }
 
+    /// <inheritdoc />
     public string Name => TransportName;
 
+    /// <inheritdoc />
     public TransportCapabilities Capabilities { get; }
 
+    /// <inheritdoc />
     public IDeadLetterStore DeadLetters => _deadLetters;
 
     /// <summary>A connection lost or not yet recovered, a nack, a blocked broker (timeout): worth trying again.</summary>
@@ -84,6 +95,7 @@ public sealed partial class RabbitMqTransport : IMessageTransport
         return new SubscriptionBacklog(ready, deadLetters, OldestAge: null);
     }
 
+    /// <inheritdoc />
     public async Task ProvisionAsync(MessagingTopology topology, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(topology);
@@ -222,6 +234,12 @@ public sealed partial class RabbitMqTransport : IMessageTransport
         LogQueueArgumentsDiffer(queue, refused.ShutdownReason?.ReplyText);
     }
 
+    /// <summary>
+    /// Publishes the events to the topic's exchange (routing key: the event's <c>type</c>) over the pooled publisher channels
+    /// and completes once the broker has confirmed every one (publisher confirms).
+    /// </summary>
+    /// <exception cref="Messaging.Envelope.EventTooLargeException">An event is larger than <see cref="RabbitMqTransportOptions.MaxEventSizeBytes"/>.</exception>
+    /// <exception cref="Messaging.Publishing.EventPublishException">The broker refused an event, the connection failed, or no confirm came within <see cref="RabbitMqTransportOptions.PublishTimeout"/>.</exception>
     public async Task PublishAsync(string topic, IReadOnlyList<CloudEvent> events, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(events);
@@ -235,6 +253,7 @@ public sealed partial class RabbitMqTransport : IMessageTransport
         await Publisher.PublishAsync(messages, cancellationToken).ConfigureAwait(false);
     }
 
+    /// <inheritdoc />
     public async Task<ITransportReceiver> StartReceiverAsync(ReceivePipeline pipeline, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(pipeline);
@@ -254,6 +273,10 @@ public sealed partial class RabbitMqTransport : IMessageTransport
 
     internal void Forget(RabbitMqReceiver receiver) => _receivers.TryRemove(receiver, out _);
 
+    /// <summary>
+    /// Stops every receiver, cancelling running handlers without waiting for them (their messages go back to the queue and the
+    /// broker counts a delivery), then closes the publisher channels and the connections.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 1)

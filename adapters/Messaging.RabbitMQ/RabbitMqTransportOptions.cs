@@ -23,14 +23,19 @@ public sealed class RabbitMqTransportOptions
     /// <summary>An AMQP URI (<c>amqp://user:pass@host:5672/vhost</c> or <c>amqps://...</c>); when set it wins over the separate settings.</summary>
     public string? Uri { get; set; }
 
+    /// <summary>The broker's host name, when <see cref="Uri"/> is not set. Default <c>localhost</c>.</summary>
     public string Host { get; set; } = "localhost";
 
+    /// <summary>The broker's AMQP port, when <see cref="Uri"/> is not set. Default 5672 (5671 is the convention with <see cref="UseTls"/>).</summary>
     public int Port { get; set; } = 5672;
 
+    /// <summary>The user name, when <see cref="Uri"/> is not set. Default <c>guest</c>, which RabbitMQ accepts only from localhost.</summary>
     public string UserName { get; set; } = "guest";
 
+    /// <summary>The password, when <see cref="Uri"/> is not set. Default <c>guest</c>. Never written to logs or error messages.</summary>
     public string Password { get; set; } = "guest";
 
+    /// <summary>The virtual host, when <see cref="Uri"/> is not set. Default <c>/</c>.</summary>
     public string VirtualHost { get; set; } = "/";
 
     /// <summary>Connect with TLS (port 5671 by convention).</summary>

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Options;
 
 namespace Messaging.ServiceBus;
 
+/// <summary>Registration of the Azure Service Bus transport on a <see cref="MessagingBuilder"/>.</summary>
 public static class ServiceBusMessagingBuilderExtensions
 {
     /// <summary>

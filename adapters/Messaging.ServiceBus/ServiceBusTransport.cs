@@ -32,6 +32,16 @@ public sealed partial class ServiceBusTransport : IMessageTransport
     private readonly ILogger _logger;
     private int _disposed;
 
+    /// <summary>
+    /// Creates the transport with its Service Bus client and administration client (no connection is opened here): from
+    /// <see cref="ServiceBusTransportOptions.ConnectionString"/> when set, else from
+    /// <see cref="ServiceBusTransportOptions.FullyQualifiedNamespace"/> with <see cref="ServiceBusTransportOptions.Credential"/>.
+    /// </summary>
+    /// <param name="options">Connection, content mode, lock, receive and retry settings (<c>Messaging:ServiceBus</c>).</param>
+    /// <param name="extensionAttributes">Declared extension attributes, read back with their types.</param>
+    /// <param name="loggerFactory">For the transport's warnings.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="options"/> or <paramref name="loggerFactory"/> is null.</exception>
+    /// <exception cref="InvalidOperationException">Only a namespace is configured and no credential is available.</exception>
     public ServiceBusTransport(ServiceBusTransportOptions options, IReadOnlyList<CloudEventAttribute> extensionAttributes, ILoggerFactory loggerFactory)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -74,10 +84,13 @@ public sealed partial class ServiceBusTransport : IMessageTransport
         _deadLetters = new ServiceBusDeadLetterStore(this);
     }
 
+    /// <inheritdoc />
     public string Name => TransportName;
 
+    /// <inheritdoc />
     public TransportCapabilities Capabilities { get; }
 
+    /// <inheritdoc />
     public IDeadLetterStore DeadLetters => _deadLetters;
 
     /// <summary>What the Service Bus SDK itself calls transient (busy, timeout, communication problems), and timeouts.</summary>
@@ -99,6 +112,7 @@ public sealed partial class ServiceBusTransport : IMessageTransport
 
     internal ILogger Logger => _logger;
 
+    /// <inheritdoc />
     public async Task ProvisionAsync(MessagingTopology topology, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(topology);
@@ -163,6 +177,12 @@ public sealed partial class ServiceBusTransport : IMessageTransport
         }
     }
 
+    /// <summary>
+    /// Sends the events to the Service Bus topic in batches sized by the broker's link limit and completes once the broker
+    /// has accepted every batch.
+    /// </summary>
+    /// <exception cref="Messaging.Envelope.EventTooLargeException">An event is larger than <see cref="ServiceBusTransportOptions.MaxEventSizeBytes"/> or than the link allows.</exception>
+    /// <exception cref="Messaging.Publishing.EventPublishException">The broker refused the send, or it failed after the client's retries.</exception>
     public async Task PublishAsync(string topic, IReadOnlyList<CloudEvent> events, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(events);
@@ -229,6 +249,7 @@ public sealed partial class ServiceBusTransport : IMessageTransport
         }
     }
 
+    /// <inheritdoc />
     public async Task<ITransportReceiver> StartReceiverAsync(ReceivePipeline pipeline, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(pipeline);
@@ -339,6 +360,10 @@ public sealed partial class ServiceBusTransport : IMessageTransport
         throw new InvalidOperationException($"No topic on Service Bus '{Endpoint}' has a subscription named '{subscription}'.");
     }
 
+    /// <summary>
+    /// Closes every receiver like a crash (running handlers are cancelled, not awaited; their messages stay locked until
+    /// the lock expires and Service Bus counts the delivery), then the senders and the client.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 1)

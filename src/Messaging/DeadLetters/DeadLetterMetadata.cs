@@ -5,9 +5,10 @@ namespace Messaging.DeadLetters;
 /// <summary>The uniform metadata every transport stores with a dead-lettered event.</summary>
 public sealed record DeadLetterMetadata
 {
+    /// <summary>Why the event was dead-lettered (attempts exhausted, rejected by a handler, invalid, no handler, ...).</summary>
     public required DeadLetterReason Reason { get; init; }
 
-    /// <summary>A human-readable explanation.</summary>
+    /// <summary>A human-readable explanation (the handler's rejection reason, say), clipped to <see cref="MaxTextLength"/> characters when stored.</summary>
     public string? Description { get; init; }
 
     /// <summary>The full name of the exception type that caused the last failure, if any.</summary>
@@ -22,7 +23,7 @@ public sealed record DeadLetterMetadata
     /// <summary>The subscription the event was dead-lettered from.</summary>
     public required string SourceSubscription { get; init; }
 
-    /// <summary>When it was dead-lettered.</summary>
+    /// <summary>When it was dead-lettered; <see cref="DateTimeOffset.MinValue"/> when the stored metadata lacks the time.</summary>
     public required DateTimeOffset Time { get; init; }
 
     /// <summary>Wire names of the metadata properties, identical on every broker.</summary>
@@ -31,12 +32,19 @@ public sealed record DeadLetterMetadata
         /// <summary>The prefix every metadata property shares.</summary>
         public const string Prefix = "deadletter-";
 
+        /// <summary>Property holding <see cref="DeadLetterMetadata.Reason"/>, as the enum member's name.</summary>
         public const string Reason = "deadletter-reason";
+        /// <summary>Property holding <see cref="DeadLetterMetadata.Description"/>, clipped to <see cref="MaxTextLength"/> characters.</summary>
         public const string Description = "deadletter-description";
+        /// <summary>Property holding <see cref="DeadLetterMetadata.ExceptionType"/>.</summary>
         public const string ExceptionType = "deadletter-exception-type";
+        /// <summary>Property holding <see cref="DeadLetterMetadata.ExceptionMessage"/>, clipped to <see cref="MaxTextLength"/> characters.</summary>
         public const string ExceptionMessage = "deadletter-exception-message";
+        /// <summary>Property holding <see cref="DeadLetterMetadata.AttemptCount"/>, as an invariant-culture integer.</summary>
         public const string AttemptCount = "deadletter-attempts";
+        /// <summary>Property holding <see cref="DeadLetterMetadata.SourceSubscription"/>.</summary>
         public const string SourceSubscription = "deadletter-subscription";
+        /// <summary>Property holding <see cref="DeadLetterMetadata.Time"/>, in UTC, ISO 8601 round-trip format (<c>O</c>).</summary>
         public const string Time = "deadletter-time";
     }
 

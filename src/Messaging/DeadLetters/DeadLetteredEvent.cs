@@ -14,6 +14,6 @@ public sealed record DeadLetteredEvent
     /// <summary>The raw message body, exactly as received.</summary>
     public ReadOnlyMemory<byte> Body { get; init; }
 
-    /// <summary>The uniform metadata.</summary>
+    /// <summary>Why, when and from which subscription it was dead-lettered, after how many attempts; the same on every transport.</summary>
     public required DeadLetterMetadata Metadata { get; init; }
 }

@@ -14,7 +14,9 @@ public static class MessagingDiagnostics
     /// <summary>Name of the <see cref="ActivitySource"/> and the <see cref="Meter"/>.</summary>
     public const string SourceName = "Messaging";
 
+    /// <summary>The CloudEvent extension attribute carrying the W3C <c>traceparent</c> of the publishing activity.</summary>
     public const string TraceParentAttribute = "traceparent";
+    /// <summary>The CloudEvent extension attribute carrying the W3C <c>tracestate</c>, when the activity has one.</summary>
     public const string TraceStateAttribute = "tracestate";
 
     internal static readonly ActivitySource ActivitySource = new(SourceName, "1.0.0");

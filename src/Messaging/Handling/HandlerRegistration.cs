@@ -77,7 +77,9 @@ internal sealed class HandlerRegistration
 /// <summary>The event's data cannot be read as the handler's type. The event is dead-lettered as invalid.</summary>
 public sealed class EventDataException : Exception
 {
+    /// <summary>Creates the exception with a message naming the event, its type and the expected .NET type.</summary>
     public EventDataException(string message) : base(message) { }
 
+    /// <summary>Creates the exception with the deserialiser's error as <paramref name="innerException"/>.</summary>
     public EventDataException(string message, Exception innerException) : base(message, innerException) { }
 }

@@ -15,6 +15,11 @@ public static class EntityNames
         }
     }
 
+    /// <summary>
+    /// Whether <paramref name="name"/> is a valid topic or subscription name (see <see cref="Validate"/> for the rules).
+    /// </summary>
+    /// <param name="name">The name to check; null is invalid.</param>
+    /// <param name="problem">What is wrong with the name, as a sentence for an error message; empty when it is valid.</param>
     public static bool IsValid(string? name, out string problem)
     {
         if (string.IsNullOrEmpty(name) || name.Length < 3 || name.Length > MaxLength)

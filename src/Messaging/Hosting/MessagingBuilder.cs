@@ -16,6 +16,7 @@ public sealed class MessagingBuilder
         Configuration = configuration;
     }
 
+    /// <summary>The service collection the messaging services are registered in.</summary>
     public IServiceCollection Services { get; }
 
     /// <summary>The <c>Messaging</c> configuration section, when one was given.</summary>

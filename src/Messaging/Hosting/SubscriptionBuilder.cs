@@ -53,8 +53,14 @@ public sealed class SubscriptionBuilder
         return this;
     }
 
+    /// <summary>Delivery attempts before an event is dead-lettered, the first included (1 = no retry). Default 5.</summary>
     public SubscriptionBuilder WithMaxAttempts(int maxAttempts) => Configure(o => o.MaxAttempts = maxAttempts);
 
+    /// <summary>
+    /// The wait between a failed attempt and the next: <see cref="Backoff.Immediate"/>, <see cref="Backoff.Fixed"/> or
+    /// <see cref="Backoff.Exponential"/>. Default exponential from 1 s, doubling, capped at 1 minute.
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="backoff"/> is null.</exception>
     public SubscriptionBuilder WithBackoff(Backoff backoff)
     {
         ArgumentNullException.ThrowIfNull(backoff);
@@ -67,11 +73,18 @@ public sealed class SubscriptionBuilder
         });
     }
 
+    /// <summary>Most handlers running at once for this subscription in this process. Default 8.</summary>
     public SubscriptionBuilder WithConcurrency(int concurrency) => Configure(o => o.Concurrency = concurrency);
 
+    /// <summary>Most messages the broker hands this process ahead of the handlers. Default 200; lower it for slow handlers.</summary>
     public SubscriptionBuilder WithPrefetch(int prefetch) => Configure(o => o.Prefetch = prefetch);
 
+    /// <summary>
+    /// Handles events with the same <c>partitionkey</c> one at a time, in publish order. Only transports that declare
+    /// ordering keys support it (of the bundled ones, Pub/Sub); with any other the host refuses to start. Default off.
+    /// </summary>
     public SubscriptionBuilder Ordered(bool ordered = true) => Configure(o => o.Ordered = ordered);
 
+    /// <summary>What happens to events of a type no handler of the subscription accepts. Default <see cref="UnhandledEventAction.Complete"/>.</summary>
     public SubscriptionBuilder OnUnhandledEvents(UnhandledEventAction action) => Configure(o => o.UnhandledEvents = action);
 }

@@ -12,11 +12,14 @@ public sealed class InMemoryBroker
     private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, InMemoryQueue>> _topics = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, InMemoryQueue> _queues = new(StringComparer.Ordinal);
 
+    /// <summary>Creates an empty broker: no topics, no subscriptions.</summary>
+    /// <param name="options">Queue capacity, event size limit and crash delivery limit; the defaults when null.</param>
     public InMemoryBroker(InMemoryTransportOptions? options = null)
     {
         Options = options ?? new InMemoryTransportOptions();
     }
 
+    /// <summary>The settings every queue of this broker uses.</summary>
     public InMemoryTransportOptions Options { get; }
 
     private readonly Lock _blockLock = new();

@@ -3,6 +3,10 @@ namespace Messaging.InMemory;
 /// <summary>A message as the in-memory broker stores it: string properties plus a body, like a real broker's wire format.</summary>
 public sealed class InMemoryMessage
 {
+    /// <summary>Creates a stored message.</summary>
+    /// <param name="properties">The CloudEvent's attributes as strings, keyed by attribute name.</param>
+    /// <param name="body">The event's data as bytes.</param>
+    /// <param name="contentType">The data's content type (<c>datacontenttype</c>), if any.</param>
     public InMemoryMessage(IReadOnlyDictionary<string, string> properties, ReadOnlyMemory<byte> body, string? contentType)
     {
         Properties = properties;
@@ -20,10 +24,13 @@ public sealed class InMemoryMessage
     /// <summary>Unique per stored copy; the dead-letter id.</summary>
     public string MessageId { get; } = Guid.NewGuid().ToString("N");
 
+    /// <summary>The CloudEvent's attributes as strings, plus dead-letter metadata on a dead letter.</summary>
     public IReadOnlyDictionary<string, string> Properties { get; }
 
+    /// <summary>The event's data as bytes.</summary>
     public ReadOnlyMemory<byte> Body { get; }
 
+    /// <summary>The data's content type (<c>datacontenttype</c>), if any.</summary>
     public string? ContentType { get; }
 
     /// <summary>Deliveries so far; kept by the broker, so it survives consumers that die.</summary>

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Options;
 
 namespace Messaging.InMemory;
 
+/// <summary>Registration of the in-memory transport on a <see cref="MessagingBuilder"/>.</summary>
 public static class InMemoryMessagingBuilderExtensions
 {
     /// <summary>

@@ -23,6 +23,11 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
     private readonly ConcurrentDictionary<InMemoryReceiver, byte> _receivers = new();
     private readonly CancellationTokenSource _disposed = new();
 
+    /// <summary>Creates a transport over <paramref name="broker"/>; several transports over one broker compete for its queues.</summary>
+    /// <param name="broker">The broker holding the topics and queues.</param>
+    /// <param name="extensionAttributes">Declared extension attributes, read back with their types.</param>
+    /// <param name="time">The clock for backoff delays and dead-letter times; the system clock when null.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="broker"/> is null.</exception>
     public InMemoryTransport(InMemoryBroker broker, IReadOnlyList<CloudEventAttribute> extensionAttributes, TimeProvider? time = null)
     {
         _broker = broker ?? throw new ArgumentNullException(nameof(broker));
@@ -38,12 +43,16 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         };
     }
 
+    /// <inheritdoc />
     public string Name => TransportName;
 
+    /// <inheritdoc />
     public TransportCapabilities Capabilities { get; }
 
+    /// <inheritdoc />
     public IDeadLetterStore DeadLetters => this;
 
+    /// <inheritdoc />
     public Task ProvisionAsync(MessagingTopology topology, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(topology);
@@ -58,6 +67,14 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         return Task.CompletedTask;
     }
 
+    /// <summary>
+    /// Encodes every event to properties and bytes, then stores a copy in the queue of every subscription of
+    /// <paramref name="topic"/>. Waits while a queue is full (<see cref="InMemoryTransportOptions.QueueCapacity"/>) or the
+    /// broker blocks publishers.
+    /// </summary>
+    /// <exception cref="EventTooLargeException">An event is larger than <see cref="InMemoryTransportOptions.MaxEventSizeBytes"/>; nothing is stored then.</exception>
+    /// <exception cref="InvalidOperationException">The topic was not declared on the broker.</exception>
+    /// <exception cref="ObjectDisposedException">The transport was disposed.</exception>
     public async Task PublishAsync(string topic, IReadOnlyList<CloudEvent> events, CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(_disposed.IsCancellationRequested, this);
@@ -85,6 +102,7 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         }
     }
 
+    /// <inheritdoc />
     public Task<ITransportReceiver> StartReceiverAsync(ReceivePipeline pipeline, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(pipeline);
@@ -95,6 +113,7 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         return Task.FromResult<ITransportReceiver>(receiver);
     }
 
+    /// <inheritdoc />
     public Task<IReadOnlyList<DeadLetteredEvent>> PeekAsync(string subscription, int maxCount, CancellationToken cancellationToken)
     {
         var queue = _broker.GetQueue(subscription);
@@ -129,6 +148,7 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         }
     }
 
+    /// <inheritdoc />
     public async Task<int> ReplayAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(select);
@@ -155,6 +175,10 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         return chosen.Count;
     }
 
+    /// <summary>
+    /// Stops every receiver of this transport at once, like a dropped connection: unsettled messages return to their
+    /// queues, where the broker (shared, not disposed) keeps them.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         if (_disposed.IsCancellationRequested)

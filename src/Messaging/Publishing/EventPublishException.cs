@@ -8,6 +8,10 @@ namespace Messaging.Publishing;
 /// </summary>
 public class EventPublishException : Exception
 {
+    /// <summary>Creates the exception for a failed publish.</summary>
+    /// <param name="message">What failed, naming the topic, the transport and the setting to change where one applies.</param>
+    /// <param name="innerException">The broker client's exception, if any.</param>
+    /// <param name="isTransient">Whether trying again later may succeed (see <see cref="IsTransient"/>).</param>
     public EventPublishException(string message, Exception? innerException, bool isTransient)
         : base(message, innerException)
     {

@@ -19,12 +19,12 @@ public enum TransportHealthStatus
 /// <param name="Exception">The failure that made the check unhealthy, if any.</param>
 public sealed record TransportHealth(TransportHealthStatus Status, string Description, Exception? Exception = null)
 {
-    /// <summary>A healthy result.</summary>
+    /// <summary>A <see cref="TransportHealthStatus.Healthy"/> result; <paramref name="description"/> says what was checked.</summary>
     public static TransportHealth Healthy(string description) => new(TransportHealthStatus.Healthy, description);
 
-    /// <summary>A degraded result.</summary>
+    /// <summary>A <see cref="TransportHealthStatus.Degraded"/> result; <paramref name="description"/> names the restriction (a blocked publisher, say).</summary>
     public static TransportHealth Degraded(string description) => new(TransportHealthStatus.Degraded, description);
 
-    /// <summary>An unhealthy result.</summary>
+    /// <summary>An <see cref="TransportHealthStatus.Unhealthy"/> result, with the failure that made it so when there is one.</summary>
     public static TransportHealth Unhealthy(string description, Exception? exception = null) => new(TransportHealthStatus.Unhealthy, description, exception);
 }
