@@ -149,6 +149,18 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         return chosen.Count;
     }
 
+    public Task<int> PurgeAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(select);
+        var queue = _broker.GetQueue(subscription);
+        lock (queue.DeadLetterLock)
+        {
+            var chosen = queue.DeadLetters.Where(m => select(ToDeadLettered(m, subscription))).ToList();
+            queue.DeadLetters.RemoveAll(chosen.Contains);
+            return Task.FromResult(chosen.Count);
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (_disposed.IsCancellationRequested)
