@@ -176,7 +176,7 @@ internal static class DeadLetterCommands
                 new Text(metadata.Reason.ToString()),
                 new Text(metadata.AttemptCount.ToString(CultureInfo.InvariantCulture)),
                 new Text(metadata.Time == DateTimeOffset.MinValue ? "" : metadata.Time.ToUniversalTime().ToString("u", CultureInfo.InvariantCulture)),
-                new Text(why.Length > 60 ? why[..57] + "..." : why),
+                new Text(why.Length > 50 ? why[..47] + "..." : why),
                 new Text(deadLetter.DeadLetterId));
         }
         return table;

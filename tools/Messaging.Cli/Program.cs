@@ -7,4 +7,10 @@ Console.CancelKeyPress += (_, e) =>
     e.Cancel = true;
     cancellation.Cancel();
 };
-return await MessagingCli.RunAsync(args, AnsiConsole.Console, cancellation.Token);
+var console = AnsiConsole.Console;
+if (Console.IsOutputRedirected)
+{
+    // Piped into a script or a file: no terminal width to fit, so tables keep ids on one line.
+    console.Profile.Width = 200;
+}
+return await MessagingCli.RunAsync(args, console, cancellation.Token);
