@@ -78,6 +78,39 @@ internal sealed class SqsDeadLetterStore(SnsSqsTransport transport) : IDeadLette
         return replayed;
     }
 
+    /// <summary>Receives the whole dead-letter queue as a replay does; selected messages are deleted, the others made visible again.</summary>
+    public async Task<int> PurgeAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(select);
+        var url = await transport.QueueUrlAsync(SnsSqsNames.DeadLetterQueue(subscription), subscription, cancellationToken).ConfigureAwait(false);
+        var received = await ReceiveAllAsync(url, int.MaxValue, cancellationToken).ConfigureAwait(false);
+        var kept = new List<Message>();
+        var purged = 0;
+        try
+        {
+            foreach (var message in received)
+            {
+                if (!select(ToDeadLettered(message, subscription)))
+                {
+                    kept.Add(message);
+                    continue;
+                }
+                await transport.Clients.Sqs.DeleteMessageAsync(url, message.ReceiptHandle, cancellationToken).ConfigureAwait(false);
+                purged++;
+            }
+        }
+        catch
+        {
+            kept.AddRange(received.Skip(purged + kept.Count));
+            throw;
+        }
+        finally
+        {
+            await ReleaseAsync(url, kept).ConfigureAwait(false);
+        }
+        return purged;
+    }
+
     /// <summary>Receives until <paramref name="maxCount"/> messages or the queue answers empty (a 1 s long poll, so AWS checks all its servers).</summary>
     private async Task<List<Message>> ReceiveAllAsync(string url, int maxCount, CancellationToken cancellationToken)
     {

@@ -467,6 +467,49 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
         }
     }
 
+    /// <summary>
+    /// Reads the whole dead-letter subscription as a replay does; each selected event (and any duplicate delivery of it) is
+    /// acknowledged, which removes it; the others are released unchanged.
+    /// </summary>
+    public async Task<int> PurgeAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(subscription);
+        ArgumentNullException.ThrowIfNull(select);
+        ThrowIfDisposed();
+        var resource = Names.Subscription(PubSubNames.DeadLetter(subscription));
+        var kept = new List<string>();
+        var chosen = new List<string>();
+        try
+        {
+            var decisions = new Dictionary<string, bool>(StringComparer.Ordinal);
+            var purged = 0;
+            await foreach (var received in PullAllAsync(resource, int.MaxValue, cancellationToken).ConfigureAwait(false))
+            {
+                if (!decisions.TryGetValue(received.Message.MessageId, out var take))
+                {
+                    take = select(ToDeadLettered(received, subscription));
+                    decisions[received.Message.MessageId] = take;
+                    if (take)
+                    {
+                        purged++;
+                    }
+                }
+                (take ? chosen : kept).Add(received.AckId);
+            }
+            if (chosen.Count > 0)
+            {
+                await AcknowledgeAsync(resource, chosen, cancellationToken).ConfigureAwait(false);
+            }
+            chosen.Clear();
+            return purged;
+        }
+        finally
+        {
+            // Anything chosen but not acknowledged (an error above) goes back with the kept ones.
+            await ReleaseAsync(resource, [.. kept, .. chosen]).ConfigureAwait(false);
+        }
+    }
+
     private async IAsyncEnumerable<ReceivedMessage> PullAllAsync(string resource, int maxCount, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
     {
         var returned = 0;

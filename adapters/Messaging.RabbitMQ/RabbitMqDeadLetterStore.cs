@@ -81,6 +81,34 @@ internal sealed class RabbitMqDeadLetterStore(RabbitMqTransport transport) : IDe
         return replayed;
     }
 
+    /// <summary>Walks the dead-letter queue as a replay does; a selected message is acknowledged (removed), the others go back when the channel closes.</summary>
+    public async Task<int> PurgeAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(select);
+        var purged = 0;
+        var connection = await transport.Connections.ConsumingAsync(cancellationToken).ConfigureAwait(false);
+        var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        await using (channel.ConfigureAwait(false))
+        {
+            while (true)
+            {
+                var message = await channel.BasicGetAsync(RabbitMqNames.DeadLetterQueue(subscription), autoAck: false, cancellationToken).ConfigureAwait(false);
+                if (message is null)
+                {
+                    break;
+                }
+                if (!select(ToDeadLettered(message, subscription)))
+                {
+                    continue; // stays unacknowledged; returned to the dead-letter queue when the channel closes
+                }
+                await channel.BasicAckAsync(message.DeliveryTag, multiple: false, cancellationToken).ConfigureAwait(false);
+                purged++;
+            }
+            await channel.CloseAsync(cancellationToken).ConfigureAwait(false);
+        }
+        return purged;
+    }
+
     private DeadLetteredEvent ToDeadLettered(BasicGetResult message, string subscription)
     {
         var properties = message.BasicProperties;

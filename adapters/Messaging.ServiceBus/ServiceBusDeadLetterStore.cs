@@ -105,6 +105,51 @@ internal sealed class ServiceBusDeadLetterStore(ServiceBusTransport transport) :
         return replayed;
     }
 
+    /// <summary>Receives both dead-letter sub-queues with a lock as a replay does; selected dead letters are completed (removed), the others abandoned back.</summary>
+    public async Task<int> PurgeAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(select);
+        var purged = 0;
+        foreach (var (code, receiver) in await OpenAsync(subscription, cancellationToken, ServiceBusReceiveMode.PeekLock).ConfigureAwait(false))
+        {
+            await using (receiver.ConfigureAwait(false))
+            {
+                var kept = new List<ServiceBusReceivedMessage>();
+                try
+                {
+                    var scanned = 0;
+                    while (scanned < MaxScanned)
+                    {
+                        var batch = await receiver.ReceiveMessagesAsync(100, TimeSpan.FromSeconds(2), cancellationToken).ConfigureAwait(false);
+                        if (batch.Count == 0)
+                        {
+                            break;
+                        }
+                        scanned += batch.Count;
+                        foreach (var message in batch)
+                        {
+                            if (!select(ToDeadLettered(message, code, subscription)))
+                            {
+                                kept.Add(message); // stays locked until the end, so the scan does not see it again
+                                continue;
+                            }
+                            await receiver.CompleteMessageAsync(message, cancellationToken).ConfigureAwait(false);
+                            purged++;
+                        }
+                    }
+                }
+                finally
+                {
+                    foreach (var message in kept)
+                    {
+                        await receiver.AbandonMessageAsync(message, cancellationToken: CancellationToken.None).ConfigureAwait(false);
+                    }
+                }
+            }
+        }
+        return purged;
+    }
+
     private async Task<IReadOnlyList<(char Code, ServiceBusReceiver Receiver)>> OpenAsync(string subscription, CancellationToken cancellationToken,
         ServiceBusReceiveMode mode = ServiceBusReceiveMode.PeekLock)
     {

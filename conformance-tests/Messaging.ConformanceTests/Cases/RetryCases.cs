@@ -192,6 +192,30 @@ public abstract partial class ConformanceSuite<TFixture>
         Assert.Equal(events.Where(e => e.Id != chosen).Select(e => e.Id).Order(), left.Select(d => d.Event!.Id).Order());
     });
 
+    [Fact(Timeout = 60_000)]
+    public Task DeadLetter_purge_removes_only_the_selected_events() => Case(async () =>
+    {
+        var (topic, sub) = Names();
+        var probe = new Probe { Behaviour = (_, _) => throw new InvalidOperationException("always fails") };
+        await using var host = await StartWithLongLeasesAsync(probe, Subscribe(topic, sub, s => s.WithMaxAttempts(1)));
+        var events = Enumerable.Range(0, 3).Select(_ => NewEvent()).ToList();
+        await host.Publisher.PublishBatchAsync(topic, events, Ct);
+        await Wait.UntilAsync(() => host.DeadLetters.PeekAsync(sub, 10, Ct), d => d.Count == 3, "three events are dead-lettered");
+
+        Assert.Equal(0, await host.DeadLetters.PurgeAsync(sub, _ => false, Ct));
+        Assert.Equal(3, (await host.DeadLetters.PeekAsync(sub, 10, Ct)).Count);
+
+        var chosen = events[0].Id!;
+        Assert.Equal(1, await host.DeadLetters.PurgeAsync(sub, d => d.Event?.Id == chosen, Ct));
+        var left = await host.DeadLetters.PeekAsync(sub, 10, Ct);
+        Assert.Equal(events.Skip(1).Select(e => e.Id).Order(), left.Select(d => d.Event!.Id).Order());
+
+        Assert.Equal(2, await host.DeadLetters.PurgeAsync(sub, _ => true, Ct));
+        Assert.Empty(await host.DeadLetters.PeekAsync(sub, 10, Ct));
+        // A purged dead letter is gone, not replayed.
+        Assert.Equal(3, probe.Attempts.Count);
+    });
+
     [Fact(Timeout = 90_000)]
     public Task Retry_attempt_number_survives_a_consumer_crash() => Case(async () =>
     {

@@ -18,6 +18,13 @@ public interface ITransportFixture : IAsyncDisposable
     /// <summary>Null when the broker answered; otherwise why it is unavailable (skips on a laptop, fails when required).</summary>
     string? UnavailableReason { get; }
 
+    /// <summary>
+    /// The configuration (keys of the <c>Messaging</c> section and values) with which a separate process, such as the
+    /// <c>messaging</c> command-line tool, reaches the same broker as the hosts of <see cref="Configure"/>: <c>Messaging:Transport</c>
+    /// and the transport's own settings. <c>null</c> where no other process can reach it (the in-memory broker lives in this one).
+    /// </summary>
+    IReadOnlyDictionary<string, string?>? ProcessSettings { get; }
+
     /// <summary>Registers and selects the transport in a host under test.</summary>
     void Configure(IServiceCollection services, MessagingBuilder messaging);
 

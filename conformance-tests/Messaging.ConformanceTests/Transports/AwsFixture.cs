@@ -74,6 +74,27 @@ public sealed class AwsFixture : ITransportFixture, IAsyncLifetime
         }
     }
 
+    public IReadOnlyDictionary<string, string?>? ProcessSettings
+    {
+        get
+        {
+            var settings = new Dictionary<string, string?> { ["Messaging:Transport"] = SnsSqsTransport.TransportName };
+            void Set(string key, string? value)
+            {
+                if (value is not null)
+                {
+                    settings[$"Messaging:SnsSqs:{key}"] = value;
+                }
+            }
+            Set("ServiceUrl", _options.ServiceUrl);
+            Set("Region", _options.Region);
+            Set("AccessKeyId", _options.AccessKeyId);
+            Set("SecretAccessKey", _options.SecretAccessKey);
+            Set("VisibilityTimeout", _options.VisibilityTimeout.ToString("c", System.Globalization.CultureInfo.InvariantCulture));
+            return settings;
+        }
+    }
+
     public void Configure(IServiceCollection services, MessagingBuilder messaging)
     {
         var options = _options;

@@ -16,6 +16,9 @@ public sealed class InMemoryFixture : ITransportFixture
 
     public bool CanRestartBroker => false;
 
+    /// <summary>The in-memory broker lives in this process: no other process reaches it.</summary>
+    public IReadOnlyDictionary<string, string?>? ProcessSettings => null;
+
     public void Configure(IServiceCollection services, MessagingBuilder messaging)
     {
         services.AddSingleton(_broker);

@@ -50,6 +50,15 @@ public sealed class PubSubFixture : ITransportFixture, IAsyncLifetime
         }
     }
 
+    /// <summary>The emulator itself (not the relay the fault cases cut), with the suite's ack deadline.</summary>
+    public IReadOnlyDictionary<string, string?>? ProcessSettings => new Dictionary<string, string?>
+    {
+        ["Messaging:Transport"] = PubSubTransport.TransportName,
+        ["Messaging:PubSub:ProjectId"] = _project,
+        ["Messaging:PubSub:EmulatorHost"] = _host,
+        ["Messaging:PubSub:AckDeadline"] = "00:00:10",
+    };
+
     public void Configure(IServiceCollection services, MessagingBuilder messaging)
     {
         messaging.AddPubSub().UseTransport(PubSubTransport.TransportName);

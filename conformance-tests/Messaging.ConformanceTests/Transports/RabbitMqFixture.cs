@@ -47,6 +47,12 @@ public sealed class RabbitMqFixture : ITransportFixture, IAsyncLifetime
         }
     }
 
+    public IReadOnlyDictionary<string, string?>? ProcessSettings => new Dictionary<string, string?>
+    {
+        ["Messaging:Transport"] = RabbitMqTransport.TransportName,
+        ["Messaging:RabbitMQ:Uri"] = _uri,
+    };
+
     public void Configure(IServiceCollection services, MessagingBuilder messaging)
     {
         messaging.AddRabbitMq(o => o.Uri = _uri).UseTransport(RabbitMqTransport.TransportName);

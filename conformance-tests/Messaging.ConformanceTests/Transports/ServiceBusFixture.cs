@@ -53,6 +53,16 @@ public sealed class ServiceBusFixture : ITransportFixture, IAsyncLifetime
         }
     }
 
+    /// <summary>The settings of <see cref="Apply"/> as configuration.</summary>
+    public IReadOnlyDictionary<string, string?>? ProcessSettings => new Dictionary<string, string?>
+    {
+        ["Messaging:Transport"] = ServiceBusTransport.TransportName,
+        ["Messaging:ServiceBus:ConnectionString"] = _connectionString,
+        ["Messaging:ServiceBus:AdministrationConnectionString"] = _administrationConnectionString,
+        ["Messaging:ServiceBus:ReceiveWaitTime"] = "00:00:05",
+        ["Messaging:ServiceBus:LockDuration"] = "00:00:10",
+    };
+
     public void Configure(IServiceCollection services, MessagingBuilder messaging)
     {
         messaging.AddServiceBus(o => Apply(o)).UseTransport(ServiceBusTransport.TransportName);

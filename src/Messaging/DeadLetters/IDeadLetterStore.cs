@@ -13,6 +13,13 @@ public interface IDeadLetterStore
     Task<int> ReplayAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken);
 
     /// <summary>
+    /// Deletes, for good, the dead-lettered events of <paramref name="subscription"/> selected by <paramref name="select"/>; the
+    /// others stay. It walks the dead letters as <see cref="ReplayAsync"/> does, but removes instead of republishing. Returns
+    /// how many were removed.
+    /// </summary>
+    Task<int> PurgeAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken);
+
+    /// <summary>
     /// Counts the dead letters of <paramref name="subscription"/>. A store that can ask its broker for the depth of the
     /// dead-letter destination returns it (<see cref="DeadLetterCount.IsExact"/>, though the broker's own count may be
     /// approximate); by default the store peeks at most <paramref name="maxCount"/> dead letters and returns how many it saw,

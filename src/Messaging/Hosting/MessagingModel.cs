@@ -42,8 +42,15 @@ public sealed class MessagingModel
             : throw new InvalidOperationException(
                 $"No topic is mapped for {type.FullName}. Call MapEvent<{type.Name}>(topic, type) when adding messaging, or publish a CloudEvent to an explicit topic.");
 
-    internal MessagingTopology BuildTopology(MessagingOptions options)
+    /// <summary>
+    /// The topology a host provisions at start-up: the topics declared in code (<c>AddTopic</c>, <c>MapEvent</c>) and every
+    /// declared subscription with its policy as <paramref name="options"/> resolve it (configuration over code defaults).
+    /// Tools that provision without running consumers (the <c>messaging topology provision</c> command) pass it to
+    /// <see cref="Transport.IMessageTransport.ProvisionAsync"/>.
+    /// </summary>
+    public MessagingTopology BuildTopology(MessagingOptions options)
     {
+        ArgumentNullException.ThrowIfNull(options);
         var subscriptions = Subscriptions.Values.Select(s => s.ToDefinition(options.Subscriptions[s.Name])).ToList();
         var topics = Topics.Concat(subscriptions.Select(s => s.Topic)).Distinct(StringComparer.Ordinal).ToList();
         return new MessagingTopology(topics, subscriptions);

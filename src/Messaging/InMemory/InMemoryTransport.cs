@@ -175,6 +175,19 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         return chosen.Count;
     }
 
+    /// <inheritdoc/>
+    public Task<int> PurgeAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(select);
+        var queue = _broker.GetQueue(subscription);
+        lock (queue.DeadLetterLock)
+        {
+            var chosen = queue.DeadLetters.Where(m => select(ToDeadLettered(m, subscription))).ToList();
+            queue.DeadLetters.RemoveAll(chosen.Contains);
+            return Task.FromResult(chosen.Count);
+        }
+    }
+
     /// <summary>
     /// Stops every receiver of this transport at once, like a dropped connection: unsettled messages return to their
     /// queues, where the broker (shared, not disposed) keeps them.

@@ -36,5 +36,8 @@ internal sealed class FakeTransport(ITransportReceiver receiver) : IMessageTrans
 
         public Task<int> ReplayAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken) =>
             Task.FromResult(0);
+
+        public Task<int> PurgeAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken) =>
+            Task.FromResult(0);
     }
 }
