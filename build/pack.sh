@@ -128,5 +128,26 @@ dotnet build examples/OrderFlow/OrderFlow.csproj -c Release --no-restore "${exam
 dll=$(find "$work/out/bin/OrderFlow" -name OrderFlow.dll -path '*release*' | head -n 1)
 [ -n "$dll" ] || fail "no OrderFlow.dll under $work/out/bin"
 echo "== running OrderFlow (in-memory transport)"
-timeout 180 dotnet "$dll" || fail "OrderFlow built from the packages did not complete its flow"
+timeout 180 dotnet "$dll" --OrderFlow:PrometheusPort=0 || fail "OrderFlow built from the packages did not complete its flow"
+# The metrics endpoint of the example, from the packages: continuous mode, scraped until the library's series show up.
+echo "== scraping OrderFlow's Prometheus endpoint"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+timeout 120 dotnet "$dll" --OrderFlow:Continuous=true --OrderFlow:PrometheusPort="$port" --Messaging:Metrics:BacklogPollingInterval=00:00:01 \
+  > "$work/orderflow-continuous.log" 2>&1 &
+example_pid=$!
+scraped=""
+for _ in $(seq 1 60); do
+  if curl -sf "http://localhost:$port/metrics" -o "$work/metrics.txt" \
+    && grep -q '^messaging_client_consumed_messages_total{' "$work/metrics.txt" \
+    && grep -q '^messaging_process_duration_seconds_bucket{' "$work/metrics.txt" \
+    && grep -q '^messaging_subscription_backlog{' "$work/metrics.txt" \
+    && grep -q '^messaging_process_dead_lettered_messages_total{' "$work/metrics.txt"; then
+    scraped=yes
+    break
+  fi
+  sleep 1
+done
+kill "$example_pid" 2>/dev/null; wait "$example_pid" 2>/dev/null
+[ -n "$scraped" ] || { tail -n 20 "$work/orderflow-continuous.log"; fail "OrderFlow's /metrics did not show the library's throughput, duration, backlog and dead-letter series"; }
+echo "ok /metrics: $(grep -c '^messaging_' "$work/metrics.txt") messaging series"
 echo "pack check passed: ${#packed[@]} packages of version $version"

@@ -17,6 +17,13 @@ internal sealed class LibraryTarget(string transport, Action<MessagingBuilder> a
 
     private IHost? _host;
     private IEventPublisher? _publisher;
+    private int _published;
+
+    /// <summary>
+    /// "--set Bench:Keys=N" gives the events N ordering keys (<c>partitionkey</c> key-0 ... key-(N-1), in turn), for
+    /// measuring an ordered subscription ("--set Subscription:Ordered=true") against an unordered one.
+    /// </summary>
+    private readonly int _keys = settings is not null && settings.TryGetValue("Bench:Keys", out var keys) && int.TryParse(keys, out var n) ? n : 0;
     private string _topic = "";
     private string _subscription = "";
 
@@ -55,14 +62,26 @@ internal sealed class LibraryTarget(string transport, Action<MessagingBuilder> a
     // One parsed source for every event, as a service keeps its own (the raw clients send a constant string).
     private static readonly Uri Source = new("urn:bench");
 
-    private static CloudEvent Event(byte[] payload) => new()
+    private CloudEvent Event(byte[] payload)
     {
-        Id = Guid.NewGuid().ToString(),
-        Source = Source,
-        Type = "com.example.bench",
-        DataContentType = "application/octet-stream",
-        Data = payload,
-    };
+        var cloudEvent = new CloudEvent
+        {
+            Id = Guid.NewGuid().ToString(),
+            Source = Source,
+            Type = "com.example.bench",
+            DataContentType = "application/octet-stream",
+            Data = payload,
+        };
+        if (_keys > 0)
+        {
+            cloudEvent["partitionkey"] = KeyNames[Interlocked.Increment(ref _published) % _keys];
+        }
+        return cloudEvent;
+    }
+
+    private string[] KeyNames => _keyNames ??= Enumerable.Range(0, Math.Max(1, _keys)).Select(i => $"key-{i}").ToArray();
+
+    private string[]? _keyNames;
 
     /// <summary>
     /// One event per call, at most <see cref="Window"/> calls awaiting their confirms, as the raw client and MassTransit
