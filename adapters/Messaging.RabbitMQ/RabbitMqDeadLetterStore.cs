@@ -46,46 +46,31 @@ internal sealed class RabbitMqDeadLetterStore(RabbitMqTransport transport) : IDe
         }
     }
 
-    public async Task<int> ReplayAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
-    {
-        ArgumentNullException.ThrowIfNull(select);
-        var replayed = 0;
-        var connection = await transport.Connections.ConsumingAsync(cancellationToken).ConfigureAwait(false);
-        var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
-        await using (channel.ConfigureAwait(false))
+    public Task<int> ReplayAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken) =>
+        TakeSelectedAsync(subscription, select, async (message, ct) =>
         {
-            while (true)
+            var headers = RabbitMqMessageCopy.Headers(message.BasicProperties, []);
+            foreach (var key in headers.Keys.Where(k => DeadLetterMetadata.IsMetadataProperty(k) || k.StartsWith("messaging-", StringComparison.Ordinal)).ToList())
             {
-                var message = await channel.BasicGetAsync(RabbitMqNames.DeadLetterQueue(subscription), autoAck: false, cancellationToken).ConfigureAwait(false);
-                if (message is null)
-                {
-                    break;
-                }
-                if (!select(ToDeadLettered(message, subscription)))
-                {
-                    continue; // stays unacknowledged; returned to the dead-letter queue when the channel closes
-                }
-                var headers = RabbitMqMessageCopy.Headers(message.BasicProperties, []);
-                foreach (var key in headers.Keys.Where(k => DeadLetterMetadata.IsMetadataProperty(k) || k.StartsWith("messaging-", StringComparison.Ordinal)).ToList())
-                {
-                    headers.Remove(key);
-                }
-                await transport.Publisher.PublishAsync(
-                    [new OutgoingMessage(string.Empty, RabbitMqNames.Queue(subscription), Mandatory: true, RabbitMqMessageCopy.Properties(message.BasicProperties, headers), message.Body.ToArray())],
-                    cancellationToken).ConfigureAwait(false);
-                await channel.BasicAckAsync(message.DeliveryTag, multiple: false, cancellationToken).ConfigureAwait(false);
-                replayed++;
+                headers.Remove(key);
             }
-            await channel.CloseAsync(cancellationToken).ConfigureAwait(false);
-        }
-        return replayed;
-    }
+            await transport.Publisher.PublishAsync(
+                [new OutgoingMessage(string.Empty, RabbitMqNames.Queue(subscription), Mandatory: true, RabbitMqMessageCopy.Properties(message.BasicProperties, headers), message.Body.ToArray())],
+                ct).ConfigureAwait(false);
+        }, cancellationToken);
 
     /// <summary>Walks the dead-letter queue as a replay does; a selected message is acknowledged (removed), the others go back when the channel closes.</summary>
-    public async Task<int> PurgeAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
+    public Task<int> PurgeAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken) =>
+        TakeSelectedAsync(subscription, select, static (_, _) => Task.CompletedTask, cancellationToken);
+
+    /// <summary>
+    /// Gets every message of the dead-letter queue on one channel; a selected one goes to <paramref name="take"/> and is then
+    /// acknowledged (removed); the others stay unacknowledged and return to the queue, in order, when the channel closes.
+    /// </summary>
+    private async Task<int> TakeSelectedAsync(string subscription, Func<DeadLetteredEvent, bool> select, Func<BasicGetResult, CancellationToken, Task> take, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(select);
-        var purged = 0;
+        var taken = 0;
         var connection = await transport.Connections.ConsumingAsync(cancellationToken).ConfigureAwait(false);
         var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
         await using (channel.ConfigureAwait(false))
@@ -101,12 +86,13 @@ internal sealed class RabbitMqDeadLetterStore(RabbitMqTransport transport) : IDe
                 {
                     continue; // stays unacknowledged; returned to the dead-letter queue when the channel closes
                 }
+                await take(message, cancellationToken).ConfigureAwait(false);
                 await channel.BasicAckAsync(message.DeliveryTag, multiple: false, cancellationToken).ConfigureAwait(false);
-                purged++;
+                taken++;
             }
             await channel.CloseAsync(cancellationToken).ConfigureAwait(false);
         }
-        return purged;
+        return taken;
     }
 
     private DeadLetteredEvent ToDeadLettered(BasicGetResult message, string subscription)

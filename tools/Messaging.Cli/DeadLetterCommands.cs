@@ -76,21 +76,8 @@ internal static class DeadLetterCommands
             console.WriteLine($"Would replay {chosen.Count} dead letter(s) of {subscription} ({session.Transport.Name}); nothing was changed (--dry-run).");
             return ExitCodes.Success;
         }
-        var replayed = 0;
-        await Progress(console).StartAsync(async progress =>
-        {
-            var task = progress.AddTask($"Replaying {subscription}", maxValue: chosen.Count);
-            replayed = await session.DeadLetters.ReplayAsync(subscription, d =>
-            {
-                var take = selection.Matches(d);
-                if (take)
-                {
-                    task.Increment(1);
-                }
-                return take;
-            }, cancellationToken).ConfigureAwait(false);
-            task.Value = task.MaxValue;
-        }).ConfigureAwait(false);
+        var replayed = await WithProgressAsync(console, $"Replaying {subscription}", chosen.Count, selection,
+            (select, ct) => session.DeadLetters.ReplayAsync(subscription, select, ct), cancellationToken).ConfigureAwait(false);
         if (replayed == 0)
         {
             throw new CliException(ExitCodes.NotFound, $"no dead letter of {subscription} matched {selection} any more: another process took them meanwhile.");
@@ -115,11 +102,25 @@ internal static class DeadLetterCommands
             throw new CliException(ExitCodes.UsageError,
                 $"purge would delete {chosen.Count} dead letter(s) of {subscription} for good; add --yes to confirm (nothing was deleted).");
         }
-        var purged = 0;
+        var purged = await WithProgressAsync(console, $"Purging {subscription}", chosen.Count, selection,
+            (select, ct) => session.DeadLetters.PurgeAsync(subscription, select, ct), cancellationToken).ConfigureAwait(false);
+        if (purged == 0)
+        {
+            throw new CliException(ExitCodes.NotFound, $"no dead letter of {subscription} matched {selection} any more: another process took them meanwhile.");
+        }
+        console.WriteLine($"Deleted {purged} dead letter(s) of {subscription} ({session.Transport.Name}).");
+        return ExitCodes.Success;
+    }
+
+    /// <summary>Runs a replay or purge over the selection with a progress bar counting the dead letters it takes.</summary>
+    private static async Task<int> WithProgressAsync(IAnsiConsole console, string title, int expected, DeadLetterSelection selection,
+        Func<Func<DeadLetteredEvent, bool>, CancellationToken, Task<int>> run, CancellationToken cancellationToken)
+    {
+        var done = 0;
         await Progress(console).StartAsync(async progress =>
         {
-            var task = progress.AddTask($"Purging {subscription}", maxValue: chosen.Count);
-            purged = await session.DeadLetters.PurgeAsync(subscription, d =>
+            var task = progress.AddTask(title, maxValue: expected);
+            done = await run(d =>
             {
                 var take = selection.Matches(d);
                 if (take)
@@ -130,12 +131,7 @@ internal static class DeadLetterCommands
             }, cancellationToken).ConfigureAwait(false);
             task.Value = task.MaxValue;
         }).ConfigureAwait(false);
-        if (purged == 0)
-        {
-            throw new CliException(ExitCodes.NotFound, $"no dead letter of {subscription} matched {selection} any more: another process took them meanwhile.");
-        }
-        console.WriteLine($"Deleted {purged} dead letter(s) of {subscription} ({session.Transport.Name}).");
-        return ExitCodes.Success;
+        return done;
     }
 
     private static async Task<IReadOnlyList<DeadLetteredEvent>> ChooseAsync(CliSession session, string subscription, DeadLetterSelection selection,

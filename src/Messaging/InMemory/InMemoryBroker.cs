@@ -197,34 +197,13 @@ internal sealed class InMemoryQueue(string name, int capacity, bool ordered = fa
 
         public int Count => Volatile.Read(ref _count);
 
-        public void Add(InMemoryMessage message)
-        {
-            TaskCompletionSource signal;
-            lock (_lock)
-            {
-                if (message.OrderingKey is not { } key)
-                {
-                    _keyless.Enqueue(message);
-                }
-                else
-                {
-                    if (!_byKey.TryGetValue(key, out var messages))
-                    {
-                        _byKey[key] = messages = new LinkedList<InMemoryMessage>();
-                    }
-                    messages.AddLast(message);
-                    if (messages.Count == 1 && !_out.Contains(key))
-                    {
-                        _free.Enqueue(key);
-                    }
-                }
-                _count++;
-                signal = Signal();
-            }
-            signal.TrySetResult();
-        }
+        /// <summary>A published message: at the tail of its key.</summary>
+        public void Add(InMemoryMessage message) => Insert(message, comingBack: false);
 
-        public void PutBack(InMemoryMessage message)
+        /// <summary>A message coming back (a retry, a return): at the head of its key, which is free again.</summary>
+        public void PutBack(InMemoryMessage message) => Insert(message, comingBack: true);
+
+        private void Insert(InMemoryMessage message, bool comingBack)
         {
             TaskCompletionSource signal;
             lock (_lock)
@@ -239,8 +218,17 @@ internal sealed class InMemoryQueue(string name, int capacity, bool ordered = fa
                     {
                         _byKey[key] = messages = new LinkedList<InMemoryMessage>();
                     }
-                    messages.AddFirst(message);
-                    if (_out.Remove(key) || messages.Count == 1)
+                    if (comingBack)
+                    {
+                        messages.AddFirst(message);
+                    }
+                    else
+                    {
+                        messages.AddLast(message);
+                    }
+                    // A key is free when it has messages and none is out; it is listed once.
+                    var wasOut = comingBack && _out.Remove(key);
+                    if (wasOut || (messages.Count == 1 && !_out.Contains(key)))
                     {
                         _free.Enqueue(key);
                     }
