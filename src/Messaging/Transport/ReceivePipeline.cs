@@ -487,9 +487,26 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         }
     }
 
+    private async Task WaitQuietlyAsync(Task task, TimeSpan limit)
+    {
+        if (task.IsCompleted || limit <= TimeSpan.Zero)
+        {
+            return;
+        }
+        try
+        {
+            await task.WaitAsync(limit, _time).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            // Bounded: the rest of the lane goes back without it.
+        }
+    }
+
     private async Task ReturnQuietlyAsync(ReceivedMessage message)
     {
         MessagingDiagnostics.ReturnedMessages.Add(1, _metricTags);
+        message.BeginReturn();
         try
         {
             using var timeout = new CancellationTokenSource(ReturnTimeout, _time);
@@ -499,6 +516,10 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         {
             // The broker gives it back by itself when the lease expires or the connection closes.
             LogReturnFailed(message.MessageId, Subscription.Name, ex.Message);
+        }
+        finally
+        {
+            message.EndReturn();
         }
     }
 
@@ -671,6 +692,8 @@ public sealed partial class ReceivePipeline : ITransportConsumer
                     if (_time.GetElapsedTime(started) < ReturnTimeout)
                     {
                         await giving.ConfigureAwait(false);
+                        // Its runner may be the one giving it back (a handler cancelled by the abort): wait for that too.
+                        await WaitQuietlyAsync(message.ReturnDone, ReturnTimeout - _time.GetElapsedTime(started)).ConfigureAwait(false);
                     }
                     else
                     {

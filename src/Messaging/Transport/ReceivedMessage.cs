@@ -152,6 +152,7 @@ public abstract class ReceivedMessage : ITransportDelivery
             var state = Interlocked.CompareExchange(ref _state, Released, Unsettled);
             if (state == Unsettled)
             {
+                BeginReturn(); // whoever releases it gives it back
                 return true;
             }
             if (state != Renewing)
@@ -161,6 +162,17 @@ public abstract class ReceivedMessage : ITransportDelivery
             await _pipeline!.RenewalCompletedAsync().ConfigureAwait(false);
         }
     }
+
+    private TaskCompletionSource? _returning;
+
+    /// <summary>Marks the message as being given back; <see cref="ReturnDone"/> completes with <see cref="EndReturn"/>.</summary>
+    internal void BeginReturn() =>
+        Interlocked.CompareExchange(ref _returning, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), null);
+
+    internal void EndReturn() => Volatile.Read(ref _returning)?.TrySetResult();
+
+    /// <summary>Completes when a return of this message, by whoever started it, has been answered (or was never started).</summary>
+    internal Task ReturnDone => Volatile.Read(ref _returning)?.Task ?? Task.CompletedTask;
 
     /// <summary>Unsettled, or a settlement that failed: the pipeline must give it back.</summary>
     internal bool NeedsReturn => Volatile.Read(ref _state) is SettleFailed;

@@ -101,7 +101,18 @@ internal sealed class FakeMessage : ReceivedMessage
         return Record(ref _deadLetterCalls, "dead-letter", DeadLetterFailure);
     }
 
-    protected internal override Task ReturnAsync(CancellationToken cancellationToken) => Record(ref _returnCalls, "return", null);
+    /// <summary>When set, <see cref="ReturnAsync"/> is answered only once this completes (a slow broker); logs "returned:id" then.</summary>
+    public Task? ReturnAnswer { get; init; }
+
+    protected internal override async Task ReturnAsync(CancellationToken cancellationToken)
+    {
+        await Record(ref _returnCalls, "return", null);
+        if (ReturnAnswer is not null)
+        {
+            await ReturnAnswer;
+            _log?.Add($"returned:{Id}");
+        }
+    }
 
     private Task Record(ref int counter, string call, Exception? failure)
     {

@@ -161,6 +161,47 @@ public sealed class OrderingTests
     }
 
     /// <summary>Records, per ordering key, the order handlers started in and any moment two of them ran at once.</summary>
+    [Fact]
+    public async Task An_abort_gives_back_a_key_in_arrival_order_waiting_for_the_head_its_own_handler_gives_back()
+    {
+        var answer = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var harness = await PipelineHarness.StartAsync(
+            PipelineHarness.Subscription(concurrency: 2, prefetch: 10, ordered: true),
+            async (delivery, _) =>
+            {
+                // As a held retry does when the consumer stops: it gives its message back itself.
+                await Task.Delay(Timeout.Infinite, delivery.StopRequested).ContinueWith(static _ => { }, TaskScheduler.Default);
+                await delivery.GiveBackAsync();
+            });
+        var head = harness.Submit(new FakeMessage("A1", "A", harness.Log) { ReturnAnswer = answer.Task });
+        var later = harness.Submit("A2", "A");
+        var last = harness.Submit("A3", "A");
+        using var deadline = new CancellationTokenSource();
+
+        // A graceful stop: the handler gives A1 back (the broker has not answered yet); A2 and A3 wait behind it.
+        var stopping = harness.Pipeline.StopAsync(deadline.Token);
+        await Wait.UntilAsync(() => head.ReturnCalls == 1, "the head's handler to give it back");
+        // The stop runs out of time: the abort takes A2 and A3 while A1's return is still unanswered.
+        await deadline.CancelAsync();
+        try
+        {
+            // Bounded observation: the abort must not give A2 back before A1's return is answered.
+            await Wait.UntilAsync(() => later.ReturnCalls > 0, "A2 to be given back early", TimeSpan.FromSeconds(2));
+        }
+        catch (TimeoutException)
+        {
+            // Expected: it waits for A1.
+        }
+        answer.SetResult();
+        await Wait.ForAsync(stopping, "the stop that became an abort");
+        await Wait.UntilAsync(() => last.ReturnCalls == 1, "the rest of the key to be given back");
+
+        // A broker may deliver them again in the order they came back: never A2 before A1's return was answered.
+        Assert.True(harness.Log.PositionOf("returned:A1") < harness.Log.PositionOf("return:A2"), string.Join(", ", harness.Log.Entries));
+        Assert.True(harness.Log.PositionOf("return:A2") < harness.Log.PositionOf("return:A3"), string.Join(", ", harness.Log.Entries));
+        Assert.Equal(1, later.ReturnCalls);
+    }
+
     private sealed class LaneMonitor
     {
         private readonly ConcurrentDictionary<string, int> _running = new();
