@@ -87,7 +87,11 @@ public sealed class InMemoryBroker
     /// Puts a raw message on every subscription of a topic, bypassing the CloudEvents encoder. Tests use it
     /// to deliver what a foreign or broken producer would send.
     /// </summary>
-    public async Task PublishRawAsync(string topic, IReadOnlyDictionary<string, string> properties, ReadOnlyMemory<byte> body, string? contentType, CancellationToken cancellationToken)
+    public Task PublishRawAsync(string topic, IReadOnlyDictionary<string, string> properties, ReadOnlyMemory<byte> body, string? contentType, CancellationToken cancellationToken) =>
+        PublishAsync(topic, new InMemoryMessage(properties, body, contentType), cancellationToken);
+
+    /// <summary>Puts a stored message on every subscription of a topic, a copy of its own (ids and delivery counts) for each.</summary>
+    internal async Task PublishAsync(string topic, InMemoryMessage message, CancellationToken cancellationToken)
     {
         if (!_topics.TryGetValue(topic, out var subscriptions))
         {
@@ -96,7 +100,7 @@ public sealed class InMemoryBroker
         await WhileBlockedAsync(cancellationToken).ConfigureAwait(false);
         foreach (var queue in subscriptions.Values)
         {
-            await queue.PublishAsync(new InMemoryMessage(properties, body, contentType), cancellationToken).ConfigureAwait(false);
+            await queue.PublishAsync(subscriptions.Count == 1 ? message : message.Copy(), cancellationToken).ConfigureAwait(false);
         }
     }
 }

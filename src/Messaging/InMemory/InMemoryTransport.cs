@@ -78,31 +78,56 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
     public async Task PublishAsync(string topic, IReadOnlyList<CloudEvent> events, CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(_disposed.IsCancellationRequested, this);
-        var encoded = new List<(IReadOnlyDictionary<string, string> Properties, byte[] Body, string? ContentType)>(events.Count);
-        foreach (var cloudEvent in events)
+        ArgumentNullException.ThrowIfNull(events);
+        // What a broker would store: a snapshot of the attributes (their values are immutable; binary ones are copied) and a
+        // copy of the data, so that nothing a handler receives is shared with the publisher. No attribute is formatted to a
+        // string and parsed back, which cost more than the rest of the transport together.
+        var stored = new InMemoryMessage[events.Count];
+        for (var i = 0; i < events.Count; i++)
         {
-            var properties = new Dictionary<string, string>(StringComparer.Ordinal);
-            long size = 0;
-            foreach (var (name, value) in CloudEventAttributeMap.ToAttributes(cloudEvent))
-            {
-                properties[name] = value;
-                size += name.Length + value.Length;
-            }
-            var body = CloudEventData.GetBytes(cloudEvent) ?? [];
-            size += body.Length;
-            if (size > Capabilities.MaxEventSizeBytes)
-            {
-                throw new EventTooLargeException(cloudEvent.Id ?? "?", size, Capabilities.MaxEventSizeBytes, Name);
-            }
-            encoded.Add((properties, body, cloudEvent.DataContentType));
+            stored[i] = Store(events[i]);
         }
-        foreach (var (properties, body, contentType) in encoded)
+        foreach (var message in stored)
         {
-            await _broker.PublishRawAsync(topic, properties, body, contentType, cancellationToken).ConfigureAwait(false);
+            await _broker.PublishAsync(topic, message, cancellationToken).ConfigureAwait(false);
         }
     }
 
-    /// <inheritdoc />
+    private InMemoryMessage Store(CloudEvent cloudEvent)
+    {
+        var populated = new List<KeyValuePair<CloudEventAttribute, object>>(8);
+        long size = "specversion".Length + cloudEvent.SpecVersion.VersionId.Length;
+        string? orderingKey = null;
+        foreach (var (attribute, value) in cloudEvent.GetPopulatedAttributes())
+        {
+            if (attribute.Name == CloudEventsSpecVersion.SpecVersionAttribute.Name || attribute == cloudEvent.SpecVersion.DataContentTypeAttribute)
+            {
+                continue;
+            }
+            var kept = value is byte[] bytes ? bytes.ToArray() : value;
+            populated.Add(new(attribute, kept));
+            // The size as a binary-mode broker counts it: names and canonical string values.
+            size += attribute.Name.Length + value switch
+            {
+                string text => text.Length,
+                Uri uri => uri.OriginalString.Length,
+                _ => attribute.Format(value).Length,
+            };
+            if (attribute.Name == InMemoryMessage.PartitionKeyProperty)
+            {
+                orderingKey = value as string ?? attribute.Format(value);
+            }
+        }
+        var body = CloudEventData.GetBytes(cloudEvent) ?? [];
+        size += body.Length;
+        if (size > Capabilities.MaxEventSizeBytes)
+        {
+            throw new EventTooLargeException(cloudEvent.Id ?? "?", size, Capabilities.MaxEventSizeBytes, Name);
+        }
+        return new InMemoryMessage(cloudEvent.SpecVersion, [.. populated], body.ToArray(), cloudEvent.DataContentType, orderingKey is { Length: > 0 } ? orderingKey : null);
+    }
+
+    /// <inheritdoc/>
     public Task<ITransportReceiver> StartReceiverAsync(ReceivePipeline pipeline, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(pipeline);
@@ -209,12 +234,50 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
 
     internal CloudEvent Decode(InMemoryMessage message)
     {
+        if (message.Attributes is { } attributes)
+        {
+            return Copy(message, attributes);
+        }
         if (StructuredJson.IsStructured(message.ContentType))
         {
             return StructuredJson.Decode(message.Body, message.ContentType, _extensions);
         }
-        var attributes = message.Properties.Where(p => !DeadLetterMetadata.IsMetadataProperty(p.Key));
-        return CloudEventAttributeMap.FromAttributes(attributes, message.ContentType, message.Body, _extensions);
+        var properties = message.Properties.Where(p => !DeadLetterMetadata.IsMetadataProperty(p.Key));
+        return CloudEventAttributeMap.FromAttributes(properties, message.ContentType, message.Body, _extensions);
+    }
+
+    /// <summary>
+    /// A fresh event per delivery from a stored snapshot, as the binary-mode decoder of a broker would build it: extensions
+    /// this application does not know (or knows with another type) arrive as strings, the data is a copy, and an empty body
+    /// is empty data only with a content type.
+    /// </summary>
+    private CloudEvent Copy(InMemoryMessage message, KeyValuePair<CloudEventAttribute, object>[] attributes)
+    {
+        var cloudEvent = new CloudEvent(message.SpecVersion!, _extensions);
+        foreach (var (attribute, value) in attributes)
+        {
+            if (!attribute.IsExtension)
+            {
+                cloudEvent[attribute] = value is byte[] bytes ? bytes.ToArray() : value;
+            }
+            else if (cloudEvent.GetAttribute(attribute.Name) is { } known && known.Type == attribute.Type)
+            {
+                cloudEvent[known] = value is byte[] bytes ? bytes.ToArray() : value;
+            }
+            else
+            {
+                cloudEvent.SetAttributeFromString(attribute.Name, attribute.Format(value));
+            }
+        }
+        if (message.ContentType is not null)
+        {
+            cloudEvent.DataContentType = message.ContentType;
+        }
+        if (message.Body.Length > 0 || message.ContentType is not null)
+        {
+            cloudEvent.Data = message.Body.ToArray();
+        }
+        return cloudEvent;
     }
 
     internal void Remove(InMemoryReceiver receiver) => _receivers.TryRemove(receiver, out _);
