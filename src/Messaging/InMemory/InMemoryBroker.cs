@@ -98,9 +98,12 @@ public sealed class InMemoryBroker
             throw new InvalidOperationException($"Topic '{topic}' does not exist on the in-memory broker. Declare it (AddTopic, MapEvent or a subscription) and keep Messaging:Provisioning on.");
         }
         await WhileBlockedAsync(cancellationToken).ConfigureAwait(false);
-        foreach (var queue in subscriptions.Values)
+        // Enumerated, not .Values or .Count: those take every lock of the dictionary, on every publish.
+        var first = true;
+        foreach (var (_, queue) in subscriptions)
         {
-            await queue.PublishAsync(subscriptions.Count == 1 ? message : message.Copy(), cancellationToken).ConfigureAwait(false);
+            await queue.PublishAsync(first ? message : message.Copy(), cancellationToken).ConfigureAwait(false);
+            first = false;
         }
     }
 }
