@@ -35,6 +35,8 @@ internal sealed class ServiceBusCloudEventCodec(
             message.MessageId = id;
             size += id.Length;
         }
+        message.SessionId = SessionIdOf(cloudEvent);
+        size += message.SessionId.Length;
         if (copySubject && cloudEvent.Subject is { Length: > 0 } subject)
         {
             message.Subject = subject;
@@ -65,6 +67,21 @@ internal sealed class ServiceBusCloudEventCodec(
             throw new EventTooLargeException(cloudEvent.Id ?? "?", size, maxEventSizeBytes, ServiceBusTransport.TransportName);
         }
         return message;
+    }
+
+    /// <summary>
+    /// The SessionId of an event: its <c>partitionkey</c>, so that an ordered (session-enabled) subscription delivers a key
+    /// in order; for an event without one, its <c>id</c>, which makes it a session of its own, handled without order like
+    /// on an unordered subscription (a session-enabled subscription dead-letters a message without SessionId). Values
+    /// longer than Service Bus's 128 characters become <c>sha256:</c> and the hex SHA-256 of their UTF-8 bytes, one
+    /// session per value still. Subscriptions without sessions ignore it.
+    /// </summary>
+    public static string SessionIdOf(CloudEvent cloudEvent)
+    {
+        var value = cloudEvent["partitionkey"] as string is { Length: > 0 } key ? key : cloudEvent.Id ?? string.Empty;
+        return value.Length <= MaxMessageIdLength
+            ? value
+            : "sha256:" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(value)));
     }
 
     /// <summary>Decodes a received message; throws <see cref="InvalidCloudEventException"/> when it is not a CloudEvent.</summary>

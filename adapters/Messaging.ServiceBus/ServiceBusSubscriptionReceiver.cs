@@ -13,6 +13,13 @@ namespace Messaging.ServiceBus;
 /// receiver closes. Instead each receive asks for few messages (<see cref="ServiceBusTransportOptions.MaxMessagesPerReceive"/>),
 /// and the pipeline holds at most <c>Concurrency</c> plus one receive's worth, so messages wait for a handler only briefly and a
 /// graceful stop hands every received message to a handler rather than back to the broker.
+/// <para>
+/// An ordered subscription is session-enabled (SessionId = <c>partitionkey</c>): up to <c>Concurrency</c> session loops
+/// each accept the next available session, receive its messages in order into the pipeline's lanes, keep its lock renewed
+/// while any of them is held (the pipeline's lease renewal renews the session lock), and close it once every message it
+/// received is settled and none arrived for <see cref="ServiceBusTransportOptions.SessionIdleTimeout"/>. A session is only
+/// closed when none of its messages is held, so the next consumer to accept it starts where this one ended.
+/// </para>
 /// </summary>
 internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceiver
 {
@@ -26,6 +33,11 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
     private readonly List<ServiceBusReceiver> _receivers = [];
     private readonly List<PullReceiveLoop<ServiceBusReceivedMessage>> _loops = [];
     private readonly List<IDisposable> _watches = [];
+    private readonly List<Task> _sessionLoops = [];
+    private readonly List<Task> _sessionReceiving = [];
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<HeldSession, byte> _sessions = new();
+    private readonly CancellationTokenSource _stopSessions = new();
+    private readonly CancellationTokenSource _disposeSessions = new();
     private readonly int _maxBatch;
     private volatile bool _crashed;
     private int _disposed;
@@ -59,7 +71,11 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
             _watches.Add(ServiceBusLinkEvents.Watch(identifier, error => LogLinkClosed(identifier, _subscription, FirstLine(error))));
             return new ServiceBusReceiverOptions { ReceiveMode = ServiceBusReceiveMode.PeekLock, PrefetchCount = 0, Identifier = identifier };
         }
-        _receivers.Add(client.CreateReceiver(ServiceBusNames.Topic(_pipeline.Subscription.Topic), ServiceBusNames.Subscription(_subscription), Options()));
+        var ordered = _pipeline.Subscription.Ordered;
+        if (!ordered)
+        {
+            _receivers.Add(client.CreateReceiver(ServiceBusNames.Topic(_pipeline.Subscription.Topic), ServiceBusNames.Subscription(_subscription), Options()));
+        }
         _receivers.Add(client.CreateReceiver(ServiceBusNames.RedeliveryQueue(_subscription), Options()));
         // Peeking attaches both links now, so a missing entity fails the start with a clear error rather than a log line later.
         foreach (var receiver in _receivers)
@@ -84,6 +100,246 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
             _loops.Add(loop);
             loop.Start();
         }
+        if (ordered)
+        {
+            for (var i = 0; i < Math.Max(1, _pipeline.Subscription.Concurrency); i++)
+            {
+                var receiving = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                _sessionReceiving.Add(receiving.Task);
+                _sessionLoops.Add(Task.Run(() => SessionLoopAsync(Options, receiving)));
+            }
+        }
+    }
+
+    // ---- sessions (ordered subscriptions) ------------------------------------------------------
+
+    /// <summary>
+    /// One session slot: reserves a place, accepts the next available session (none within the receive wait is no error:
+    /// Service Bus answers ServiceTimeout), holds it while it delivers, and starts over.
+    /// </summary>
+    private async Task SessionLoopAsync(Func<ServiceBusReceiverOptions> options, TaskCompletionSource receiving)
+    {
+        var token = _stopSessions.Token;
+        var backoff = TimeSpan.FromMilliseconds(200);
+        var source = $"{ServiceBusNames.Topic(_pipeline.Subscription.Topic)}/Subscriptions/{ServiceBusNames.Subscription(_subscription)} (sessions)";
+        try
+        {
+            while (!token.IsCancellationRequested)
+            {
+                int places;
+                try
+                {
+                    places = await _pipeline.ReserveAsync(_maxBatch, token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                ServiceBusSessionReceiver session;
+                try
+                {
+                    // Bounded by the receive wait, so that a stop never waits for the SDK's try timeout.
+                    using var window = CancellationTokenSource.CreateLinkedTokenSource(token);
+                    window.CancelAfter(_transport.Options.ReceiveWaitTime);
+                    var receiverOptions = options();
+                    session = await _transport.Client.AcceptNextSessionAsync(ServiceBusNames.Topic(_pipeline.Subscription.Topic), ServiceBusNames.Subscription(_subscription),
+                        new ServiceBusSessionReceiverOptions { ReceiveMode = ServiceBusReceiveMode.PeekLock, PrefetchCount = 0, Identifier = receiverOptions.Identifier }, window.Token).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is OperationCanceledException || ex is ServiceBusException { Reason: ServiceBusFailureReason.ServiceTimeout })
+                {
+                    _pipeline.CancelReservation(places);
+                    _pipeline.ReportReceiveRecovered(source);
+                    continue; // no session available now, or stopping
+                }
+                catch (Exception ex)
+                {
+                    _pipeline.CancelReservation(places);
+                    LogAcceptFailed(ex, _subscription, backoff);
+                    _pipeline.ReportReceiveFailing($"{ex.GetType().Name}: {ex.Message}", source);
+                    try
+                    {
+                        await Task.Delay(backoff, _pipeline.Time, token).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        return;
+                    }
+                    backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(5).Ticks));
+                    continue;
+                }
+                _pipeline.ReportReceiveRecovered(source);
+                backoff = TimeSpan.FromMilliseconds(200);
+                var held = new HeldSession(session);
+                _sessions.TryAdd(held, 0);
+                try
+                {
+                    await ReceiveSessionAsync(held, places, token).ConfigureAwait(false);
+                    if (token.IsCancellationRequested)
+                    {
+                        receiving.TrySetResult();
+                    }
+                    // Closed only once nothing of it is held: whoever accepts it next starts after the last message settled here.
+                    if (!held.Lost)
+                    {
+                        await held.Drained.WaitAsync(_disposeSessions.Token).ConfigureAwait(false);
+                    }
+                }
+                catch (OperationCanceledException)
+                {
+                    // Disposed: the session closes below, its messages come back.
+                }
+                finally
+                {
+                    _sessions.TryRemove(held, out _);
+                    await CloseSessionAsync(held).ConfigureAwait(false);
+                }
+            }
+        }
+        finally
+        {
+            receiving.TrySetResult();
+        }
+    }
+
+    /// <summary>Receives a held session's messages into the pipeline until it is idle, lost, or receiving stops.</summary>
+    private async Task ReceiveSessionAsync(HeldSession held, int places, CancellationToken token)
+    {
+        while (!token.IsCancellationRequested && !held.Lost)
+        {
+            if (places == 0)
+            {
+                try
+                {
+                    places = await _pipeline.ReserveAsync(_maxBatch, token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
+            IReadOnlyList<ServiceBusReceivedMessage> received;
+            try
+            {
+                received = await held.Receiver.ReceiveMessagesAsync(places, _transport.Options.SessionIdleTimeout, token).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                _pipeline.CancelReservation(places);
+                if (!token.IsCancellationRequested)
+                {
+                    // Lost (the broker detached the session link: the SDK closes the receiver) or failing: the session goes.
+                    SessionLost(held, ex is ServiceBusException serviceBus ? serviceBus.Reason.ToString() : ex.GetType().Name);
+                }
+                return;
+            }
+            _pipeline.CancelReservation(places - Math.Min(places, received.Count));
+            places = 0;
+            foreach (var message in received)
+            {
+                var wrapped = new Message(this, held.Receiver, message, held);
+                held.Add(wrapped);
+                _pipeline.Submit(wrapped, reserved: true);
+            }
+            if (received.Count == 0 && held.IsDrained)
+            {
+                return;
+            }
+        }
+        _pipeline.CancelReservation(places);
+    }
+
+    /// <summary>The session's lock is gone: every message of it still held is a lost lease (the broker delivers them again).</summary>
+    private void SessionLost(HeldSession held, string reason)
+    {
+        held.Lost = true;
+        foreach (var message in held.Outstanding())
+        {
+            message.ReportLeaseLost($"the session lock of session '{held.Receiver.SessionId}' was lost ({reason})");
+            held.Done(message);
+        }
+    }
+
+    private async Task CloseSessionAsync(HeldSession held)
+    {
+        try
+        {
+            await held.Receiver.DisposeAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is ServiceBusException or TimeoutException or ObjectDisposedException or OperationCanceledException)
+        {
+            LogReceiverCloseFailed(ex, held.Receiver.EntityPath);
+        }
+    }
+
+    /// <summary>A session this consumer holds, and the messages of it the pipeline holds.</summary>
+    private sealed class HeldSession(ServiceBusSessionReceiver receiver)
+    {
+        private readonly HashSet<Message> _outstanding = [];
+        private TaskCompletionSource _drained = Completed();
+
+        public ServiceBusSessionReceiver Receiver => receiver;
+
+        public volatile bool Lost;
+
+        public bool IsDrained
+        {
+            get
+            {
+                lock (_outstanding)
+                {
+                    return _outstanding.Count == 0;
+                }
+            }
+        }
+
+        public Task Drained
+        {
+            get
+            {
+                lock (_outstanding)
+                {
+                    return _drained.Task;
+                }
+            }
+        }
+
+        public void Add(Message message)
+        {
+            lock (_outstanding)
+            {
+                if (_outstanding.Count == 0)
+                {
+                    _drained = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                }
+                _outstanding.Add(message);
+            }
+        }
+
+        public void Done(Message message)
+        {
+            lock (_outstanding)
+            {
+                if (_outstanding.Remove(message) && _outstanding.Count == 0)
+                {
+                    _drained.TrySetResult();
+                }
+            }
+        }
+
+        public List<Message> Outstanding()
+        {
+            lock (_outstanding)
+            {
+                return [.. _outstanding];
+            }
+        }
+
+        private static TaskCompletionSource Completed()
+        {
+            var done = new TaskCompletionSource();
+            done.SetResult();
+            return done;
+        }
     }
 
     /// <summary>
@@ -94,7 +350,12 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
     {
         var now = _pipeline.Time.GetUtcNow();
         var renewals = new List<Task>(messages.Count);
-        foreach (var message in messages.Cast<Message>())
+        // Messages of a session are locked by the session's lock: one renewal per session covers them all.
+        foreach (var bySession in messages.Cast<Message>().Where(m => m.Session is not null).GroupBy(m => m.Session!))
+        {
+            renewals.Add(RenewSessionAsync(bySession.Key, [.. bySession], now, cancellationToken));
+        }
+        foreach (var message in messages.Cast<Message>().Where(m => m.Session is null))
         {
             if (now - message.ReceivedAt >= _transport.Options.MaxAutoLockRenewalDuration)
             {
@@ -107,6 +368,34 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
             renewals.Add(RenewAsync(message, now, cancellationToken));
         }
         await Task.WhenAll(renewals).ConfigureAwait(false);
+    }
+
+    private async Task RenewSessionAsync(HeldSession held, List<Message> messages, DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        if (messages.All(m => now - m.ReceivedAt >= _transport.Options.MaxAutoLockRenewalDuration))
+        {
+            if (now >= held.Receiver.SessionLockedUntil)
+            {
+                SessionLost(held, $"the session lock expired after MaxAutoLockRenewalDuration ({_transport.Options.MaxAutoLockRenewalDuration})");
+            }
+            return;
+        }
+        try
+        {
+            await held.Receiver.RenewSessionLockAsync(cancellationToken).ConfigureAwait(false);
+            foreach (var message in messages)
+            {
+                message.LeasedAt = now;
+            }
+        }
+        catch (Exception ex) when (ex is ServiceBusException { Reason: ServiceBusFailureReason.SessionLockLost } or ObjectDisposedException)
+        {
+            SessionLost(held, ex is ServiceBusException serviceBus ? serviceBus.Reason.ToString() : "the session receiver was closed");
+        }
+        catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
+        {
+            LogRenewFailed(ex, messages[0].MessageId, _subscription);
+        }
     }
 
     private async Task RenewAsync(Message message, DateTimeOffset now, CancellationToken cancellationToken)
@@ -127,9 +416,15 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
         }
     }
 
-    public Task StopReceivingAsync(CancellationToken cancellationToken) => Task.WhenAll(_loops.Select(l => l.StopAsync(cancellationToken)));
+    /// <summary>Stops receiving; held sessions stay open until their messages are settled (see <see cref="DrainedAsync"/>).</summary>
+    public async Task StopReceivingAsync(CancellationToken cancellationToken)
+    {
+        await _stopSessions.CancelAsync().ConfigureAwait(false);
+        await Task.WhenAll(_loops.Select(l => l.StopAsync(cancellationToken)).Concat(_sessionReceiving.Select(r => r.WaitAsync(cancellationToken)))).ConfigureAwait(false);
+    }
 
-    public Task DrainedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    /// <summary>Every received message is settled: the held sessions close.</summary>
+    public Task DrainedAsync(CancellationToken cancellationToken) => Task.WhenAll(_sessionLoops).WaitAsync(cancellationToken);
 
     /// <summary>
     /// Tears the receiver down as a crash would: receiving stops and the links close before the handlers are cancelled, so
@@ -144,7 +439,15 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
         }
         _transport.Forget(this);
         _crashed = !_pipeline.IsStopping;
+        await _stopSessions.CancelAsync().ConfigureAwait(false);
+        await _disposeSessions.CancelAsync().ConfigureAwait(false);
         await Task.WhenAll(_loops.Select(l => l.DisposeAsync().AsTask())).ConfigureAwait(false);
+        // Closing a session receiver releases its session: the broker hands its messages, in order, to the next consumer.
+        foreach (var held in _sessions.Keys)
+        {
+            await CloseSessionAsync(held).ConfigureAwait(false);
+        }
+        await Task.WhenAny(Task.WhenAll(_sessionLoops), Task.Delay(TimeSpan.FromSeconds(10), _pipeline.Time)).ConfigureAwait(false);
         await CloseReceiversAsync().ConfigureAwait(false);
         await _pipeline.AbortAsync().ConfigureAwait(false);
     }
@@ -173,9 +476,25 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
     private static string Clip(string text) => text.Length <= MaxDeadLetterTextLength ? text : text[..(MaxDeadLetterTextLength - 1)] + "…";
 
     /// <summary>One received message: its wire mapping and settlement primitives.</summary>
-    private sealed class Message(ServiceBusSubscriptionReceiver owner, ServiceBusReceiver receiver, ServiceBusReceivedMessage received) : ReceivedMessage
+    private sealed class Message(ServiceBusSubscriptionReceiver owner, ServiceBusReceiver receiver, ServiceBusReceivedMessage received, HeldSession? session = null) : ReceivedMessage
     {
         public ServiceBusReceiver Receiver => receiver;
+
+        /// <summary>The session it was received in (ordered subscriptions), or null.</summary>
+        public HeldSession? Session => session;
+
+        /// <summary>Runs a settlement primitive; afterwards the session no longer waits for this message, whatever the outcome.</summary>
+        private async Task SettleAsync(Func<Task> settle)
+        {
+            try
+            {
+                await settle().ConfigureAwait(false);
+            }
+            finally
+            {
+                session?.Done(this);
+            }
+        }
 
         public ServiceBusReceivedMessage Received => received;
 
@@ -188,7 +507,7 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
         protected override CloudEvent Decode() => owner._transport.Codec.Decode(received);
 
         protected override Task CompleteAsync(CancellationToken cancellationToken) =>
-            receiver.CompleteMessageAsync(received, cancellationToken);
+            SettleAsync(() => receiver.CompleteMessageAsync(received, cancellationToken));
 
         /// <summary>
         /// Sends a copy to the subscription's redelivery queue, scheduled for the backoff delay and carrying the attempts made
@@ -197,7 +516,9 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
         /// original is completed: a crash in between duplicates, never loses. A zero delay is sent the same way, so the
         /// entity's MaxDeliveryCount only ever counts crashes and lost locks.
         /// </summary>
-        protected override async Task RetryAsync(TimeSpan delay, CancellationToken cancellationToken)
+        protected override Task RetryAsync(TimeSpan delay, CancellationToken cancellationToken) => SettleAsync(() => SendRetryCopyAsync(delay, cancellationToken));
+
+        private async Task SendRetryCopyAsync(TimeSpan delay, CancellationToken cancellationToken)
         {
             var copy = ServiceBusMessageCopy.Copy(received, static key => key == ServiceBusNames.PriorAttemptsProperty);
             copy.ApplicationProperties[ServiceBusNames.PriorAttemptsProperty] = Attempt;
@@ -222,18 +543,22 @@ internal sealed partial class ServiceBusSubscriptionReceiver : ITransportReceive
                 properties[key] = value;
             }
             properties[ServiceBusNames.PriorAttemptsProperty] = Attempt;
-            return receiver.DeadLetterMessageAsync(received, properties, metadata.Reason.ToString(),
-                Clip(metadata.Description ?? metadata.Reason.ToString()), cancellationToken);
+            return SettleAsync(() => receiver.DeadLetterMessageAsync(received, properties, metadata.Reason.ToString(),
+                Clip(metadata.Description ?? metadata.Reason.ToString()), cancellationToken));
         }
 
         /// <summary>Abandons the message (the broker counts a delivery); after a crash nothing is given back and the lock expires.</summary>
+        /// <remarks>Within a session the abandoned message is the session's next one again, ahead of the rest of its key.</remarks>
         protected override Task ReturnAsync(CancellationToken cancellationToken) =>
-            owner._crashed ? Task.CompletedTask : receiver.AbandonMessageAsync(received, cancellationToken: cancellationToken);
+            owner._crashed ? SettleAsync(() => Task.CompletedTask) : SettleAsync(() => receiver.AbandonMessageAsync(received, cancellationToken: cancellationToken));
     }
 
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Could not renew the lock of message {MessageId} on subscription {Subscription}; trying again at the next renewal")]
     private partial void LogRenewFailed(Exception exception, string? messageId, string subscription);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Accepting a session of subscription {Subscription} failed; trying again in {Delay}")]
+    private partial void LogAcceptFailed(Exception exception, string subscription, TimeSpan delay);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Closing the receiver of {Entity} failed")]
     private partial void LogReceiverCloseFailed(Exception exception, string entity);

@@ -80,7 +80,8 @@ public sealed partial class ServiceBusTransport : IMessageTransport
         }
         Codec = new ServiceBusCloudEventCodec(options.ContentMode, extensionAttributes, options.MaxEventSizeBytes, options.CopySubjectToMessageSubject);
         // A lock renewal refused with MessageLockLost is a lost lease.
-        Capabilities = new TransportCapabilities { MaxEventSizeBytes = options.MaxEventSizeBytes, ReportsLostLeases = true };
+        // Ordering keys: ordered subscriptions are session-enabled and every message's SessionId is its partitionkey.
+        Capabilities = new TransportCapabilities { MaxEventSizeBytes = options.MaxEventSizeBytes, ReportsLostLeases = true, OrderingKeys = true };
         _deadLetters = new ServiceBusDeadLetterStore(this);
     }
 
@@ -138,8 +139,10 @@ public sealed partial class ServiceBusTransport : IMessageTransport
                     MaxDeliveryCount = Options.MaxDeliveryCount,
                     LockDuration = Options.LockDuration,
                     DeadLetteringOnMessageExpiration = true,
+                    RequiresSession = subscription.Ordered,
                 }, cancellationToken),
                 $"subscription '{subscription.Name}' of topic '{subscription.Topic}'").ConfigureAwait(false);
+            await EnsureSessionsMatchAsync(subscription, cancellationToken).ConfigureAwait(false);
             var queue = ServiceBusNames.RedeliveryQueue(subscription.Name);
             await EnsureAsync(
                 () => _administration.QueueExistsAsync(queue, cancellationToken),
@@ -150,6 +153,22 @@ public sealed partial class ServiceBusTransport : IMessageTransport
                     DeadLetteringOnMessageExpiration = true,
                 }, cancellationToken),
                 $"redelivery queue '{queue}'").ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// An ordered subscription is a session-enabled Service Bus subscription and an unordered one is not; Service Bus cannot
+    /// change RequiresSession on an existing subscription, so a mismatch fails the start naming it.
+    /// </summary>
+    private async Task EnsureSessionsMatchAsync(Topology.SubscriptionDefinition subscription, CancellationToken cancellationToken)
+    {
+        var existing = await _administration.GetSubscriptionAsync(ServiceBusNames.Topic(subscription.Topic), ServiceBusNames.Subscription(subscription.Name), cancellationToken).ConfigureAwait(false);
+        if (existing.Value.RequiresSession != subscription.Ordered)
+        {
+            throw new InvalidOperationException(
+                $"Service Bus subscription '{ServiceBusNames.Subscription(subscription.Name)}' of topic '{ServiceBusNames.Topic(subscription.Topic)}' on '{Endpoint}' exists with RequiresSession={existing.Value.RequiresSession}, " +
+                $"but subscription '{subscription.Name}' is {(subscription.Ordered ? "ordered, which needs sessions" : "unordered, which cannot read a session-enabled subscription")}. " +
+                "Service Bus cannot change RequiresSession on an existing subscription: delete it (its messages with it) or use another subscription name.");
         }
     }
 

@@ -77,6 +77,13 @@ public sealed class ServiceBusTransportOptions
     /// <summary>How long one receive call waits for messages before asking again.</summary>
     public TimeSpan ReceiveWaitTime { get; set; } = TimeSpan.FromSeconds(20);
 
+    /// <summary>
+    /// Ordered subscriptions (sessions): how long a held session may stay without new messages, once every message of it
+    /// received is settled, before it is closed and the next session accepted. Short keeps many keys moving through the
+    /// subscription's <c>Concurrency</c> session slots; each release and accept costs a round trip.
+    /// </summary>
+    public TimeSpan SessionIdleTimeout { get; set; } = TimeSpan.FromSeconds(1);
+
     /// <summary>Retries of one Service Bus operation on transient failures (the SDK's retry policy).</summary>
     public int MaxRetries { get; set; } = 6;
 

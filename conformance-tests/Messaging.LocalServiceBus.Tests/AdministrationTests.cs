@@ -197,19 +197,22 @@ public sealed class AdministrationTests
     }
 
     [Fact]
-    public async Task Sessions_and_sql_filters_are_refused_clearly()
+    public async Task Sql_filters_are_refused_clearly_and_sessions_cannot_be_switched_on_an_existing_entity()
     {
         await using var bus = await LocalBus.StartAsync();
         var admin = new ServiceBusAdministrationClient(bus.Endpoint.AdministrationConnectionString);
         await admin.CreateTopicAsync("filtered", Ct);
 
-        var sessions = await Assert.ThrowsAnyAsync<Exception>(() => admin.CreateQueueAsync(new CreateQueueOptions("sessions") { RequiresSession = true }, Ct));
         var filter = await Assert.ThrowsAnyAsync<Exception>(() => admin.CreateSubscriptionAsync(
             new CreateSubscriptionOptions("filtered", "only-red"), new CreateRuleOptions("red", new SqlRuleFilter("color = 'red'")), Ct));
+        await admin.CreateSubscriptionAsync(new CreateSubscriptionOptions("filtered", "ordered") { RequiresSession = true }, Ct);
+        var read = (await admin.GetSubscriptionAsync("filtered", "ordered", Ct)).Value;
+        read.RequiresSession = false;
+        var switched = await Assert.ThrowsAnyAsync<Exception>(() => admin.UpdateSubscriptionAsync(read, Ct));
 
-        Assert.Contains("Sessions", sessions.Message, StringComparison.Ordinal);
         Assert.Contains("not supported", filter.Message, StringComparison.Ordinal);
-        Assert.False((await admin.QueueExistsAsync("sessions", Ct)).Value);
         Assert.False((await admin.SubscriptionExistsAsync("filtered", "only-red", Ct)).Value);
+        Assert.True((await admin.GetSubscriptionAsync("filtered", "ordered", Ct)).Value.RequiresSession);
+        Assert.Contains("RequiresSession", switched.Message, StringComparison.Ordinal);
     }
 }

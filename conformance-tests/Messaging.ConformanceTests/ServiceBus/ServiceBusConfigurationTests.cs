@@ -40,7 +40,7 @@ public sealed class ServiceBusConfigurationTests
         Assert.Equal(TimeSpan.FromSeconds(30), options.LockDuration);
         var transport = Assert.IsType<ServiceBusTransport>(host.Services.GetRequiredService<IMessageTransport>());
         Assert.Equal(1_048_576, transport.Capabilities.MaxEventSizeBytes);
-        Assert.False(transport.Capabilities.OrderingKeys);
+        Assert.True(transport.Capabilities.OrderingKeys); // through sessions
         Assert.Equal("127.0.0.1", transport.Endpoint);
     }
 

@@ -73,6 +73,20 @@ public sealed class ServiceBusTransportTests(ServiceBusFixture fixture) : IClass
     }
 
     [Fact(Timeout = 60_000)]
+    public async Task An_ordered_subscription_is_session_enabled_and_an_existing_one_without_sessions_fails_provisioning_naming_it()
+    {
+        await using var transport = Transport();
+        var ordered = new MessagingTopology([_topic], [new SubscriptionDefinition { Name = Subscription, Topic = _topic, Ordered = true }]);
+        await transport.ProvisionAsync(ordered, Ct);
+        Assert.True((await fixture.Administration.GetSubscriptionAsync(_topic, Subscription, Ct)).Value.RequiresSession);
+        Assert.False((await fixture.Administration.GetQueueAsync(ServiceBusNames.RedeliveryQueue(Subscription), Ct)).Value.RequiresSession);
+
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => transport.ProvisionAsync(Topology(), Ct));
+        Assert.Contains($"'{Subscription}'", error.Message, StringComparison.Ordinal);
+        Assert.Contains("RequiresSession", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact(Timeout = 60_000)]
     public async Task Deliveries_never_settled_are_dead_lettered_by_the_broker_and_read_back_as_delivery_limit_exceeded()
     {
         await using var transport = Transport(o => o.MaxDeliveryCount = 2);

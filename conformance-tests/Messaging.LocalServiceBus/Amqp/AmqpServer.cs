@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using Messaging.LocalServiceBus.State;
 using Microsoft.Azure.Amqp;
+using Microsoft.Azure.Amqp.Encoding;
 using Microsoft.Azure.Amqp.Framing;
 using Microsoft.Azure.Amqp.Sasl;
 using Microsoft.Azure.Amqp.Transport;
@@ -182,24 +183,58 @@ internal sealed class AmqpServer : IRuntimeProvider
 
     public IAsyncResult BeginOpenLink(AmqpLink link, TimeSpan timeout, AsyncCallback callback, object state)
     {
+        Task? accepting;
         try
         {
-            AttachLink(link);
+            accepting = AttachLink(link);
         }
         catch (ServiceBusErrorException error)
         {
             log?.Invoke($"attach of '{link.Name}' refused: {error.Message}");
-            throw new AmqpException(new Error { Condition = error.Condition, Description = error.Message });
+            throw Refusal(error);
         }
 
-        return new CompletedResult(callback, state);
+        if (accepting is null)
+        {
+            return new CompletedResult(callback, state);
+        }
+
+        // A session receiver's attach is answered once a session is locked for it, or refused when none came in time.
+        var result = new PendingResult(accepting, state);
+        accepting.ContinueWith(_ => callback(result), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        return result;
     }
 
     public void EndOpenLink(IAsyncResult result)
     {
+        if (result is PendingResult { Task: var task })
+        {
+            if (task.Exception?.InnerException is ServiceBusErrorException error)
+            {
+                log?.Invoke($"session receiver attach refused: {error.Message}");
+                throw Refusal(error);
+            }
+
+            if (task.Exception?.InnerException is { } other)
+            {
+                throw new AmqpException(new Error { Condition = "amqp:internal-error", Description = other.Message });
+            }
+        }
     }
 
-    void AttachLink(AmqpLink link)
+    static AmqpException Refusal(ServiceBusErrorException error) => new(new Error { Condition = error.Condition, Description = error.Message });
+
+    sealed class PendingResult(Task task, object state) : IAsyncResult
+    {
+        public Task Task { get; } = task;
+        public object AsyncState { get; } = state;
+        public WaitHandle AsyncWaitHandle => ((IAsyncResult)Task).AsyncWaitHandle;
+        public bool CompletedSynchronously => false;
+        public bool IsCompleted => Task.IsCompleted;
+    }
+
+    // Returns the pending session accept of a session receiver link; null when the attach is answered at once.
+    Task? AttachLink(AmqpLink link)
     {
         if (link.IsReceiver)
         {
@@ -228,7 +263,7 @@ internal sealed class AmqpServer : IRuntimeProvider
                 ProducerLink.Attach(receiving, serviceBus, refusals, address, log);
             }
 
-            return;
+            return null;
         }
 
         var sending = (SendingAmqpLink)link;
@@ -238,17 +273,28 @@ internal sealed class AmqpServer : IRuntimeProvider
             var replyTo = (link.Settings.Target as Target)?.Address?.ToString()
                 ?? throw ServiceBusErrorException.BadArgument("A request-response receiver link needs a target address to reply to.");
             StateOf(link).RegisterReplyLink(replyTo, sending);
-            return;
-        }
-
-        if ((link.Settings.Source as Source)?.FilterSet is { Count: > 0 } filters && filters.Any(f => f.Key.Key.ToString()!.Contains("session", StringComparison.OrdinalIgnoreCase)))
-        {
-            throw ServiceBusErrorException.NotSupported("Session receivers are not supported by the local Service Bus endpoint.");
+            return null;
         }
 
         StateOf(link).EnsureAuthorized(source);
         var store = serviceBus.ResolveStore(source);
+        if ((link.Settings.Source as Source)?.FilterSet is { } filters && filters.TryGetValue<object>(new AmqpSymbol(ConsumerLink.SessionFilterName), out var requested))
+        {
+            if (!store.IsSessionful)
+            {
+                throw ServiceBusErrorException.NotAllowed(
+                    $"A sessionful message receiver cannot be created on an entity that does not require sessions ('{store.Path}'). Ensure RequiresSession is set to true when creating a Queue or Subscription to enable sessionful behavior.");
+            }
+
+            // The SDK sends how long it waits (its try timeout) in com.microsoft:timeout, in milliseconds.
+            var wait = link.Settings.Properties?.TryGetValue<uint>(new AmqpSymbol("com.microsoft:timeout"), out var milliseconds) == true
+                ? TimeSpan.FromMilliseconds(milliseconds)
+                : TimeSpan.FromMinutes(1);
+            return ConsumerLink.AcceptSessionAsync(sending, serviceBus, store, requested as string, wait, log);
+        }
+
         ConsumerLink.Attach(sending, serviceBus, store, log);
+        return null;
     }
 
     sealed class CompletedResult : IAsyncResult

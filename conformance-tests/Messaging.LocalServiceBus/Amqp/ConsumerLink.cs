@@ -9,7 +9,9 @@ namespace Messaging.LocalServiceBus.Amqp;
 /// <summary>
 /// A link the SDK receives on. Messages go out only against link credit; in peek-lock mode each delivery is
 /// unsettled, tagged with its lock token, and the receiver's outcome decides: accepted = complete,
-/// released/modified = abandon (modified with undeliverable-here = defer), rejected = dead-letter.
+/// released/modified = abandon (modified with undeliverable-here = defer), rejected = dead-letter. A session receiver
+/// link (one that asked for a session with the com.microsoft:session-filter) receives only its session's messages, and
+/// only while it holds the session's lock; closing it releases the session.
 /// </summary>
 internal sealed class ConsumerLink : IStoreConsumer
 {
@@ -32,9 +34,73 @@ internal sealed class ConsumerLink : IStoreConsumer
         peekLock = link.Settings.SettleType != SettleMode.SettleOnSend;
     }
 
+    /// <summary>The session this link holds, for a session receiver.</summary>
+    string? SessionId { get; set; }
+
     public static void Attach(SendingAmqpLink link, ServiceBusNamespace serviceBus, MessageStore store, Action<string>? log)
     {
+        if (store.IsSessionful)
+        {
+            throw ServiceBusErrorException.NotAllowed(
+                $"It is not possible for an entity that requires sessions to create a non-sessionful message receiver ('{store.Path}').");
+        }
+
+        new ConsumerLink(link, serviceBus, store, log).Start();
+    }
+
+    /// <summary>
+    /// Accepts a session for a session receiver link: the one named in the filter, or the next available one, waiting for
+    /// one up to <paramref name="timeout"/> (the link's com.microsoft:timeout) and failing then with com.microsoft:timeout,
+    /// as Service Bus does. The attach answer carries the session id in the session filter and the session lock's expiry
+    /// (UTC ticks) in com.microsoft:locked-until-utc, where the SDK reads them.
+    /// </summary>
+    public static async Task AcceptSessionAsync(SendingAmqpLink link, ServiceBusNamespace serviceBus, MessageStore store, string? requested, TimeSpan timeout, Action<string>? log)
+    {
         var consumer = new ConsumerLink(link, serviceBus, store, log);
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            var changed = serviceBus.ChangedAsync(store);
+            var session = serviceBus.TryLockSession(store, requested, consumer, DateTime.UtcNow);
+            if (session is not null)
+            {
+                consumer.SessionId = session.SessionId;
+                var source = (Source)link.Settings.Source;
+                source.FilterSet ??= new FilterSet();
+                source.FilterSet[new AmqpSymbol(SessionFilterName)] = session.SessionId;
+                link.Settings.Properties ??= new Fields();
+                link.Settings.Properties[new AmqpSymbol(LockedUntilUtcProperty)] = session.LockedUntil.Ticks;
+                consumer.Start();
+                return;
+            }
+
+            var remaining = deadline - DateTime.UtcNow;
+            if (link.State is AmqpObjectState.CloseSent or AmqpObjectState.CloseReceived or AmqpObjectState.End or AmqpObjectState.Faulted)
+            {
+                throw ServiceBusErrorException.Timeout(store.Path);
+            }
+
+            if (remaining <= TimeSpan.Zero)
+            {
+                throw ServiceBusErrorException.Timeout(store.Path);
+            }
+
+            await Task.WhenAny(changed, Task.Delay(remaining < TimeSpan.FromSeconds(1) ? remaining : TimeSpan.FromSeconds(1))).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>The source filter a session receiver asks for a session with (null value: the next available one).</summary>
+    public const string SessionFilterName = "com.microsoft:session-filter";
+
+    /// <summary>The attach property that tells a session receiver until when its session is locked (UTC ticks).</summary>
+    public const string LockedUntilUtcProperty = "com.microsoft:locked-until-utc";
+
+    void Start()
+    {
+        var consumer = this;
+        var link = this.link;
+        var serviceBus = this.serviceBus;
+        var store = this.store;
         link.RegisterCreditListener((_, _, _) => consumer.Signal());
         link.RegisterDispositionListener(consumer.OnDisposition);
         _ = consumer.RunAsync();
@@ -63,6 +129,7 @@ internal sealed class ConsumerLink : IStoreConsumer
 
     // Locks held by this link stay until they expire, as on Service Bus: a closed link does not release its messages.
     // Until then their lock tokens still settle over $management (the SDK does so when the link it received on is gone).
+    // A session receiver's close releases its session, and with it the locks of the session's messages.
     void OnClosed()
     {
         if (Interlocked.Exchange(ref closedOnce, 1) != 0)
@@ -71,6 +138,11 @@ internal sealed class ConsumerLink : IStoreConsumer
         }
 
         serviceBus.RemoveConsumer(store, this);
+        if (SessionId is not null)
+        {
+            serviceBus.ReleaseSessions(store, this, DateTime.UtcNow);
+        }
+
         signals.Writer.TryComplete();
         closed.Cancel();
     }
@@ -100,7 +172,7 @@ internal sealed class ConsumerLink : IStoreConsumer
         // Only this loop sends on the link, so the credit read here is not raced by another sender.
         while (link.State == AmqpObjectState.Opened && link.LinkCredit > 0 && Volatile.Read(ref detached) == 0)
         {
-            var delivery = serviceBus.TryTakeNext(store, peekLock, DateTime.UtcNow);
+            var delivery = serviceBus.TryTakeNext(store, peekLock, DateTime.UtcNow, this, SessionId);
             if (delivery is not { } taken)
             {
                 return;
@@ -127,7 +199,7 @@ internal sealed class ConsumerLink : IStoreConsumer
         // client saw the detach) changes nothing, and the message comes back when the lock expires.
         if (Volatile.Read(ref detached) != 0)
         {
-            var lost = ServiceBusErrorException.LockLost();
+            var lost = SessionId is { } sessionId ? ServiceBusErrorException.SessionLockLost(sessionId) : ServiceBusErrorException.LockLost();
             Settle(delivery, new Rejected { Error = new Error { Condition = lost.Condition, Description = lost.Message } });
             return;
         }

@@ -40,8 +40,14 @@ internal sealed class ManagementNode
                 "com.microsoft:peek-message" => Peek(body),
                 "com.microsoft:receive-by-sequence-number" => ReceiveBySequenceNumber(body, now),
                 "com.microsoft:update-disposition" => UpdateDisposition(body, now),
-                "com.microsoft:renew-session-lock" or "com.microsoft:set-session-state" or "com.microsoft:get-session-state" or "com.microsoft:get-message-sessions"
-                    => ErrorResponse(501, "amqp:not-implemented", $"Sessions are not supported by the local Service Bus endpoint ({operation})."),
+                "com.microsoft:renew-session-lock" => OkResponse(new AmqpMap { [new MapKey("expiration")] = serviceBus.RenewSessionLock(Store, SessionId(body), now) }),
+                "com.microsoft:get-session-state" => OkResponse(new AmqpMap
+                {
+                    [new MapKey("session-state")] = serviceBus.GetSessionState(Store, SessionId(body), now) is { } state ? new ArraySegment<byte>(state) : null!,
+                }),
+                "com.microsoft:set-session-state" => SetSessionState(body, now),
+                "com.microsoft:get-message-sessions"
+                    => ErrorResponse(501, "amqp:not-implemented", "Listing sessions (get-message-sessions) is not supported by the local Service Bus endpoint."),
                 _ => ErrorResponse(501, "amqp:not-implemented", $"The management operation '{operation}' is not supported by the local Service Bus endpoint."),
             };
         }
@@ -62,6 +68,22 @@ internal sealed class ManagementNode
         var tokens = ReadList<Guid>(body, "lock-tokens");
         var expirations = tokens.Select(token => serviceBus.RenewLock(Store, token, now)).ToArray();
         return OkResponse(new AmqpMap { [new MapKey("expirations")] = expirations });
+    }
+
+    static string SessionId(AmqpMap body) =>
+        body[new MapKey("session-id")]?.ToString() ?? throw new KeyNotFoundException("'session-id' is missing.");
+
+    AmqpMessage SetSessionState(AmqpMap body, DateTime now)
+    {
+        byte[]? state = body[new MapKey("session-state")] switch
+        {
+            null => null,
+            ArraySegment<byte> segment => segment.ToArray(),
+            byte[] array => array,
+            _ => throw new InvalidDataException("'session-state' must be binary."),
+        };
+        serviceBus.SetSessionState(Store, SessionId(body), state, now);
+        return OkResponse(new AmqpMap());
     }
 
     AmqpMessage Schedule(AmqpMap body, DateTime now)

@@ -28,6 +28,20 @@ internal sealed class BrokeredMessage
     public string? DeadLetterSource { get; set; }
 
     public bool IsLocked(DateTime now) => LockToken is not null && LockedUntil > now;
+
+    /// <summary>The session the message belongs to (the AMQP group-id), or null.</summary>
+    public string? SessionId => Content.Properties.GroupId;
+}
+
+/// <summary>
+/// The exclusive lock one session receiver link holds on one session of a session-enabled queue or subscription. Every
+/// message of the session it receives is locked under it: their locks last as long as the session lock does.
+/// </summary>
+internal sealed class SessionLock(string sessionId, IStoreConsumer holder)
+{
+    public string SessionId { get; } = sessionId;
+    public IStoreConsumer Holder { get; } = holder;
+    public DateTime LockedUntil { get; set; }
 }
 
 /// <summary>Entity settings shared by queues and subscriptions.</summary>
@@ -36,13 +50,16 @@ internal sealed record EntitySettings(
     int MaxDeliveryCount,
     TimeSpan DefaultMessageTimeToLive,
     bool DeadLetteringOnMessageExpiration,
-    string? ForwardDeadLetteredMessagesTo)
+    string? ForwardDeadLetteredMessagesTo,
+    bool RequiresSession)
 {
     public static EntitySettings From(LocalQueueOptions options) => new(
-        options.LockDuration, options.MaxDeliveryCount, options.DefaultMessageTimeToLive, options.DeadLetteringOnMessageExpiration, options.ForwardDeadLetteredMessagesTo);
+        options.LockDuration, options.MaxDeliveryCount, options.DefaultMessageTimeToLive, options.DeadLetteringOnMessageExpiration, options.ForwardDeadLetteredMessagesTo,
+        options.RequiresSession);
 
     public static EntitySettings From(LocalSubscriptionOptions options) => new(
-        options.LockDuration, options.MaxDeliveryCount, options.DefaultMessageTimeToLive, options.DeadLetteringOnMessageExpiration, options.ForwardDeadLetteredMessagesTo);
+        options.LockDuration, options.MaxDeliveryCount, options.DefaultMessageTimeToLive, options.DeadLetteringOnMessageExpiration, options.ForwardDeadLetteredMessagesTo,
+        options.RequiresSession);
 }
 
 /// <summary>Something that pulls messages from a store (an AMQP receiver link) and must be told when some may be available.</summary>
@@ -69,6 +86,21 @@ internal sealed class MessageStore(MessageEntity entity, bool isDeadLetter)
     public SortedDictionary<long, BrokeredMessage> Messages { get; } = [];
     public Dictionary<Guid, BrokeredMessage> Locks { get; } = [];
     public List<IStoreConsumer> Consumers { get; } = [];
+
+    /// <summary>
+    /// True for the active store of a session-enabled entity: only session receivers read it. Its dead-letter sub-queue is
+    /// not session-enabled, as on Service Bus.
+    /// </summary>
+    public bool IsSessionful => !IsDeadLetter && Entity.Settings.RequiresSession;
+
+    /// <summary>Sessions locked by a session receiver now, by session id.</summary>
+    public Dictionary<string, SessionLock> Sessions { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Session state set with set-session-state, by session id.</summary>
+    public Dictionary<string, byte[]> SessionStates { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Completed (and replaced) whenever messages may have become available, for receivers waiting for a session.</summary>
+    public TaskCompletionSource Changed { get; set; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 }
 
 /// <summary>A queue or a subscription: an active store plus its dead-letter sub-queue.</summary>

@@ -12,6 +12,22 @@ internal sealed class ServiceBusErrorException(string condition, int statusCode,
     public static ServiceBusErrorException LockLost() =>
         new("com.microsoft:message-lock-lost", 410, "The lock supplied is invalid. Either the lock expired, or the message has already been removed from the queue.");
 
+    /// <summary>The session lock expired, was released, or is held by another receiver (the SDK's SessionLockLost).</summary>
+    public static ServiceBusErrorException SessionLockLost(string sessionId) =>
+        new("com.microsoft:session-lock-lost", 410, $"The session lock has expired on the MessageSession. Accept a new MessageSession. SessionId:{sessionId}.");
+
+    /// <summary>A receiver asked for a session another receiver holds (the SDK's SessionCannotBeLocked).</summary>
+    public static ServiceBusErrorException SessionCannotBeLocked(string sessionId) =>
+        new("com.microsoft:session-cannot-be-locked", 410, $"The requested session '{sessionId}' cannot be accepted. It may be locked by another receiver.");
+
+    /// <summary>No session became available within the receiver's timeout (the SDK's ServiceTimeout).</summary>
+    public static ServiceBusErrorException Timeout(string path) =>
+        new("com.microsoft:timeout", 408, $"The operation did not complete within the allocated time for '{path}': no unlocked session with messages was available.");
+
+    /// <summary>An operation the entity's kind does not allow (a session receiver on an entity without sessions, and the reverse).</summary>
+    public static ServiceBusErrorException NotAllowed(string detail) =>
+        new("amqp:not-allowed", 400, detail);
+
     public static ServiceBusErrorException MessageNotFound(string detail) =>
         new("com.microsoft:message-not-found", 404, detail);
 

@@ -15,6 +15,10 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
     public const string DeadLetterReasonProperty = "DeadLetterReason";
     public const string DeadLetterErrorDescriptionProperty = "DeadLetterErrorDescription";
 
+    /// <summary>DeadLetterReason and description of a message without session id forwarded to a session-enabled subscription.</summary>
+    public const string SessionIdIsNullReason = "Session ID is null";
+    public const string SessionIdIsNullDescription = "Session enabled entity doesn't allow a message whose session identifier is null.";
+
     readonly Lock gate = new();
     readonly Dictionary<string, MessageEntity> queues = new(StringComparer.OrdinalIgnoreCase);
     readonly Dictionary<string, TopicEntity> topics = new(StringComparer.OrdinalIgnoreCase);
@@ -42,6 +46,7 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
         lock (gate)
         {
             var queue = queues.GetValueOrDefault(name) ?? throw ServiceBusErrorException.EntityNotFound(name);
+            EnsureSessionsUnchanged(queue, options.RequiresSession);
             queue.Settings = EntitySettings.From(options);
             queue.Options = options;
             queue.UpdatedAt = DateTime.UtcNow;
@@ -98,7 +103,13 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
         ValidateSubscriptionOptions(options);
         lock (gate)
         {
-            var subscription = FindSubscription(topicName, name) ?? throw ServiceBusErrorException.EntityNotFound($"{topicName}/Subscriptions/{name}");
+            var subscription = topics.TryGetValue(topicName, out var topic) ? topic.Subscriptions.GetValueOrDefault(name) : null;
+            if (subscription is null)
+            {
+                throw ServiceBusErrorException.EntityNotFound($"{topicName}/Subscriptions/{name}");
+            }
+
+            EnsureSessionsUnchanged(subscription, options.RequiresSession);
             subscription.Settings = EntitySettings.From(options);
             subscription.Options = options;
             subscription.UpdatedAt = DateTime.UtcNow;
@@ -196,9 +207,12 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
     {
         var store = ResolveStore(path);
         var toSignal = new List<MessageStore>();
+        var toDetach = new List<(IStoreConsumer Holder, string SessionId)>();
         int expired = 0;
         lock (gate)
         {
+            expired += store.Sessions.Values.Count(s => s.LockedUntil > now);
+            ExpireSessionsLocked(store, now, toDetach, toSignal, all: true);
             foreach (var message in store.Messages.Values.Where(m => m.LockToken is not null).ToList())
             {
                 if (message.IsLocked(now))
@@ -211,8 +225,18 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
             }
         }
 
+        Detach(toDetach);
         SignalAll(toSignal);
         return expired;
+    }
+
+    /// <summary>Completes when messages of the store may have become available (or a session was released).</summary>
+    public Task ChangedAsync(MessageStore store)
+    {
+        lock (gate)
+        {
+            return store.Changed.Task;
+        }
     }
 
     /// <summary>Receiver links attached to a receive source (they leave once their detach has completed).</summary>
@@ -284,6 +308,15 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
         }
     }
 
+    // Service Bus cannot turn sessions on or off on an existing queue or subscription.
+    static void EnsureSessionsUnchanged(MessageEntity entity, bool requiresSession)
+    {
+        if (entity.Settings.RequiresSession != requiresSession)
+        {
+            throw ServiceBusErrorException.BadArgument($"RequiresSession cannot be changed on the existing entity '{entity.Path}'.");
+        }
+    }
+
     static void ValidateName(string name)
     {
         if (string.IsNullOrWhiteSpace(name) || name.Contains('$', StringComparison.Ordinal) || name.StartsWith('/') || name.EndsWith('/'))
@@ -294,11 +327,6 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
 
     static void ValidateQueueOptions(LocalQueueOptions options)
     {
-        if (options.RequiresSession)
-        {
-            throw ServiceBusErrorException.NotSupported("Sessions (RequiresSession=true) are not supported by the local Service Bus endpoint.");
-        }
-
         if (options.RequiresDuplicateDetection || options.EnablePartitioning)
         {
             throw ServiceBusErrorException.NotSupported("Duplicate detection and partitioning are not supported by the local Service Bus endpoint.");
@@ -314,11 +342,6 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
 
     static void ValidateSubscriptionOptions(LocalSubscriptionOptions options)
     {
-        if (options.RequiresSession)
-        {
-            throw ServiceBusErrorException.NotSupported("Sessions (RequiresSession=true) are not supported by the local Service Bus endpoint.");
-        }
-
         if (options.ForwardTo is not null)
         {
             throw ServiceBusErrorException.NotSupported("Auto-forwarding (ForwardTo) is not supported by the local Service Bus endpoint.");
@@ -468,6 +491,12 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
         bool scheduled = scheduledAt is { } at && at.ToUniversalTime() > now;
         if (queues.TryGetValue(target, out var queue))
         {
+            if (queue.Settings.RequiresSession && content.Properties.GroupId is null)
+            {
+                throw ServiceBusErrorException.NotAllowed(
+                    $"The SessionId was not set on a message, and it cannot be sent to the entity '{queue.Path}'. Entities that have session support enabled can only receive messages that have the SessionId set to a valid value.");
+            }
+
             var message = NewMessage(++queue.LastSequenceNumber, content, now, queue.Settings.DefaultMessageTimeToLive);
             if (scheduled)
             {
@@ -506,6 +535,13 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
         {
             var ttl = Min(topic.Options.DefaultMessageTimeToLive, subscription.Settings.DefaultMessageTimeToLive);
             var copy = NewMessage(++subscription.LastSequenceNumber, content, now, ttl);
+            if (subscription.Settings.RequiresSession && content.Properties.GroupId is null)
+            {
+                // A session-enabled subscription cannot hold a message without a session id: Service Bus dead-letters it.
+                MoveToDeadLetterLocked(subscription.Active, copy, SessionIdIsNullReason, SessionIdIsNullDescription, null, now, toSignal);
+                continue;
+            }
+
             subscription.Active.Messages.Add(copy.SequenceNumber, copy);
             toSignal.Add(subscription.Active);
         }
@@ -552,22 +588,209 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
         }
     }
 
-    /// <summary>Takes the next deliverable message: locks it (peek-lock) or removes it (receive-and-delete).</summary>
-    public Delivery? TryTakeNext(MessageStore store, bool peekLock, DateTime now)
+    /// <summary>
+    /// Takes the next deliverable message: locks it (peek-lock) or removes it (receive-and-delete). On a session-enabled
+    /// store only a session receiver that still holds its session gets messages, those of its session in sequence order.
+    /// </summary>
+    public Delivery? TryTakeNext(MessageStore store, bool peekLock, DateTime now, IStoreConsumer? sessionHolder = null, string? sessionId = null)
     {
         lock (gate)
         {
+            SessionLock? session = null;
+            if (store.IsSessionful)
+            {
+                if (sessionId is null || !store.Sessions.TryGetValue(sessionId, out session) || session.Holder != sessionHolder || session.LockedUntil <= now)
+                {
+                    return null;
+                }
+            }
+
             foreach (var message in store.Messages.Values)
             {
-                if (message.State != MessageState.Active || message.IsLocked(now) || IsExpired(store, message, now))
+                if (message.State != MessageState.Active || message.IsLocked(now) || IsExpired(store, message, now)
+                    || (session is not null && !string.Equals(message.SessionId, session.SessionId, StringComparison.Ordinal)))
                 {
                     continue;
                 }
 
-                return DeliverLocked(store, message, peekLock, now);
+                var delivery = DeliverLocked(store, message, peekLock, now);
+                if (session is not null && delivery.LockToken is not null)
+                {
+                    // A message of a session is locked for as long as its session is.
+                    message.LockedUntil = session.LockedUntil;
+                    delivery = delivery with { LockedUntil = session.LockedUntil };
+                }
+
+                return delivery;
             }
 
             return null;
+        }
+    }
+
+    // ---------------------------------------------------------------- sessions
+
+    /// <summary>
+    /// Locks a session for <paramref name="holder"/>: the given one (which need not have messages; another receiver holding
+    /// it is com.microsoft:session-cannot-be-locked), or else the unlocked session whose oldest available message is
+    /// oldest. Null when no session is available now.
+    /// </summary>
+    public SessionLock? TryLockSession(MessageStore store, string? sessionId, IStoreConsumer holder, DateTime now)
+    {
+        if (!store.IsSessionful)
+        {
+            throw ServiceBusErrorException.NotAllowed(
+                $"A sessionful message receiver cannot be created on an entity that does not require sessions ('{store.Path}'). Ensure RequiresSession is set to true when creating a Queue or Subscription to enable sessionful behavior.");
+        }
+
+        var toDetach = new List<(IStoreConsumer Holder, string SessionId)>();
+        var toSignal = new List<MessageStore>();
+        SessionLock? locked = null;
+        lock (gate)
+        {
+            ExpireSessionsLocked(store, now, toDetach, toSignal);
+            if (sessionId is not null)
+            {
+                if (store.Sessions.ContainsKey(sessionId))
+                {
+                    throw ServiceBusErrorException.SessionCannotBeLocked(sessionId);
+                }
+
+                locked = LockSessionLocked(store, sessionId, holder, now);
+            }
+            else
+            {
+                foreach (var message in store.Messages.Values)
+                {
+                    if (message.SessionId is { } candidate && message.State == MessageState.Active && !message.IsLocked(now)
+                        && !IsExpired(store, message, now) && !store.Sessions.ContainsKey(candidate))
+                    {
+                        locked = LockSessionLocked(store, candidate, holder, now);
+                        break;
+                    }
+                }
+            }
+        }
+
+        Detach(toDetach);
+        SignalAll(toSignal);
+        return locked;
+    }
+
+    SessionLock LockSessionLocked(MessageStore store, string sessionId, IStoreConsumer holder, DateTime now)
+    {
+        var session = new SessionLock(sessionId, holder) { LockedUntil = now + store.Entity.Settings.LockDuration };
+        store.Sessions[sessionId] = session;
+        return session;
+    }
+
+    /// <summary>Renews a session lock (renew-session-lock) and returns its new expiry.</summary>
+    public DateTime RenewSessionLock(MessageStore store, string sessionId, DateTime now)
+    {
+        lock (gate)
+        {
+            var session = ValidSessionLocked(store, sessionId, now);
+            session.LockedUntil = now + store.Entity.Settings.LockDuration;
+            foreach (var message in store.Messages.Values.Where(m => m.LockToken is not null && string.Equals(m.SessionId, sessionId, StringComparison.Ordinal)))
+            {
+                message.LockedUntil = session.LockedUntil;
+            }
+
+            return session.LockedUntil;
+        }
+    }
+
+    public byte[]? GetSessionState(MessageStore store, string sessionId, DateTime now)
+    {
+        lock (gate)
+        {
+            ValidSessionLocked(store, sessionId, now);
+            return store.SessionStates.GetValueOrDefault(sessionId);
+        }
+    }
+
+    public void SetSessionState(MessageStore store, string sessionId, byte[]? state, DateTime now)
+    {
+        lock (gate)
+        {
+            ValidSessionLocked(store, sessionId, now);
+            if (state is null)
+            {
+                store.SessionStates.Remove(sessionId);
+            }
+            else
+            {
+                store.SessionStates[sessionId] = state;
+            }
+        }
+    }
+
+    SessionLock ValidSessionLocked(MessageStore store, string sessionId, DateTime now)
+    {
+        if (!store.IsSessionful)
+        {
+            throw ServiceBusErrorException.NotAllowed($"'{store.Path}' is not a session-enabled entity.");
+        }
+
+        if (!store.Sessions.TryGetValue(sessionId, out var session) || session.LockedUntil <= now)
+        {
+            throw ServiceBusErrorException.SessionLockLost(sessionId);
+        }
+
+        return session;
+    }
+
+    /// <summary>
+    /// A session receiver link closed: its session lock is released at once (as Service Bus does when a session receiver
+    /// closes), and the messages it had received and not settled are available again, in sequence order, with their
+    /// delivery counted.
+    /// </summary>
+    public void ReleaseSessions(MessageStore store, IStoreConsumer holder, DateTime now)
+    {
+        var toSignal = new List<MessageStore>();
+        lock (gate)
+        {
+            foreach (var session in store.Sessions.Values.Where(s => s.Holder == holder).ToList())
+            {
+                ReleaseSessionLocked(store, session, now, toSignal);
+            }
+        }
+
+        SignalAll(toSignal);
+    }
+
+    void ReleaseSessionLocked(MessageStore store, SessionLock session, DateTime now, List<MessageStore> toSignal)
+    {
+        store.Sessions.Remove(session.SessionId);
+        foreach (var message in store.Messages.Values.Where(m => m.LockToken is not null && string.Equals(m.SessionId, session.SessionId, StringComparison.Ordinal)).ToList())
+        {
+            ReleaseLockLocked(store, message);
+            ReturnToStoreLocked(store, message, now, toSignal);
+        }
+
+        toSignal.Add(store);
+    }
+
+    // Session locks whose time is up: released like a closed receiver's, and the receiver is told (session-lock-lost).
+    void ExpireSessionsLocked(MessageStore store, DateTime now, List<(IStoreConsumer Holder, string SessionId)> toDetach, List<MessageStore> toSignal, bool all = false)
+    {
+        if (!store.IsSessionful)
+        {
+            return;
+        }
+
+        foreach (var session in store.Sessions.Values.Where(s => all || s.LockedUntil <= now).ToList())
+        {
+            ReleaseSessionLocked(store, session, now, toSignal);
+            toDetach.Add((session.Holder, session.SessionId));
+        }
+    }
+
+    static void Detach(List<(IStoreConsumer Holder, string SessionId)> toDetach)
+    {
+        foreach (var (holder, sessionId) in toDetach)
+        {
+            holder.Detach(ServiceBusErrorException.SessionLockLost(sessionId));
         }
     }
 
@@ -598,6 +821,18 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
 
     BrokeredMessage TakeLockedMessage(MessageStore store, Guid lockToken, DateTime now)
     {
+        if (store.IsSessionful)
+        {
+            // A message of a session is settled under its session's lock: once that is gone, so is the message's.
+            if (!store.Locks.TryGetValue(lockToken, out var locked) || locked.LockToken != lockToken || locked.SessionId is not { } sessionId
+                || !store.Sessions.TryGetValue(sessionId, out var session) || session.LockedUntil <= now)
+            {
+                throw ServiceBusErrorException.SessionLockLost(store.Locks.GetValueOrDefault(lockToken)?.SessionId ?? "(unknown)");
+            }
+
+            return locked;
+        }
+
         if (!store.Locks.TryGetValue(lockToken, out var message) || message.LockToken != lockToken || message.LockedUntil <= now)
         {
             throw ServiceBusErrorException.LockLost();
@@ -685,6 +920,11 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
     {
         lock (gate)
         {
+            if (store.IsSessionful)
+            {
+                throw ServiceBusErrorException.NotAllowed("The lock of a message of a session cannot be renewed: renew the session lock (renew-session-lock).");
+            }
+
             var message = TakeLockedMessage(store, lockToken, now);
             message.LockedUntil = now + store.Entity.Settings.LockDuration;
             return message.LockedUntil;
@@ -783,6 +1023,7 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
     public void Tick(DateTime now)
     {
         var toSignal = new List<MessageStore>();
+        var toDetach = new List<(IStoreConsumer Holder, string SessionId)>();
         lock (gate)
         {
             foreach (var topic in topics.Values)
@@ -795,16 +1036,19 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
 
                 foreach (var subscription in topic.Subscriptions.Values)
                 {
+                    ExpireSessionsLocked(subscription.Active, now, toDetach, toSignal);
                     TickEntityLocked(subscription, now, toSignal);
                 }
             }
 
             foreach (var queue in queues.Values)
             {
+                ExpireSessionsLocked(queue.Active, now, toDetach, toSignal);
                 TickEntityLocked(queue, now, toSignal);
             }
         }
 
+        Detach(toDetach);
         SignalAll(toSignal);
     }
 
@@ -866,9 +1110,20 @@ internal sealed class ServiceBusNamespace(Action<string>? log)
         }
 
         List<IStoreConsumer> consumers;
+        var waiters = new List<TaskCompletionSource>();
         lock (gate)
         {
             consumers = stores.Distinct().SelectMany(s => s.Consumers).ToList();
+            foreach (var store in stores.Distinct())
+            {
+                waiters.Add(store.Changed);
+                store.Changed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            }
+        }
+
+        foreach (var waiter in waiters)
+        {
+            waiter.TrySetResult();
         }
 
         foreach (var consumer in consumers)
