@@ -270,46 +270,63 @@ public sealed partial class ReceivePipeline : ITransportConsumer
     public void Submit(ReceivedMessage message, bool reserved = false)
     {
         ArgumentNullException.ThrowIfNull(message);
-        message.Initialize(this, _time.GetUtcNow());
-        message.HoldsPlace = reserved || _places.Wait(0);
-        var run = false;
-        var reject = false;
+        SubmitAll([message], reserved);
+    }
+
+    /// <summary>
+    /// Hands the messages of one receive to the pipeline, in the order received. Every one takes its place (its key's lane
+    /// included) before any starts, so a broker that hands out several messages of a key at once (an SQS FIFO group) never
+    /// sees a later one start because an earlier one finished, or was retried, before the later one was handed over.
+    /// Never blocks, as <see cref="Submit"/>.
+    /// </summary>
+    public void SubmitAll(IReadOnlyList<ReceivedMessage> messages, bool reserved = false)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        var now = _time.GetUtcNow();
+        foreach (var message in messages)
+        {
+            message.Initialize(this, now);
+            message.HoldsPlace = reserved || _places.Wait(0);
+        }
+        var starts = new List<(ReceivedMessage Message, bool Reject)>(messages.Count);
         lock (_lock)
         {
-            _outstanding++;
-            message.Sequence = ++_sequence;
-            _held.Add(message);
-            if (_aborting is not null || (_stopping && _receiver?.StopBehavior != StopBehavior.HandleReceived))
+            foreach (var message in messages)
             {
-                reject = true;
-            }
-            else if (_lanes is not null && message.OrderingKey is { } key)
-            {
-                message.LaneKey = key;
-                if (_lanes.TryGetValue(key, out var backlog))
+                _outstanding++;
+                message.Sequence = ++_sequence;
+                _held.Add(message);
+                if (_aborting is not null || (_stopping && _receiver?.StopBehavior != StopBehavior.HandleReceived))
                 {
-                    // An earlier message of this key is waiting or running: this one follows it.
-                    backlog ??= _lanes[key] = new Queue<ReceivedMessage>();
-                    backlog.Enqueue(message);
+                    starts.Add((message, true));
                 }
-                else
+                else if (_lanes is not null && message.OrderingKey is { } key)
                 {
-                    _lanes[key] = null;
-                    run = TakeSlotOrQueue(message);
+                    message.LaneKey = key;
+                    if (_lanes.TryGetValue(key, out var backlog))
+                    {
+                        // An earlier message of this key is waiting or running: this one follows it.
+                        backlog ??= _lanes[key] = new Queue<ReceivedMessage>();
+                        backlog.Enqueue(message);
+                    }
+                    else
+                    {
+                        _lanes[key] = null;
+                        if (TakeSlotOrQueue(message))
+                        {
+                            starts.Add((message, false));
+                        }
+                    }
                 }
-            }
-            else
-            {
-                run = TakeSlotOrQueue(message);
+                else if (TakeSlotOrQueue(message))
+                {
+                    starts.Add((message, false));
+                }
             }
         }
-        if (reject)
+        foreach (var (message, reject) in starts)
         {
-            _ = ReturnUnstartedAsync(message);
-        }
-        else if (run)
-        {
-            _ = RunAsync(message);
+            _ = reject ? ReturnUnstartedAsync(message) : RunAsync(message);
         }
     }
 
