@@ -93,6 +93,13 @@ internal sealed class SnsSqsOptionsValidator : IValidateOptions<SnsSqsTransportO
         {
             errors.Add($"{Prefix}:RequestTimeout must be positive (was {o.RequestTimeout}).");
         }
+        foreach (var topic in o.FifoTopics)
+        {
+            if (string.IsNullOrWhiteSpace(topic))
+            {
+                errors.Add($"{Prefix}:FifoTopics lists an empty topic name.");
+            }
+        }
         if (o.MaxEventSizeBytes is < 1024 or > SnsSqsCodec.MaxWireBytes)
         {
             errors.Add($"{Prefix}:MaxEventSizeBytes must be between 1024 and 262144, SQS's message limit (was {o.MaxEventSizeBytes}).");

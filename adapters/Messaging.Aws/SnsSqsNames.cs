@@ -25,6 +25,40 @@ internal static class SnsSqsNames
     /// <summary>The dead-letter queue of a subscription: the queue name, fitted to leave room, plus <c>-dead-letter</c>.</summary>
     public static string DeadLetterQueue(string subscription) => Fit(subscription, MaxQueueLength - DeadLetterSuffix.Length) + DeadLetterSuffix;
 
+    /// <summary>The suffix SNS and SQS require of FIFO topic and queue names.</summary>
+    public const string FifoSuffix = ".fifo";
+
+    /// <summary>The FIFO SNS topic of a topic: the name fitted to leave room, plus <c>.fifo</c>.</summary>
+    public static string FifoTopic(string topic) => Fit(topic, MaxTopicLength - FifoSuffix.Length) + FifoSuffix;
+
+    /// <summary>The SQS FIFO queue of an ordered subscription: the name fitted to leave room, plus <c>.fifo</c>.</summary>
+    public static string FifoQueue(string subscription) => Fit(subscription, MaxQueueLength - FifoSuffix.Length) + FifoSuffix;
+
+    /// <summary>The FIFO dead-letter queue of an ordered subscription (a FIFO queue's dead-letter queue must be FIFO too).</summary>
+    public static string FifoDeadLetterQueue(string subscription) =>
+        Fit(subscription, MaxQueueLength - DeadLetterSuffix.Length - FifoSuffix.Length) + DeadLetterSuffix + FifoSuffix;
+
+    /// <summary>The subscription's queue: FIFO when the subscription is ordered.</summary>
+    public static string Queue(string subscription, bool ordered) => ordered ? FifoQueue(subscription) : Queue(subscription);
+
+    /// <summary>The subscription's dead-letter queue: FIFO when the subscription is ordered.</summary>
+    public static string DeadLetterQueue(string subscription, bool ordered) => ordered ? FifoDeadLetterQueue(subscription) : DeadLetterQueue(subscription);
+
+    /// <summary>
+    /// A message group or deduplication id: SQS and SNS take 1 to 128 ASCII letters, digits and punctuation. A valid value is
+    /// used unchanged; any other (longer, with spaces or non-ASCII characters) becomes <c>sha256-</c> and the 64 hex digits of
+    /// the SHA-256 of its UTF-8 bytes, the same in every process, so different values stay apart.
+    /// </summary>
+    public static string FifoId(string value)
+    {
+        ArgumentNullException.ThrowIfNull(value);
+        if (value.Length is > 0 and <= 128 && value.All(c => c is > ' ' and < (char)127))
+        {
+            return value;
+        }
+        return "sha256-" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(value)));
+    }
+
     internal static string Fit(string name, int maxLength)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);

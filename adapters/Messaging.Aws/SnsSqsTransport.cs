@@ -14,9 +14,12 @@ using Microsoft.Extensions.Logging;
 namespace Messaging.Aws;
 
 /// <summary>
-/// The SNS/SQS transport. A topic is a standard SNS topic; a subscription is an SQS queue subscribed to it with raw
-/// message delivery, a queue policy that lets the topic send to it, and a redrive policy to its own dead-letter queue
-/// (<c>{queue}-dead-letter</c>). Attempts are SQS's <c>ApproximateReceiveCount</c>; a retry makes the message
+/// The SNS/SQS transport. A topic is a standard SNS topic, or a FIFO topic (<c>{topic}.fifo</c>) when it has an ordered
+/// subscription, is listed in <see cref="SnsSqsTransportOptions.FifoTopics"/> or already exists as one; a subscription is an
+/// SQS queue (a FIFO queue <c>{queue}.fifo</c> when ordered) subscribed to it with raw message delivery, a queue policy
+/// that lets the topic send to it, and a redrive policy to its own dead-letter queue (<c>{queue}-dead-letter</c>, FIFO
+/// for a FIFO queue). On a FIFO topic the message group is the event's <c>partitionkey</c> (its id when it has none) and
+/// the deduplication id is the event's id. Attempts are SQS's <c>ApproximateReceiveCount</c>; a retry makes the message
 /// invisible for the backoff delay (ChangeMessageVisibility), so the next receive counts the next attempt, also after a
 /// consumer crash. The redrive policy's <c>maxReceiveCount</c> (MaxAttempts plus an allowance) is only a safety net
 /// for consumers that crash: the contract layer dead-letters explicitly, with metadata, at MaxAttempts.
@@ -31,7 +34,12 @@ public sealed class SnsSqsTransport : IMessageTransport
 
     private const int DeadLetterRetentionSeconds = 14 * 24 * 3600; // SQS's maximum
 
-    private readonly ConcurrentDictionary<string, string> _topicArns = new(StringComparer.Ordinal);
+    /// <summary>How long a publisher trusts that a topic is standard before it looks for a FIFO topic of that name again.</summary>
+    internal static readonly TimeSpan StandardTopicRecheck = TimeSpan.FromMinutes(1);
+
+    private readonly ConcurrentDictionary<string, TopicTarget> _topics = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, bool> _orderedSubscriptions = new(StringComparer.Ordinal);
+    private volatile string? _arnPrefix;
     private readonly ConcurrentDictionary<string, string> _queueUrls = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<SqsReceiver, byte> _receivers = new();
     private readonly ILogger _logger;
@@ -69,8 +77,8 @@ public sealed class SnsSqsTransport : IMessageTransport
         Capabilities = new TransportCapabilities
         {
             MaxEventSizeBytes = options.MaxEventSizeBytes,
-            // SNS standard topics and SQS standard queues do not keep order.
-            OrderingKeys = false,
+            // Ordered subscriptions are SQS FIFO queues of SNS FIFO topics, the ordering key the message group.
+            OrderingKeys = true,
             // A visibility change refused for a receipt handle (the message was received again) is a lost lease.
             ReportsLostLeases = true,
         };
@@ -106,38 +114,115 @@ public sealed class SnsSqsTransport : IMessageTransport
 
     // ---- provisioning --------------------------------------------------------------------------
 
-    /// <inheritdoc />
+    /// <summary>
+    /// Creates the topics and the subscriptions' queues. A topic with an ordered subscription here, or listed in
+    /// <see cref="SnsSqsTransportOptions.FifoTopics"/>, is created as a FIFO topic; start-up fails when the standard topic of
+    /// the same name exists with subscriptions (they would stop receiving its events). Any other topic is the FIFO topic
+    /// when one exists, else the standard topic, created if missing.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">A topic must be FIFO but exists as a standard topic with subscriptions.</exception>
     public async Task ProvisionAsync(MessagingTopology topology, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(topology);
-        foreach (var topic in topology.Topics)
+        var reasons = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var topic in Options.FifoTopics)
         {
-            await EnsureTopicAsync(topic, cancellationToken).ConfigureAwait(false);
+            reasons.TryAdd(topic, $"it is listed in Messaging:{TransportName}:FifoTopics");
+        }
+        foreach (var subscription in topology.Subscriptions.Where(s => s.Ordered))
+        {
+            reasons.TryAdd(subscription.Topic, $"subscription '{subscription.Name}' is ordered (Messaging:Subscriptions:{subscription.Name}:Ordered)");
+        }
+        var targets = new Dictionary<string, TopicTarget>(StringComparer.Ordinal);
+        foreach (var topic in topology.Topics.Concat(topology.Subscriptions.Select(s => s.Topic)).Distinct(StringComparer.Ordinal))
+        {
+            targets[topic] = await EnsureTopicAsync(topic, reasons.GetValueOrDefault(topic), cancellationToken).ConfigureAwait(false);
         }
         foreach (var subscription in topology.Subscriptions)
         {
-            await ProvisionSubscriptionAsync(subscription, cancellationToken).ConfigureAwait(false);
+            await ProvisionSubscriptionAsync(subscription, targets[subscription.Topic], cancellationToken).ConfigureAwait(false);
         }
     }
 
-    private async Task<string> EnsureTopicAsync(string topic, CancellationToken cancellationToken)
+    /// <summary>An SNS topic the transport publishes to: its ARN, whether it is FIFO, and when that was found out.</summary>
+    private sealed record TopicTarget(string Arn, bool Fifo, long ResolvedAt);
+
+    private void Remember(string arn) => _arnPrefix ??= arn[..(arn.LastIndexOf(':') + 1)];
+
+    private async Task<TopicTarget> EnsureTopicAsync(string topic, string? fifoReason, CancellationToken cancellationToken)
     {
+        if (fifoReason is not null)
+        {
+            var fifoArn = await Clients.Sns.CreateFifoTopicAsync(SnsSqsNames.FifoTopic(topic), cancellationToken).ConfigureAwait(false);
+            Remember(fifoArn);
+            var standardName = SnsSqsNames.Topic(topic);
+            var standard = await Clients.Sns.GetTopicAttributesAsync(_arnPrefix + standardName, cancellationToken).ConfigureAwait(false);
+            if (standard is not null && SubscriptionCount(standard) > 0)
+            {
+                throw new InvalidOperationException(
+                    $"Topic '{topic}' must be the SNS FIFO topic '{SnsSqsNames.FifoTopic(topic)}' because {fifoReason}, but the standard SNS topic '{standardName}' " +
+                    $"exists with {SubscriptionCount(standard)} subscription(s), which would stop receiving the topic's events (publishers use the FIFO topic once it exists). " +
+                    $"Turn ordering off for the topic, or move its subscriptions to the FIFO topic and delete the standard topic '{standardName}'.");
+            }
+            var fifo = new TopicTarget(fifoArn, Fifo: true, Environment.TickCount64);
+            _topics[topic] = fifo;
+            return fifo;
+        }
+        if (await FindFifoTopicAsync(topic, cancellationToken).ConfigureAwait(false) is { } existing)
+        {
+            return existing;
+        }
         var arn = await Clients.Sns.CreateTopicAsync(SnsSqsNames.Topic(topic), cancellationToken).ConfigureAwait(false);
-        _topicArns[topic] = arn;
-        return arn;
+        Remember(arn);
+        // Not remembered for publishing: an ordered subscription may still create the FIFO topic before the first publish.
+        return new TopicTarget(arn, Fifo: false, Environment.TickCount64);
     }
 
-    private async Task ProvisionSubscriptionAsync(SubscriptionDefinition subscription, CancellationToken cancellationToken)
+    private static int SubscriptionCount(IReadOnlyDictionary<string, string> attributes) =>
+        new[] { "SubscriptionsConfirmed", "SubscriptionsPending" }.Sum(name =>
+            attributes.TryGetValue(name, out var value) && int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var count) ? count : 0);
+
+    /// <summary>The topic's FIFO topic when it exists (remembered for good: a FIFO topic stays FIFO), else null.</summary>
+    private async Task<TopicTarget?> FindFifoTopicAsync(string topic, CancellationToken cancellationToken)
     {
-        var topicArn = await EnsureTopicAsync(subscription.Topic, cancellationToken).ConfigureAwait(false);
-        var deadLetterUrl = await EnsureQueueAsync(SnsSqsNames.DeadLetterQueue(subscription.Name), cancellationToken).ConfigureAwait(false);
+        var name = SnsSqsNames.FifoTopic(topic);
+        var prefix = KnownArnPrefix();
+        string? arn;
+        if (prefix is not null)
+        {
+            arn = await Clients.Sns.GetTopicAttributesAsync(prefix + name, cancellationToken).ConfigureAwait(false) is null ? null : prefix + name;
+        }
+        else
+        {
+            arn = await Clients.Sns.FindTopicArnAsync(name, cancellationToken).ConfigureAwait(false);
+        }
+        if (arn is null)
+        {
+            return null;
+        }
+        Remember(arn);
+        var target = new TopicTarget(arn, Fifo: true, Environment.TickCount64);
+        _topics[topic] = target;
+        return target;
+    }
+
+    private string? KnownArnPrefix() => Options.AccountId is { Length: > 0 } account
+        ? $"arn:{Partition(Clients.Region)}:sns:{Clients.Region}:{account}:"
+        : _arnPrefix;
+
+    private async Task ProvisionSubscriptionAsync(SubscriptionDefinition subscription, TopicTarget topic, CancellationToken cancellationToken)
+    {
+        var topicArn = topic.Arn;
+        var ordered = subscription.Ordered;
+        _orderedSubscriptions[subscription.Name] = ordered;
+        var deadLetterUrl = await EnsureQueueAsync(SnsSqsNames.DeadLetterQueue(subscription.Name, ordered), ordered, cancellationToken).ConfigureAwait(false);
         await Clients.Sqs.SetQueueAttributesAsync(deadLetterUrl, new Dictionary<string, string>
         {
             ["MessageRetentionPeriod"] = DeadLetterRetentionSeconds.ToString(CultureInfo.InvariantCulture),
         }, cancellationToken).ConfigureAwait(false);
         var deadLetterArn = await QueueArnAsync(deadLetterUrl, cancellationToken).ConfigureAwait(false);
 
-        var queueUrl = await EnsureQueueAsync(SnsSqsNames.Queue(subscription.Name), cancellationToken).ConfigureAwait(false);
+        var queueUrl = await EnsureQueueAsync(SnsSqsNames.Queue(subscription.Name, ordered), ordered, cancellationToken).ConfigureAwait(false);
         var queueArn = await QueueArnAsync(queueUrl, cancellationToken).ConfigureAwait(false);
         // Set every time rather than at creation: CreateQueue refuses an existing queue whose attributes differ, and
         // provisioning must converge an existing queue onto the current settings.
@@ -189,7 +274,7 @@ public sealed class SnsSqsTransport : IMessageTransport
         },
     });
 
-    private async Task<string> EnsureQueueAsync(string queueName, CancellationToken cancellationToken)
+    private async Task<string> EnsureQueueAsync(string queueName, bool fifo, CancellationToken cancellationToken)
     {
         try
         {
@@ -201,7 +286,12 @@ public sealed class SnsSqsTransport : IMessageTransport
         {
             // Created below.
         }
-        var created = await Clients.Sqs.CreateQueueAsync(new CreateQueueRequest { QueueName = queueName }, cancellationToken).ConfigureAwait(false);
+        // FIFO queues: explicit deduplication ids (SNS passes the event id on), deduplication per queue.
+        var created = await Clients.Sqs.CreateQueueAsync(new CreateQueueRequest
+        {
+            QueueName = queueName,
+            Attributes = fifo ? new Dictionary<string, string> { ["FifoQueue"] = "true", ["ContentBasedDeduplication"] = "false" } : null,
+        }, cancellationToken).ConfigureAwait(false);
         _queueUrls[queueName] = created.QueueUrl;
         return created.QueueUrl;
     }
@@ -243,8 +333,10 @@ public sealed class SnsSqsTransport : IMessageTransport
 
     /// <summary>
     /// Publishes the events to the topic's SNS topic with PublishBatch (at most 10 entries and 256 KiB per call), several
-    /// calls at once up to <see cref="SnsSqsTransportOptions.MaxConcurrentPublishes"/>, and completes once SNS has accepted
-    /// every one. Publishing never creates a topic.
+    /// calls at once up to <see cref="SnsSqsTransportOptions.MaxConcurrentPublishes"/> (one after another on a FIFO topic,
+    /// which keeps the order of a call's events), and completes once SNS has accepted every one. Publishing never creates a
+    /// topic. On a FIFO topic each event's message group is its <c>partitionkey</c> (its id when it has none, so that it is
+    /// ordered with nothing) and its deduplication id is its id, both mapped by <see cref="SnsSqsNames.FifoId"/>.
     /// </summary>
     /// <exception cref="Messaging.Envelope.EventTooLargeException">An event is larger than <see cref="SnsSqsTransportOptions.MaxEventSizeBytes"/>.</exception>
     /// <exception cref="Messaging.Publishing.EventPublishException">SNS refused an entry, the topic does not exist, or the call failed after the SDK's retries.</exception>
@@ -261,34 +353,46 @@ public sealed class SnsSqsTransport : IMessageTransport
         {
             messages[i] = Codec.Encode(events[i]);
         }
-        var topicArn = await TopicArnAsync(topic, cancellationToken).ConfigureAwait(false);
+        var target = await TopicAsync(topic, cancellationToken).ConfigureAwait(false);
+        var topicArn = target.Arn;
         try
         {
             if (messages.Length == 1)
             {
-                await Clients.Sns.PublishAsync(topicArn, ToSns(messages[0]), cancellationToken).ConfigureAwait(false);
+                await Clients.Sns.PublishAsync(topicArn, ToSns(messages[0], target.Fifo ? events[0] : null), cancellationToken).ConfigureAwait(false);
                 return;
             }
-            var batches = Batch(messages);
-            await Parallel.ForEachAsync(batches, new ParallelOptions { MaxDegreeOfParallelism = Options.MaxConcurrentPublishes, CancellationToken = cancellationToken },
-                (batch, ct) => new ValueTask(PublishBatchAsync(topicArn, batch, ct))).ConfigureAwait(false);
+            var batches = Batch(messages, target.Fifo ? events : null);
+            await Parallel.ForEachAsync(batches, new ParallelOptions
+            {
+                MaxDegreeOfParallelism = target.Fifo ? 1 : Options.MaxConcurrentPublishes,
+                CancellationToken = cancellationToken,
+            }, (batch, ct) => new ValueTask(PublishBatchAsync(topicArn, batch, ct))).ConfigureAwait(false);
         }
         catch (SnsException ex) when (ex.ErrorCode == "NotFound")
         {
-            _topicArns.TryRemove(topic, out _);
+            _topics.TryRemove(topic, out _);
             throw new InvalidOperationException(
-                $"SNS topic '{SnsSqsNames.Topic(topic)}' ({topicArn}) does not exist at {Clients.SnsEndpoint}. Provision the topology (Messaging:Provisioning) or create the topic.", ex);
+                $"SNS topic '{topicArn[(topicArn.LastIndexOf(':') + 1)..]}' ({topicArn}) does not exist at {Clients.SnsEndpoint}. Provision the topology (Messaging:Provisioning) or create the topic.", ex);
         }
     }
 
     /// <summary>PublishBatch takes at most 10 entries and 256 KiB in total.</summary>
-    internal static List<List<SqsWireMessage>> Batch(IReadOnlyList<SqsWireMessage> messages)
+    internal static List<List<SqsWireMessage>> Batch(IReadOnlyList<SqsWireMessage> messages) =>
+        BatchIndices(messages).Select(batch => batch.Select(i => messages[i]).ToList()).ToList();
+
+    /// <summary>The SNS messages in batches; with <paramref name="fifoEvents"/> (a FIFO topic) each with its group and deduplication ids.</summary>
+    private static List<List<SnsMessage>> Batch(IReadOnlyList<SqsWireMessage> messages, IReadOnlyList<CloudEvent>? fifoEvents) =>
+        BatchIndices(messages).Select(batch => batch.Select(i => ToSns(messages[i], fifoEvents?[i])).ToList()).ToList();
+
+    private static List<List<int>> BatchIndices(IReadOnlyList<SqsWireMessage> messages)
     {
-        var batches = new List<List<SqsWireMessage>>();
-        var current = new List<SqsWireMessage>();
+        var batches = new List<List<int>>();
+        var current = new List<int>();
         var bytes = 0;
-        foreach (var message in messages)
+        for (var i = 0; i < messages.Count; i++)
         {
+            var message = messages[i];
             var size = message.WireSize;
             if (current.Count == 10 || (current.Count > 0 && bytes + size > SnsSqsCodec.MaxWireBytes))
             {
@@ -296,7 +400,7 @@ public sealed class SnsSqsTransport : IMessageTransport
                 current = [];
                 bytes = 0;
             }
-            current.Add(message);
+            current.Add(i);
             bytes += size;
         }
         if (current.Count > 0)
@@ -306,9 +410,9 @@ public sealed class SnsSqsTransport : IMessageTransport
         return batches;
     }
 
-    private async Task PublishBatchAsync(string topicArn, List<SqsWireMessage> batch, CancellationToken cancellationToken)
+    private async Task PublishBatchAsync(string topicArn, List<SnsMessage> batch, CancellationToken cancellationToken)
     {
-        var pending = batch.Select((m, i) => new SnsBatchEntry(i.ToString(CultureInfo.InvariantCulture), ToSns(m))).ToList();
+        var pending = batch.Select((m, i) => new SnsBatchEntry(i.ToString(CultureInfo.InvariantCulture), m)).ToList();
         for (var attempt = 0; ; attempt++)
         {
             var failures = await Clients.Sns.PublishBatchAsync(topicArn, pending, cancellationToken).ConfigureAwait(false);
@@ -329,23 +433,52 @@ public sealed class SnsSqsTransport : IMessageTransport
         }
     }
 
-    private static SnsMessage ToSns(SqsWireMessage message) => new(message.Body, message.Attributes);
+    /// <summary>The SNS message of an encoded event; with <paramref name="fifoEvent"/>, its FIFO message group and deduplication ids.</summary>
+    internal static SnsMessage ToSns(SqsWireMessage message, CloudEvent? fifoEvent = null)
+    {
+        if (fifoEvent is null)
+        {
+            return new SnsMessage(message.Body, message.Attributes);
+        }
+        var id = fifoEvent.Id ?? string.Empty;
+        var key = fifoEvent["partitionkey"] as string is { Length: > 0 } partitionKey ? partitionKey : id;
+        return new SnsMessage(message.Body, message.Attributes, SnsSqsNames.FifoId(key), SnsSqsNames.FifoId(id));
+    }
 
     /// <summary>
-    /// The ARN of a topic: from provisioning; else formed from <see cref="SnsSqsTransportOptions.AccountId"/> or the account
-    /// of a topic already seen; else found with ListTopics. Publishing never creates a topic.
+    /// The SNS topic a publish goes to: the FIFO topic <c>{topic}.fifo</c> when the topic is listed in
+    /// <see cref="SnsSqsTransportOptions.FifoTopics"/> or that topic exists (remembered for good), else the standard topic
+    /// (remembered for <see cref="StandardTopicRecheck"/>, then the FIFO topic is looked for again, so a publisher moves to a
+    /// FIFO topic created after it started). ARNs are formed from <see cref="SnsSqsTransportOptions.AccountId"/> or the
+    /// account of a topic already seen, else found with ListTopics. Publishing never creates a topic.
     /// </summary>
-    private async Task<string> TopicArnAsync(string topic, CancellationToken cancellationToken)
+    private async Task<TopicTarget> TopicAsync(string topic, CancellationToken cancellationToken)
     {
-        if (_topicArns.TryGetValue(topic, out var arn))
+        if (_topics.TryGetValue(topic, out var known)
+            && (known.Fifo || Environment.TickCount64 - known.ResolvedAt < (long)StandardTopicRecheck.TotalMilliseconds))
         {
-            return arn;
+            return known;
+        }
+        if (Options.FifoTopics.Contains(topic, StringComparer.Ordinal))
+        {
+            var fifoName = SnsSqsNames.FifoTopic(topic);
+            var fifoArn = KnownArnPrefix() is { } knownPrefix
+                ? knownPrefix + fifoName
+                : await Clients.Sns.FindTopicArnAsync(fifoName, cancellationToken).ConfigureAwait(false)
+                    ?? throw new InvalidOperationException(
+                        $"SNS FIFO topic '{fifoName}' (topic '{topic}' is listed in Messaging:{TransportName}:FifoTopics) does not exist at {Clients.SnsEndpoint}. Provision the topology (Messaging:Provisioning) or create the topic.");
+            Remember(fifoArn);
+            var listed = new TopicTarget(fifoArn, Fifo: true, Environment.TickCount64);
+            _topics[topic] = listed;
+            return listed;
+        }
+        if (await FindFifoTopicAsync(topic, cancellationToken).ConfigureAwait(false) is { } fifo)
+        {
+            return fifo;
         }
         var name = SnsSqsNames.Topic(topic);
-        var prefix = Options.AccountId is { Length: > 0 } account
-            ? $"arn:{Partition(Clients.Region)}:sns:{Clients.Region}:{account}:"
-            : _topicArns.Values.Select(a => a[..(a.LastIndexOf(':') + 1)]).FirstOrDefault();
-        if (prefix is not null)
+        string arn;
+        if (KnownArnPrefix() is { } prefix)
         {
             arn = prefix + name;
         }
@@ -354,9 +487,11 @@ public sealed class SnsSqsTransport : IMessageTransport
             arn = await Clients.Sns.FindTopicArnAsync(name, cancellationToken).ConfigureAwait(false)
                 ?? throw new InvalidOperationException(
                     $"SNS topic '{name}' does not exist at {Clients.SnsEndpoint}. Provision the topology (Messaging:Provisioning) or create the topic.");
+            Remember(arn);
         }
-        _topicArns[topic] = arn;
-        return arn;
+        var standard = new TopicTarget(arn, Fifo: false, Environment.TickCount64);
+        _topics[topic] = standard;
+        return standard;
     }
 
     private static string Partition(string region) =>
@@ -369,19 +504,52 @@ public sealed class SnsSqsTransport : IMessageTransport
     {
         ArgumentNullException.ThrowIfNull(pipeline);
         var subscription = pipeline.Subscription;
-        if (subscription.Ordered)
-        {
-            throw new NotSupportedException($"Subscription '{subscription.Name}' asks for ordering, which the {TransportName} transport does not support (SNS standard topics do not keep order).");
-        }
-        var queueUrl = await QueueUrlAsync(SnsSqsNames.Queue(subscription.Name), subscription.Name, cancellationToken).ConfigureAwait(false);
-        var deadLetterUrl = await QueueUrlAsync(SnsSqsNames.DeadLetterQueue(subscription.Name), subscription.Name, cancellationToken).ConfigureAwait(false);
-        var receiver = new SqsReceiver(this, pipeline, queueUrl, deadLetterUrl);
+        var ordered = subscription.Ordered;
+        _orderedSubscriptions[subscription.Name] = ordered;
+        var queueUrl = await QueueUrlAsync(SnsSqsNames.Queue(subscription.Name, ordered), subscription.Name, cancellationToken).ConfigureAwait(false);
+        var deadLetterUrl = await QueueUrlAsync(SnsSqsNames.DeadLetterQueue(subscription.Name, ordered), subscription.Name, cancellationToken).ConfigureAwait(false);
+        var receiver = new SqsReceiver(this, pipeline, queueUrl, deadLetterUrl, fifo: ordered);
         _receivers.TryAdd(receiver, 0);
         receiver.Start();
         return receiver;
     }
 
     internal void Forget(SqsReceiver receiver) => _receivers.TryRemove(receiver, out _);
+
+    /// <summary>
+    /// Whether a subscription is ordered (its queues FIFO): as provisioned or consumed by this process; else the subscription
+    /// whose standard dead-letter queue does not exist while the FIFO one does (a tool that knows only the name).
+    /// </summary>
+    internal async Task<bool> IsOrderedAsync(string subscription, CancellationToken cancellationToken)
+    {
+        if (_orderedSubscriptions.TryGetValue(subscription, out var ordered))
+        {
+            return ordered;
+        }
+        if (_queueUrls.ContainsKey(SnsSqsNames.DeadLetterQueue(subscription)))
+        {
+            return false;
+        }
+        try
+        {
+            var standard = await Clients.Sqs.GetQueueUrlAsync(SnsSqsNames.DeadLetterQueue(subscription), cancellationToken).ConfigureAwait(false);
+            _queueUrls[SnsSqsNames.DeadLetterQueue(subscription)] = standard.QueueUrl;
+            return false;
+        }
+        catch (QueueDoesNotExistException)
+        {
+            try
+            {
+                var fifo = await Clients.Sqs.GetQueueUrlAsync(SnsSqsNames.FifoDeadLetterQueue(subscription), cancellationToken).ConfigureAwait(false);
+                _queueUrls[SnsSqsNames.FifoDeadLetterQueue(subscription)] = fifo.QueueUrl;
+                return true;
+            }
+            catch (QueueDoesNotExistException)
+            {
+                return false; // neither exists: the standard names give the error that names the queue
+            }
+        }
+    }
 
     // ---- health --------------------------------------------------------------------------------
 
@@ -419,7 +587,7 @@ public sealed class SnsSqsTransport : IMessageTransport
     {
         ArgumentNullException.ThrowIfNull(subscription);
         const string visible = "ApproximateNumberOfMessages";
-        var queueUrl = await QueueUrlAsync(SnsSqsNames.Queue(subscription.Name), subscription.Name, cancellationToken).ConfigureAwait(false);
+        var queueUrl = await QueueUrlAsync(SnsSqsNames.Queue(subscription.Name, subscription.Ordered), subscription.Name, cancellationToken).ConfigureAwait(false);
         var response = await Clients.SqsReceive.GetQueueAttributesAsync(queueUrl, [visible], cancellationToken).ConfigureAwait(false);
         long? waiting = response.Attributes is { } attributes && attributes.TryGetValue(visible, out var value)
             && long.TryParse(value, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var count) ? count : null;

@@ -36,6 +36,13 @@ public sealed class SnsSqsTransportOptions
     /// </summary>
     public string? AccountId { get; set; }
 
+    /// <summary>
+    /// Topics that are SNS FIFO topics (<c>{topic}.fifo</c>), besides those with an ordered subscription in this service's
+    /// topology and those that already exist as FIFO topics. List a topic here in a publishing service that provisions it
+    /// before any ordered subscription does, so that it is created FIFO. A publisher finds existing FIFO topics by itself.
+    /// </summary>
+    public IList<string> FifoTopics { get; } = new List<string>();
+
     /// <summary>Long-polling wait of each ReceiveMessage call (0 to 20 seconds).</summary>
     public int WaitTimeSeconds { get; set; } = 20;
 

@@ -17,7 +17,8 @@ internal sealed class SqsDeadLetterStore(SnsSqsTransport transport) : IDeadLette
     public async Task<IReadOnlyList<DeadLetteredEvent>> PeekAsync(string subscription, int maxCount, CancellationToken cancellationToken)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
-        var url = await transport.QueueUrlAsync(SnsSqsNames.DeadLetterQueue(subscription), subscription, cancellationToken).ConfigureAwait(false);
+        var ordered = await transport.IsOrderedAsync(subscription, cancellationToken).ConfigureAwait(false);
+        var url = await transport.QueueUrlAsync(SnsSqsNames.DeadLetterQueue(subscription, ordered), subscription, cancellationToken).ConfigureAwait(false);
         var received = await ReceiveAllAsync(url, maxCount, cancellationToken).ConfigureAwait(false);
         await ReleaseAsync(url, received).ConfigureAwait(false);
         return received.Select(m => ToDeadLettered(m, subscription)).ToList();
@@ -29,7 +30,8 @@ internal sealed class SqsDeadLetterStore(SnsSqsTransport transport) : IDeadLette
     /// </summary>
     public async Task<DeadLetterCount> CountAsync(string subscription, int maxCount, CancellationToken cancellationToken)
     {
-        var url = await transport.QueueUrlAsync(SnsSqsNames.DeadLetterQueue(subscription), subscription, cancellationToken).ConfigureAwait(false);
+        var ordered = await transport.IsOrderedAsync(subscription, cancellationToken).ConfigureAwait(false);
+        var url = await transport.QueueUrlAsync(SnsSqsNames.DeadLetterQueue(subscription, ordered), subscription, cancellationToken).ConfigureAwait(false);
         var response = await transport.Clients.SqsReceive.GetQueueAttributesAsync(url, [VisibleCount, NotVisibleCount], cancellationToken).ConfigureAwait(false);
         long Read(string name) => response.Attributes is { } attributes && attributes.TryGetValue(name, out var value)
             && long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var count) ? count : 0;
@@ -42,8 +44,9 @@ internal sealed class SqsDeadLetterStore(SnsSqsTransport transport) : IDeadLette
     public async Task<int> ReplayAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(select);
-        var url = await transport.QueueUrlAsync(SnsSqsNames.DeadLetterQueue(subscription), subscription, cancellationToken).ConfigureAwait(false);
-        var queueUrl = await transport.QueueUrlAsync(SnsSqsNames.Queue(subscription), subscription, cancellationToken).ConfigureAwait(false);
+        var ordered = await transport.IsOrderedAsync(subscription, cancellationToken).ConfigureAwait(false);
+        var url = await transport.QueueUrlAsync(SnsSqsNames.DeadLetterQueue(subscription, ordered), subscription, cancellationToken).ConfigureAwait(false);
+        var queueUrl = await transport.QueueUrlAsync(SnsSqsNames.Queue(subscription, ordered), subscription, cancellationToken).ConfigureAwait(false);
         var received = await ReceiveAllAsync(url, int.MaxValue, cancellationToken).ConfigureAwait(false);
         var kept = new List<Message>();
         var replayed = 0;
@@ -51,7 +54,8 @@ internal sealed class SqsDeadLetterStore(SnsSqsTransport transport) : IDeadLette
         {
             foreach (var message in received)
             {
-                if (!select(ToDeadLettered(message, subscription)))
+                var deadLettered = ToDeadLettered(message, subscription);
+                if (!select(deadLettered))
                 {
                     kept.Add(message);
                     continue;
@@ -61,6 +65,10 @@ internal sealed class SqsDeadLetterStore(SnsSqsTransport transport) : IDeadLette
                     QueueUrl = queueUrl,
                     MessageBody = message.Body,
                     MessageAttributes = SqsMessageAttributes.Copy(message.MessageAttributes),
+                    // FIFO queue: back into the event's group (its partitionkey, else its id, as published); the dead letter's
+                    // message id as deduplication id (the event's own id was used within the last 5 minutes, maybe).
+                    MessageGroupId = ordered ? SnsSqsNames.FifoId(ReplayGroup(deadLettered.Event) ?? message.MessageId) : null,
+                    MessageDeduplicationId = ordered ? SnsSqsNames.FifoId(message.MessageId) : null,
                 }, cancellationToken).ConfigureAwait(false);
                 await transport.Clients.Sqs.DeleteMessageAsync(url, message.ReceiptHandle, cancellationToken).ConfigureAwait(false);
                 replayed++;
@@ -82,7 +90,8 @@ internal sealed class SqsDeadLetterStore(SnsSqsTransport transport) : IDeadLette
     public async Task<int> PurgeAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(select);
-        var url = await transport.QueueUrlAsync(SnsSqsNames.DeadLetterQueue(subscription), subscription, cancellationToken).ConfigureAwait(false);
+        var ordered = await transport.IsOrderedAsync(subscription, cancellationToken).ConfigureAwait(false);
+        var url = await transport.QueueUrlAsync(SnsSqsNames.DeadLetterQueue(subscription, ordered), subscription, cancellationToken).ConfigureAwait(false);
         var received = await ReceiveAllAsync(url, int.MaxValue, cancellationToken).ConfigureAwait(false);
         var kept = new List<Message>();
         var purged = 0;
@@ -159,6 +168,9 @@ internal sealed class SqsDeadLetterStore(SnsSqsTransport transport) : IDeadLette
             }, CancellationToken.None).ConfigureAwait(false);
         }
     }
+
+    private static string? ReplayGroup(CloudEvent? cloudEvent) =>
+        cloudEvent?["partitionkey"] as string is { Length: > 0 } key ? key : cloudEvent?.Id;
 
     private DeadLetteredEvent ToDeadLettered(Message message, string subscription)
     {

@@ -30,6 +30,7 @@ internal sealed partial class SqsReceiver : ITransportReceiver
     private readonly string _subscription;
     private readonly string _queueUrl;
     private readonly string _deadLetterUrl;
+    private readonly bool _fifo;
     private readonly ILogger _logger;
     private readonly IAmazonSQS _sqs;
     private readonly int _visibilitySeconds;
@@ -39,8 +40,10 @@ internal sealed partial class SqsReceiver : ITransportReceiver
     private volatile bool _crashed;
     private int _disposed;
 
-    public SqsReceiver(SnsSqsTransport transport, ReceivePipeline pipeline, string queueUrl, string deadLetterUrl)
+    // fifo: the queue (and its dead-letter queue) is FIFO, the subscription ordered.
+    public SqsReceiver(SnsSqsTransport transport, ReceivePipeline pipeline, string queueUrl, string deadLetterUrl, bool fifo)
     {
+        _fifo = fifo;
         _transport = transport;
         _pipeline = pipeline;
         _subscription = pipeline.Subscription.Name;
@@ -248,6 +251,12 @@ internal sealed partial class SqsReceiver : ITransportReceiver
 
         public override string? MessageId => message.MessageId;
 
+        /// <summary>
+        /// On a FIFO queue, yes: a retry keeps the message in flight (invisible for the delay), and SQS hands out no later
+        /// message of its group while one is in flight, so the group (the event's key) waits behind it; the later messages
+        /// the pipeline gives back become receivable only after it.
+        /// </summary>
+        protected override bool RetryKeepsKeyOrder => owner._fifo;
         /// <summary>Whole seconds this message may still be kept invisible (12 hours in total since it was received), less a safety margin.</summary>
         public int RemainingVisibilitySeconds(DateTimeOffset now) =>
             (int)Math.Floor((SnsSqsTransport.MaxRetryDelay - (now - ReceivedAt)).TotalSeconds) - VisibilitySafetyMarginSeconds;
@@ -283,6 +292,11 @@ internal sealed partial class SqsReceiver : ITransportReceiver
                 QueueUrl = owner._deadLetterUrl,
                 MessageBody = body,
                 MessageAttributes = attributes,
+                // FIFO dead-letter queue: a group of its own per dead letter (dead letters keep no order, and a reader of the
+                // queue must not find them locked behind each other); the SQS message id as deduplication id, so a copy sent
+                // again after a crash between send and delete (within SQS's 5-minute window) is not stored twice.
+                MessageGroupId = owner._fifo ? SnsSqsNames.FifoId(message.MessageId) : null,
+                MessageDeduplicationId = owner._fifo ? SnsSqsNames.FifoId(message.MessageId) : null,
             }, cancellationToken).ConfigureAwait(false);
             await owner.DeleteAsync(ReceiptHandle).WaitAsync(cancellationToken).ConfigureAwait(false);
         }

@@ -47,10 +47,11 @@ public sealed class SqsEndpointTests : LocalAwsTestBase
     }
 
     [Fact]
-    public async Task Fifo_queues_are_refused_with_a_clear_error()
+    public async Task A_fifo_name_needs_the_FifoQueue_attribute()
     {
-        var error = await Assert.ThrowsAsync<AmazonSQSException>(() => CreateQueueAsync("jobs.fifo", new() { ["FifoQueue"] = "true" }));
-        Assert.Contains("standard queues only", error.Message, StringComparison.Ordinal);
+        var error = await Assert.ThrowsAsync<AmazonSQSException>(() => CreateQueueAsync("jobs.fifo"));
+        Assert.Equal("InvalidParameterValue", error.ErrorCode);
+        Assert.NotNull(await CreateQueueAsync("jobs.fifo", new() { ["FifoQueue"] = "true" }));
     }
 
     [Fact]

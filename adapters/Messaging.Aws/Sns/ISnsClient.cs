@@ -9,6 +9,15 @@ internal interface ISnsClient : IDisposable
     /// <summary>Creates a standard topic, or returns the ARN of the existing one (CreateTopic is idempotent).</summary>
     Task<string> CreateTopicAsync(string name, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Creates a FIFO topic (<c>FifoTopic=true</c>, explicit deduplication ids) or returns the ARN of the existing one; the
+    /// name must end with <c>.fifo</c>.
+    /// </summary>
+    Task<string> CreateFifoTopicAsync(string name, CancellationToken cancellationToken);
+
+    /// <summary>The attributes of a topic (GetTopicAttributes), or <c>null</c> when it does not exist.</summary>
+    Task<IReadOnlyDictionary<string, string>?> GetTopicAttributesAsync(string topicArn, CancellationToken cancellationToken);
+
     /// <summary>Finds the ARN of a topic by name (ListTopics), or <c>null</c> when no such topic exists.</summary>
     Task<string?> FindTopicArnAsync(string name, CancellationToken cancellationToken);
 
@@ -32,8 +41,11 @@ internal interface ISnsClient : IDisposable
     Task DeleteTopicAsync(string topicArn, CancellationToken cancellationToken);
 }
 
-/// <summary>A message for SNS: a UTF-8 text body and string message attributes.</summary>
-internal sealed record SnsMessage(string Body, IReadOnlyList<KeyValuePair<string, string>> Attributes);
+/// <summary>
+/// A message for SNS: a UTF-8 text body and string message attributes; for a FIFO topic also its message group and
+/// deduplication ids.
+/// </summary>
+internal sealed record SnsMessage(string Body, IReadOnlyList<KeyValuePair<string, string>> Attributes, string? GroupId = null, string? DeduplicationId = null);
 
 /// <summary>One entry of a PublishBatch request; <paramref name="Id"/> is unique within the batch.</summary>
 internal sealed record SnsBatchEntry(string Id, SnsMessage Message);

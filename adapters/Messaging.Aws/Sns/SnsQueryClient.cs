@@ -55,6 +55,41 @@ internal sealed class SnsQueryClient : ISnsClient
         return Required(answer, "TopicArn", "CreateTopic");
     }
 
+    public async Task<string> CreateFifoTopicAsync(string name, CancellationToken cancellationToken)
+    {
+        var answer = await SendAsync("CreateTopic",
+        [
+            new("Name", name),
+            new("Attributes.entry.1.key", "FifoTopic"),
+            new("Attributes.entry.1.value", "true"),
+            new("Attributes.entry.2.key", "ContentBasedDeduplication"),
+            new("Attributes.entry.2.value", "false"),
+        ], cancellationToken).ConfigureAwait(false);
+        return Required(answer, "TopicArn", "CreateTopic");
+    }
+
+    public async Task<IReadOnlyDictionary<string, string>?> GetTopicAttributesAsync(string topicArn, CancellationToken cancellationToken)
+    {
+        XElement answer;
+        try
+        {
+            answer = await SendAsync("GetTopicAttributes", [new("TopicArn", topicArn)], cancellationToken).ConfigureAwait(false);
+        }
+        catch (SnsException ex) when (ex.ErrorCode == "NotFound")
+        {
+            return null;
+        }
+        var attributes = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var entry in answer.Descendants().Where(e => e.Name.LocalName == "entry"))
+        {
+            if (Child(entry, "key") is { } key)
+            {
+                attributes[key] = Child(entry, "value") ?? string.Empty;
+            }
+        }
+        return attributes;
+    }
+
     public async Task<string?> FindTopicArnAsync(string name, CancellationToken cancellationToken)
     {
         string? nextToken = null;
@@ -114,6 +149,7 @@ internal sealed class SnsQueryClient : ISnsClient
         ArgumentNullException.ThrowIfNull(message);
         var parameters = new List<KeyValuePair<string, string>> { new("TopicArn", topicArn), new("Message", message.Body) };
         AddAttributes(parameters, "MessageAttributes.entry.", message.Attributes);
+        AddFifoIds(parameters, string.Empty, message);
         var answer = await SendAsync("Publish", parameters, cancellationToken).ConfigureAwait(false);
         return Required(answer, "MessageId", "Publish");
     }
@@ -132,6 +168,7 @@ internal sealed class SnsQueryClient : ISnsClient
             parameters.Add(new(prefix + "Id", entries[i].Id));
             parameters.Add(new(prefix + "Message", entries[i].Message.Body));
             AddAttributes(parameters, prefix + "MessageAttributes.entry.", entries[i].Message.Attributes);
+            AddFifoIds(parameters, prefix, entries[i].Message);
         }
         var answer = await SendAsync("PublishBatch", parameters, cancellationToken).ConfigureAwait(false);
         var failed = answer.Descendants().FirstOrDefault(e => e.Name.LocalName == "Failed");
@@ -151,6 +188,18 @@ internal sealed class SnsQueryClient : ISnsClient
 
     public Task DeleteTopicAsync(string topicArn, CancellationToken cancellationToken) =>
         SendAsync("DeleteTopic", [new("TopicArn", topicArn)], cancellationToken);
+
+    private static void AddFifoIds(List<KeyValuePair<string, string>> parameters, string prefix, SnsMessage message)
+    {
+        if (message.GroupId is { } group)
+        {
+            parameters.Add(new(prefix + "MessageGroupId", group));
+        }
+        if (message.DeduplicationId is { } deduplication)
+        {
+            parameters.Add(new(prefix + "MessageDeduplicationId", deduplication));
+        }
+    }
 
     private static void AddAttributes(List<KeyValuePair<string, string>> parameters, string prefix, IReadOnlyList<KeyValuePair<string, string>> attributes)
     {

@@ -26,6 +26,12 @@ public sealed class SnsSqsPublishTests
 
         public Task<string> CreateTopicAsync(string name, CancellationToken cancellationToken) => Task.FromResult("arn:aws:sns:us-east-1:000000000000:" + name);
 
+        public Task<string> CreateFifoTopicAsync(string name, CancellationToken cancellationToken) => Task.FromResult("arn:aws:sns:us-east-1:000000000000:" + name);
+
+        /// <summary>No topic has attributes here: a publish finds no FIFO topic and goes to the standard one.</summary>
+        public Task<IReadOnlyDictionary<string, string>?> GetTopicAttributesAsync(string topicArn, CancellationToken cancellationToken) =>
+            Task.FromResult<IReadOnlyDictionary<string, string>?>(null);
+
         public Task<string?> FindTopicArnAsync(string name, CancellationToken cancellationToken) => Task.FromResult<string?>(null);
 
         public Task<string> SubscribeQueueAsync(string topicArn, string queueArn, bool? rawMessageDelivery, CancellationToken cancellationToken) => throw new NotSupportedException();

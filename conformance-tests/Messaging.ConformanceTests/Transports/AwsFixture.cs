@@ -277,7 +277,11 @@ public sealed class AwsFixture : ITransportFixture, IAsyncLifetime
         {
             return;
         }
-        foreach (var queue in new[] { SnsSqsNames.Queue(subscription), SnsSqsNames.DeadLetterQueue(subscription) })
+        foreach (var queue in new[]
+                 {
+                     SnsSqsNames.Queue(subscription), SnsSqsNames.DeadLetterQueue(subscription),
+                     SnsSqsNames.FifoQueue(subscription), SnsSqsNames.FifoDeadLetterQueue(subscription),
+                 })
         {
             try
             {
@@ -293,6 +297,8 @@ public sealed class AwsFixture : ITransportFixture, IAsyncLifetime
         {
             var arn = await _clients.Sns.CreateTopicAsync(SnsSqsNames.Topic(topic), CancellationToken.None);
             await _clients.Sns.DeleteTopicAsync(arn, CancellationToken.None);
+            var prefix = arn[..(arn.LastIndexOf(':') + 1)];
+            await _clients.Sns.DeleteTopicAsync(prefix + SnsSqsNames.FifoTopic(topic), CancellationToken.None); // succeeds when missing
         }
         catch (Exception ex) when (ex is SnsException or HttpRequestException)
         {

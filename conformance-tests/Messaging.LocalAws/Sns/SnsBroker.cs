@@ -50,13 +50,16 @@ internal sealed partial class SnsBroker(LocalAwsContext context, SqsBroker sqs)
             throw SnsErrors.MissingParameter("Name");
         }
 
-        if (name.EndsWith(".fifo", StringComparison.Ordinal)
-            || (attributes.TryGetValue("FifoTopic", out var fifo) && string.Equals(fifo, "true", StringComparison.OrdinalIgnoreCase)))
+        var fifo = attributes.TryGetValue("FifoTopic", out var fifoFlag) && string.Equals(fifoFlag, "true", StringComparison.OrdinalIgnoreCase);
+        var stem = name.EndsWith(".fifo", StringComparison.Ordinal) ? name[..^5] : name;
+        if (fifo != (stem.Length != name.Length))
         {
-            throw SnsErrors.InvalidParameter($"Topic Name Reason: '{name}' would be a FIFO topic; this local endpoint serves standard topics only.");
+            throw SnsErrors.InvalidParameter(fifo
+                ? "Fifo Topic names must end with .fifo and must be made up of only uppercase and lowercase ASCII letters, numbers, underscores, and hyphens, and must be between 1 and 256 characters long."
+                : "Topic Name");
         }
 
-        if (name.Length > 256 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
+        if (name.Length > 256 || stem.Length == 0 || !stem.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
         {
             throw SnsErrors.InvalidParameter(
                 "Topic Name Reason: must be made up of only uppercase and lowercase ASCII letters, numbers, underscores, and hyphens, and must be between 1 and 256 characters long.");
@@ -65,7 +68,13 @@ internal sealed partial class SnsBroker(LocalAwsContext context, SqsBroker sqs)
         var validated = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var (key, value) in attributes)
         {
-            validated[key] = ValidateTopicAttribute(key, value);
+            validated[key] = ValidateTopicAttribute(key, value, fifo, creating: true);
+        }
+
+        if (fifo)
+        {
+            validated["FifoTopic"] = "true";
+            validated.TryAdd("ContentBasedDeduplication", "false");
         }
 
         lock (_createLock)
@@ -153,7 +162,7 @@ internal sealed partial class SnsBroker(LocalAwsContext context, SqsBroker sqs)
             throw SnsErrors.MissingParameter("AttributeName");
         }
 
-        var validated = ValidateTopicAttribute(name, value ?? string.Empty);
+        var validated = ValidateTopicAttribute(name, value ?? string.Empty, topic.IsFifo, creating: false);
         lock (topic.Sync)
         {
             topic.Attributes[name] = validated;
@@ -212,6 +221,12 @@ internal sealed partial class SnsBroker(LocalAwsContext context, SqsBroker sqs)
         if (endpointParts.Length != 6 || endpointParts[0] != "arn" || endpointParts[2] != "sqs" || endpointParts[5].Length == 0)
         {
             throw SnsErrors.InvalidParameter($"SQS endpoint ARN Reason: '{endpoint}' is not a queue ARN");
+        }
+
+        // A FIFO topic delivers to FIFO and standard queues; a standard topic cannot deliver to a FIFO queue.
+        if (!topic.IsFifo && endpointParts[5].EndsWith(".fifo", StringComparison.Ordinal))
+        {
+            throw SnsErrors.InvalidParameter("Invalid SQS FIFO queue endpoint: a standard topic cannot deliver to a FIFO queue; subscribe the queue to a FIFO topic");
         }
 
         var validated = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -332,14 +347,14 @@ internal sealed partial class SnsBroker(LocalAwsContext context, SqsBroker sqs)
                 "Subject Reason: must be 1 to 100 characters without line breaks or control characters, starting with a letter, number or punctuation mark");
         }
 
-        if (input.MessageGroupId is not null)
+        if (input.MessageGroupId is { } groupId && !SqsBroker.IsValidFifoId(groupId))
         {
-            throw SnsErrors.InvalidParameter("MessageGroupId Reason: The request includes MessageGroupId parameter that is not valid for this topic type");
+            throw SnsErrors.InvalidParameter("MessageGroupId Reason: can be 1 to 128 alphanumeric or punctuation characters");
         }
 
-        if (input.MessageDeduplicationId is not null)
+        if (input.MessageDeduplicationId is { } deduplicationId && !SqsBroker.IsValidFifoId(deduplicationId))
         {
-            throw SnsErrors.InvalidParameter("MessageDeduplicationId Reason: The request includes MessageDeduplicationId parameter that is not valid for this topic type");
+            throw SnsErrors.InvalidParameter("MessageDeduplicationId Reason: can be 1 to 128 alphanumeric or punctuation characters");
         }
 
         if (input.MessageStructure is not null)
@@ -366,15 +381,75 @@ internal sealed partial class SnsBroker(LocalAwsContext context, SqsBroker sqs)
         return size;
     }
 
+    /// <summary>What a FIFO topic requires of a publish, and what a standard topic refuses.</summary>
+    private static void ValidateForTopic(SnsTopic topic, PublishInput input, bool contentBasedDeduplication)
+    {
+        if (!topic.IsFifo)
+        {
+            if (input.MessageGroupId is not null)
+            {
+                throw SnsErrors.InvalidParameter("MessageGroupId Reason: The request includes MessageGroupId parameter that is not valid for this topic type");
+            }
+
+            if (input.MessageDeduplicationId is not null)
+            {
+                throw SnsErrors.InvalidParameter("MessageDeduplicationId Reason: The request includes MessageDeduplicationId parameter that is not valid for this topic type");
+            }
+
+            return;
+        }
+
+        if (input.MessageGroupId is null)
+        {
+            throw SnsErrors.InvalidParameter("The MessageGroupId parameter is required for FIFO topics");
+        }
+
+        if (input.MessageDeduplicationId is null && !contentBasedDeduplication)
+        {
+            throw SnsErrors.InvalidParameter("The topic should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly");
+        }
+    }
+
     /// <summary>Publishes to every subscription of the topic; returns the SNS message id.</summary>
-    public string Publish(SnsTopic topic, PublishInput input)
+    public string Publish(SnsTopic topic, PublishInput input) => PublishWithSequence(topic, input).MessageId;
+
+    /// <summary>
+    /// Publishes to every subscription of the topic; returns the SNS message id and, on a FIFO topic, the sequence number.
+    /// A FIFO topic drops a message whose deduplication id it accepted within the last 5 minutes (the publish succeeds with
+    /// the first message's id and number, nothing is delivered); its subscriptions get the group and deduplication ids.
+    /// </summary>
+    public (string MessageId, string? SequenceNumber) PublishWithSequence(SnsTopic topic, PublishInput input)
     {
         ValidatePublish(input);
         var messageId = Guid.NewGuid().ToString();
+        string? sequenceNumber = null;
+        string? deduplicationId = null;
         List<(SnsSubscription Subscription, bool Raw, string? DeadLetterTargetArn)> targets;
         string signatureVersion;
         lock (topic.Sync)
         {
+            var contentBased = topic.Attributes.TryGetValue("ContentBasedDeduplication", out var cbd) && cbd == "true";
+            ValidateForTopic(topic, input, contentBased);
+            if (topic.IsFifo)
+            {
+                deduplicationId = input.MessageDeduplicationId
+                    ?? Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(input.Message!)));
+                var now = context.Now;
+                var key = topic.Attributes.GetValueOrDefault("FifoThroughputScope") == "MessageGroup" ? $"{input.MessageGroupId}\n{deduplicationId}" : deduplicationId;
+                foreach (var stale in topic.Deduplication.Where(pair => now - pair.Value.FirstPublishedAt >= SqsQueue.DeduplicationInterval).Select(pair => pair.Key).ToList())
+                {
+                    topic.Deduplication.Remove(stale);
+                }
+
+                if (topic.Deduplication.TryGetValue(key, out var first))
+                {
+                    return (first.MessageId, first.SequenceNumber);
+                }
+
+                sequenceNumber = (++topic.Sequence + 10_000_000_000_000_000_000m).ToString("0", CultureInfo.InvariantCulture);
+                topic.Deduplication[key] = (now, messageId, sequenceNumber);
+            }
+
             targets = topic.Subscriptions.Select(subscription => (subscription, subscription.RawMessageDelivery, DeadLetterTargetArn(subscription))).ToList();
             signatureVersion = topic.Attributes.GetValueOrDefault("SignatureVersion", "1");
         }
@@ -399,7 +474,8 @@ internal sealed partial class SnsBroker(LocalAwsContext context, SqsBroker sqs)
             }
             else
             {
-                outcome = sqs.DeliverFromTopic(subscription.Endpoint, topic.Arn, raw ? message : Enveloped(), raw ? attributes : noAttributes, context.AccountId);
+                outcome = sqs.DeliverFromTopic(subscription.Endpoint, topic.Arn, raw ? message : Enveloped(), raw ? attributes : noAttributes, context.AccountId,
+                    input.MessageGroupId, deduplicationId);
                 if (outcome != TopicDeliveryOutcome.Delivered)
                 {
                     LogDeliveryFailed(messageId, subscription.Arn, subscription.Endpoint, outcome);
@@ -411,12 +487,13 @@ internal sealed partial class SnsBroker(LocalAwsContext context, SqsBroker sqs)
                 // Raw copies keep their form unless their attributes cannot travel as SQS attributes; then the
                 // notification envelope carries them.
                 var rawCopy = raw && outcome != TopicDeliveryOutcome.TooManyAttributesForRawDelivery;
-                var deadLettered = sqs.DeliverFromTopic(deadLetterTargetArn, topic.Arn, rawCopy ? message : Enveloped(), rawCopy ? attributes : noAttributes, context.AccountId);
+                var deadLettered = sqs.DeliverFromTopic(deadLetterTargetArn, topic.Arn, rawCopy ? message : Enveloped(), rawCopy ? attributes : noAttributes, context.AccountId,
+                    input.MessageGroupId, deduplicationId);
                 LogDeadLettered(messageId, subscription.Arn, deadLetterTargetArn, deadLettered);
             }
         }
 
-        return messageId;
+        return (messageId, sequenceNumber);
     }
 
     private string Envelope(
@@ -546,12 +623,28 @@ internal sealed partial class SnsBroker(LocalAwsContext context, SqsBroker sqs)
         }
     }
 
-    private static string ValidateTopicAttribute(string name, string value)
+    private static string ValidateTopicAttribute(string name, string value, bool fifo, bool creating)
     {
         switch (name)
         {
-            case "FifoTopic" or "ContentBasedDeduplication" or "FifoThroughputScope" or "ArchivePolicy":
-                throw SnsErrors.InvalidParameter($"AttributeName Reason: {name} applies to FIFO topics, which this local endpoint does not serve.");
+            case "FifoTopic" when !creating:
+                throw SnsErrors.InvalidParameter("AttributeName Reason: FifoTopic can be set only when the topic is created");
+            case "FifoTopic":
+                return value.ToLowerInvariant() is "true" or "false"
+                    ? value.ToLowerInvariant()
+                    : throw SnsErrors.InvalidParameter("AttributeValue Reason: FifoTopic must be true or false");
+            case "ContentBasedDeduplication" or "FifoThroughputScope" or "ArchivePolicy" when !fifo:
+                throw SnsErrors.InvalidParameter($"AttributeName Reason: {name} applies to FIFO topics only");
+            case "ContentBasedDeduplication":
+                return value.ToLowerInvariant() is "true" or "false"
+                    ? value.ToLowerInvariant()
+                    : throw SnsErrors.InvalidParameter("AttributeValue Reason: ContentBasedDeduplication must be true or false");
+            case "FifoThroughputScope":
+                return value is "Topic" or "MessageGroup"
+                    ? value
+                    : throw SnsErrors.InvalidParameter("AttributeValue Reason: FifoThroughputScope must be Topic or MessageGroup");
+            case "ArchivePolicy":
+                throw SnsErrors.InvalidParameter("AttributeName Reason: ArchivePolicy (message archiving and replay) is not implemented by this local endpoint");
             case "KmsMasterKeyId":
                 throw SnsErrors.InvalidParameter("AttributeName Reason: KmsMasterKeyId: this local endpoint does not implement KMS encryption.");
             case "TracingConfig" when value is not ("PassThrough" or "Active"):

@@ -112,7 +112,10 @@ internal sealed class SnsQueryApi(SnsBroker broker)
         var input = PublishInput(parameters);
         SnsBroker.ValidatePublish(input);
         var topic = broker.GetTopic(topicArn, Get(parameters, "TopicArn") is null ? "TargetArn" : "TopicArn");
-        return Result(action, new XElement(Namespace + "MessageId", broker.Publish(topic, input)));
+        var (messageId, sequenceNumber) = broker.PublishWithSequence(topic, input);
+        return sequenceNumber is null
+            ? Result(action, new XElement(Namespace + "MessageId", messageId))
+            : Result(action, new XElement(Namespace + "MessageId", messageId), new XElement(Namespace + "SequenceNumber", sequenceNumber));
     }
 
     private XElement PublishBatch(string action, IReadOnlyDictionary<string, string> parameters)
@@ -158,10 +161,16 @@ internal sealed class SnsQueryApi(SnsBroker broker)
             var id = Get(entries[index], "Id")!;
             try
             {
-                var messageId = broker.Publish(topic, inputs[index]);
-                successful.Add(new XElement(Namespace + "member",
+                var (messageId, sequenceNumber) = broker.PublishWithSequence(topic, inputs[index]);
+                var member = new XElement(Namespace + "member",
                     new XElement(Namespace + "Id", id),
-                    new XElement(Namespace + "MessageId", messageId)));
+                    new XElement(Namespace + "MessageId", messageId));
+                if (sequenceNumber is not null)
+                {
+                    member.Add(new XElement(Namespace + "SequenceNumber", sequenceNumber));
+                }
+
+                successful.Add(member);
             }
             catch (AwsServiceException error)
             {

@@ -23,7 +23,7 @@ internal enum TopicDeliveryOutcome
     TooManyAttributesForRawDelivery,
 }
 
-internal sealed record SendMessageOutput(string MessageId, string Md5OfMessageBody, string? Md5OfMessageAttributes, string? Md5OfMessageSystemAttributes);
+internal sealed record SendMessageOutput(string MessageId, string Md5OfMessageBody, string? Md5OfMessageAttributes, string? Md5OfMessageSystemAttributes, string? SequenceNumber = null);
 
 /// <summary>The SQS half of the endpoint: queues of one account and region, and the operations on them.</summary>
 internal sealed partial class SqsBroker(LocalAwsContext context)
@@ -57,11 +57,16 @@ internal sealed partial class SqsBroker(LocalAwsContext context)
             throw SqsErrors.MissingParameter("QueueName");
         }
 
-        ValidateQueueName(queueName, attributes);
-        var requested = new SqsQueueSettings();
+        var fifo = ValidateQueueName(queueName, attributes);
+        var requested = new SqsQueueSettings(fifo);
         foreach (var (name, value) in attributes ?? new Dictionary<string, string>())
         {
-            requested.Apply(name, value, arn => FindByArn(arn) is not null);
+            requested.Apply(name, value, IsFifo);
+        }
+
+        if (requested.FifoThroughputLimit == "perMessageGroupId" && requested.DeduplicationScope != "messageGroup")
+        {
+            throw SqsErrors.InvalidAttributeValue("Invalid value for the parameter FifoThroughputLimit. Reason: perMessageGroupId is valid only when DeduplicationScope is messageGroup.");
         }
 
         lock (_createLock)
@@ -130,6 +135,9 @@ internal sealed partial class SqsBroker(LocalAwsContext context)
         return queue;
     }
 
+    /// <summary>Null when no queue has the ARN, else whether it is a FIFO queue.</summary>
+    private bool? IsFifo(string arn) => FindByArn(arn)?.Settings.FifoQueue;
+
     public SqsQueue? FindByArn(string arn)
     {
         var prefix = $"arn:aws:sqs:{context.Region}:{context.AccountId}:";
@@ -196,7 +204,7 @@ internal sealed partial class SqsBroker(LocalAwsContext context)
         all["ApproximateNumberOfMessagesDelayed"] = Text(delayed);
         all["CreatedTimestamp"] = Text(queue.CreatedAt.ToUnixTimeSeconds());
         all["LastModifiedTimestamp"] = Text(queue.LastModifiedAt.ToUnixTimeSeconds());
-        foreach (var name in SqsQueueSettings.SettableNames)
+        foreach (var name in SqsQueueSettings.SettableNames.Concat(settings.FifoQueue ? SqsQueueSettings.FifoNames : []))
         {
             if (settings.Get(name) is { } value)
             {
@@ -246,7 +254,12 @@ internal sealed partial class SqsBroker(LocalAwsContext context)
                 throw SqsErrors.InvalidAttributeName("Attribute FifoQueue can only be set when the queue is created.");
             }
 
-            updated.Apply(name, value, arn => FindByArn(arn) is not null);
+            updated.Apply(name, value, IsFifo);
+        }
+
+        if (updated.FifoThroughputLimit == "perMessageGroupId" && updated.DeduplicationScope != "messageGroup")
+        {
+            throw SqsErrors.InvalidAttributeValue("Invalid value for the parameter FifoThroughputLimit. Reason: perMessageGroupId is valid only when DeduplicationScope is messageGroup.");
         }
 
         queue.ReplaceSettings(updated, context.Now);
@@ -279,14 +292,17 @@ internal sealed partial class SqsBroker(LocalAwsContext context)
                 $"DelaySeconds must be >= 0 and <= {SqsQueueSettings.MaxDelaySeconds}.");
         }
 
-        if (input.MessageDeduplicationId is not null)
+        if (settings.FifoQueue)
+        {
+            ValidateFifoSend(input, settings);
+        }
+        else if (input.MessageDeduplicationId is not null)
         {
             throw SqsErrors.InvalidParameterValue(
                 "The request includes the MessageDeduplicationId parameter, which is only valid for FIFO queues; this queue is a standard queue.");
         }
 
-        if (input.MessageGroupId is { } groupId
-            && (groupId.Length is 0 or > 128 || !groupId.All(c => char.IsAsciiLetterOrDigit(c) || (c < 128 && (char.IsPunctuation(c) || char.IsSymbol(c))))))
+        if (input.MessageGroupId is { } groupId && !IsValidFifoId(groupId))
         {
             throw SqsErrors.InvalidParameterValue("MessageGroupId", groupId,
                 "MessageGroupId can be 1 to 128 alphanumeric or punctuation characters.");
@@ -312,23 +328,69 @@ internal sealed partial class SqsBroker(LocalAwsContext context)
             Attributes = new Dictionary<string, MessageAttribute>(attributes, StringComparer.Ordinal),
             AwsTraceHeader = systemAttributes.TryGetValue("AWSTraceHeader", out var trace) ? trace.StringValue : null,
             MessageGroupId = input.MessageGroupId,
+            MessageDeduplicationId = settings.FifoQueue ? DeduplicationId(input.MessageDeduplicationId, input.MessageBody) : null,
             SenderId = context.AccountId,
             SentAt = now,
             VisibleAt = now + TimeSpan.FromSeconds(input.DelaySeconds ?? settings.DelaySeconds),
         };
-        queue.Enqueue(message);
+        var (messageId, sequenceNumber) = queue.Enqueue(message, now);
         return new SendMessageOutput(
-            message.MessageId,
+            messageId,
             MessageDigest.OfBody(message.Body),
             MessageDigest.OfAttributes(attributes),
-            MessageDigest.OfAttributes(systemAttributes));
+            MessageDigest.OfAttributes(systemAttributes),
+            sequenceNumber);
     }
+
+    /// <summary>
+    /// What SQS requires of a send to a FIFO queue: a MessageGroupId; a MessageDeduplicationId unless the queue has
+    /// content-based deduplication; no per-message DelaySeconds (only the queue's own delay applies).
+    /// </summary>
+    private static void ValidateFifoSend(SendMessageInput input, SqsQueueSettings settings)
+    {
+        if (input.MessageGroupId is null)
+        {
+            throw SqsErrors.MissingParameter("MessageGroupId");
+        }
+
+        if (input.DelaySeconds is { } delay)
+        {
+            throw SqsErrors.InvalidParameterValue("DelaySeconds", delay.ToString(CultureInfo.InvariantCulture),
+                "The request include parameter that is not valid for this queue type");
+        }
+
+        if (input.MessageDeduplicationId is null && !settings.ContentBasedDeduplication)
+        {
+            throw SqsErrors.InvalidParameterValue(
+                "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly");
+        }
+
+        if (input.MessageDeduplicationId is { } deduplicationId && !IsValidFifoId(deduplicationId))
+        {
+            throw SqsErrors.InvalidParameterValue("MessageDeduplicationId", deduplicationId,
+                "MessageDeduplicationId can be 1 to 128 alphanumeric or punctuation characters.");
+        }
+    }
+
+    /// <summary>Message group and deduplication ids: 1 to 128 characters, ASCII letters, digits and punctuation (<c>!"#$%&amp;'()*+,-./:;&lt;=&gt;?@[\]^_`{|}~</c>).</summary>
+    public static bool IsValidFifoId(string id) =>
+        id.Length is > 0 and <= 128 && id.All(c => c is > ' ' and < (char)127);
+
+    /// <summary>The given id, else (content-based deduplication) the hex SHA-256 of the body.</summary>
+    private static string DeduplicationId(string? given, string body) =>
+        given ?? Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(body)));
 
     /// <summary>
     /// Delivery from an SNS subscription: the queue must exist and its access policy must let the topic send
     /// (<see cref="QueuePolicyEvaluator"/>); the queue's default delay applies.
     /// </summary>
-    public TopicDeliveryOutcome DeliverFromTopic(string queueArn, string topicArn, string body, IReadOnlyDictionary<string, MessageAttribute> attributes, string senderId)
+    /// <remarks>
+    /// From a FIFO topic, <paramref name="messageGroupId"/> and <paramref name="deduplicationId"/> come with the message: a
+    /// FIFO queue keeps the group and deduplicates on the id (a standard queue ignores both).
+    /// </remarks>
+    public TopicDeliveryOutcome DeliverFromTopic(
+        string queueArn, string topicArn, string body, IReadOnlyDictionary<string, MessageAttribute> attributes, string senderId,
+        string? messageGroupId = null, string? deduplicationId = null)
     {
         if (FindByArn(queueArn) is not { } queue)
         {
@@ -341,15 +403,24 @@ internal sealed partial class SqsBroker(LocalAwsContext context)
         }
 
         var now = context.Now;
+        var fifo = queue.Settings.FifoQueue;
+        if (fifo && messageGroupId is null)
+        {
+            // Only a FIFO topic can deliver to a FIFO queue, and it always passes the group (Subscribe enforces the pairing).
+            return TopicDeliveryOutcome.QueueDoesNotExist;
+        }
+
         queue.Enqueue(new SqsMessage
         {
             MessageId = Guid.NewGuid().ToString(),
             Body = body,
             Attributes = new Dictionary<string, MessageAttribute>(attributes, StringComparer.Ordinal),
+            MessageGroupId = fifo ? messageGroupId : null,
+            MessageDeduplicationId = fifo ? deduplicationId : null,
             SenderId = senderId,
             SentAt = now,
             VisibleAt = now + TimeSpan.FromSeconds(queue.Settings.DelaySeconds),
-        });
+        }, now);
         return TopicDeliveryOutcome.Delivered;
     }
 
@@ -579,20 +650,25 @@ internal sealed partial class SqsBroker(LocalAwsContext context)
         return messageId;
     }
 
-    private static void ValidateQueueName(string queueName, IReadOnlyDictionary<string, string>? attributes)
+    /// <summary>Validates the name against the queue type; returns true for a FIFO queue (<c>FifoQueue=true</c>).</summary>
+    private static bool ValidateQueueName(string queueName, IReadOnlyDictionary<string, string>? attributes)
     {
-        if (queueName.EndsWith(".fifo", StringComparison.Ordinal)
-            || (attributes is not null && attributes.TryGetValue("FifoQueue", out var fifo) && string.Equals(fifo, "true", StringComparison.OrdinalIgnoreCase)))
+        var fifo = attributes is not null && attributes.TryGetValue("FifoQueue", out var flag) && string.Equals(flag, "true", StringComparison.OrdinalIgnoreCase);
+        var stem = fifo && queueName.EndsWith(".fifo", StringComparison.Ordinal) ? queueName[..^5] : queueName;
+        if (fifo && stem.Length == queueName.Length)
         {
             throw SqsErrors.InvalidParameterValue(
-                $"Queue '{queueName}' would be a FIFO queue; this local endpoint serves standard queues only.");
+                "The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, must end with .fifo suffix and be 1 to 80 in length.");
         }
 
-        if (queueName.Length > 80 || !queueName.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
+        if (queueName.Length > 80 || stem.Length == 0 || !stem.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
         {
-            throw SqsErrors.InvalidParameterValue(
-                "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length");
+            throw SqsErrors.InvalidParameterValue(fifo
+                ? "The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, must end with .fifo suffix and be 1 to 80 in length."
+                : "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length");
         }
+
+        return fifo;
     }
 
     private static string Text(long value) => value.ToString(CultureInfo.InvariantCulture);

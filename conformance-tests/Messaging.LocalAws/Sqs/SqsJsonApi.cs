@@ -17,7 +17,7 @@ internal sealed class SqsJsonApi(SqsBroker broker)
     private static readonly HashSet<string> SystemAttributeNames = new(StringComparer.Ordinal)
     {
         "SenderId", "SentTimestamp", "ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp",
-        "AWSTraceHeader", "DeadLetterQueueSourceArn", "MessageGroupId",
+        "AWSTraceHeader", "DeadLetterQueueSourceArn", "MessageGroupId", "MessageDeduplicationId", "SequenceNumber",
     };
 
     public static readonly IReadOnlySet<string> Actions = new HashSet<string>(StringComparer.Ordinal)
@@ -205,6 +205,11 @@ internal sealed class SqsJsonApi(SqsBroker broker)
         if (output.Md5OfMessageSystemAttributes is not null)
         {
             writer.WriteString("MD5OfMessageSystemAttributes", output.Md5OfMessageSystemAttributes);
+        }
+
+        if (output.SequenceNumber is not null)
+        {
+            writer.WriteString("SequenceNumber", output.SequenceNumber);
         }
     }
 

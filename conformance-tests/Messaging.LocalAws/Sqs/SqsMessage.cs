@@ -10,10 +10,16 @@ internal sealed class SqsMessage
     public required IReadOnlyDictionary<string, MessageAttribute> Attributes { get; init; }
     public string? AwsTraceHeader { get; init; }
     public string? MessageGroupId { get; init; }
+
+    /// <summary>FIFO queues: the deduplication id given or derived from the body (content-based deduplication).</summary>
+    public string? MessageDeduplicationId { get; init; }
+
+    /// <summary>FIFO queues: the 20-digit sequence number SQS assigns, increasing per queue.</summary>
+    public string? SequenceNumber { get; set; }
     public required string SenderId { get; init; }
 
-    /// <summary>The original enqueue time; retention counts from it, also after a move to a dead-letter queue.</summary>
-    public required DateTimeOffset SentAt { get; init; }
+    /// <summary>The enqueue time; retention counts from it, also after a move to a standard dead-letter queue (a FIFO one resets it).</summary>
+    public required DateTimeOffset SentAt { get; set; }
 
     public int ReceiveCount { get; set; }
     public DateTimeOffset? FirstReceivedAt { get; set; }

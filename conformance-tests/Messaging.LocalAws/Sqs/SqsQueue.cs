@@ -15,6 +15,8 @@ internal sealed class SqsQueue
     private readonly List<SqsMessage> _messages = [];
     private readonly Dictionary<string, SqsMessage> _messagesById = new(StringComparer.Ordinal);
     private readonly Dictionary<string, string> _tags;
+    private readonly Dictionary<string, (DateTimeOffset FirstSentAt, string MessageId, string SequenceNumber)> _deduplication = new(StringComparer.Ordinal);
+    private long _sequence;
     private TaskCompletionSource _changed = NewSignal();
     private SqsQueueSettings _settings;
     private DateTimeOffset? _lastPurgeAt;
@@ -89,13 +91,40 @@ internal sealed class SqsQueue
         }
     }
 
-    public void Enqueue(SqsMessage message)
+    /// <summary>How long a FIFO queue remembers a deduplication id (from the first send that used it).</summary>
+    public static readonly TimeSpan DeduplicationInterval = TimeSpan.FromMinutes(5);
+
+    /// <summary>
+    /// Stores a message. On a FIFO queue a message whose deduplication id was accepted within the last 5 minutes (in the
+    /// queue, or in its group with <c>DeduplicationScope=messageGroup</c>) is not stored: the send succeeds and answers with
+    /// the first message's id and sequence number, as SQS does. Returns the id and sequence number the sender gets.
+    /// </summary>
+    public (string MessageId, string? SequenceNumber) Enqueue(SqsMessage message, DateTimeOffset now)
     {
         lock (_sync)
         {
+            if (_settings.FifoQueue && message.MessageDeduplicationId is { } deduplicationId)
+            {
+                var key = _settings.DeduplicationScope == "messageGroup" ? $"{message.MessageGroupId}\n{deduplicationId}" : deduplicationId;
+                foreach (var stale in _deduplication.Where(pair => now - pair.Value.FirstSentAt >= DeduplicationInterval).Select(pair => pair.Key).ToList())
+                {
+                    _deduplication.Remove(stale);
+                }
+
+                if (_deduplication.TryGetValue(key, out var first))
+                {
+                    return (first.MessageId, first.SequenceNumber);
+                }
+
+                // 20 digits, increasing: SQS documents the number as large, non-consecutive and increasing per group.
+                message.SequenceNumber = (++_sequence + 18_000_000_000_000_000_000m).ToString("0", CultureInfo.InvariantCulture);
+                _deduplication[key] = (now, message.MessageId, message.SequenceNumber);
+            }
+
             _messages.Add(message);
             _messagesById[message.MessageId] = message;
             Signal();
+            return (message.MessageId, message.SequenceNumber);
         }
     }
 
@@ -130,9 +159,14 @@ internal sealed class SqsQueue
             }
 
             RemoveExpired(now, settings);
-            for (var index = 0; index < _messages.Count && received.Count < maxMessages; index++)
+            var candidates = settings.FifoQueue ? FifoCandidates(now) : _messages.ToList();
+            foreach (var message in candidates)
             {
-                var message = _messages[index];
+                if (received.Count >= maxMessages)
+                {
+                    break;
+                }
+
                 if (message.VisibleAt > now)
                 {
                     nextVisibleAt = nextVisibleAt is null || message.VisibleAt < nextVisibleAt ? message.VisibleAt : nextVisibleAt;
@@ -141,9 +175,8 @@ internal sealed class SqsQueue
 
                 if (deadLetterQueue is not null && message.ReceiveCount >= settings.RedrivePolicy!.MaxReceiveCount)
                 {
-                    _messages.RemoveAt(index);
+                    _messages.Remove(message);
                     _messagesById.Remove(message.MessageId);
-                    index--;
                     moves.Add(message);
                     continue;
                 }
@@ -161,6 +194,61 @@ internal sealed class SqsQueue
         }
     }
 
+    /// <summary>
+    /// The messages a FIFO receive may take, in the order it takes them: groups with a message in flight are locked (none of
+    /// their messages is handed out until it is deleted or visible again); of every other group, its messages from the
+    /// oldest on, up to the first that is not visible (delayed), so a group is never received out of order. Groups come in
+    /// the order of their oldest message, each group's messages together, so one receive returns as many messages of one
+    /// group as it can. A message that is not visible is kept as a candidate so that the caller learns when it will be.
+    /// </summary>
+    private List<SqsMessage> FifoCandidates(DateTimeOffset now)
+    {
+        var locked = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var message in _messages)
+        {
+            if (message.WasReceived && message.VisibleAt > now && message.MessageGroupId is { } group)
+            {
+                locked.Add(group);
+            }
+        }
+
+        var byGroup = new Dictionary<string, List<SqsMessage>>(StringComparer.Ordinal);
+        var order = new List<List<SqsMessage>>();
+        var blocked = new HashSet<string>(StringComparer.Ordinal);
+        var waiting = new List<SqsMessage>();
+        foreach (var message in _messages)
+        {
+            var group = message.MessageGroupId ?? string.Empty;
+            if (locked.Contains(group) || blocked.Contains(group))
+            {
+                if (message.WasReceived && message.VisibleAt > now)
+                {
+                    waiting.Add(message); // in flight: the caller learns when its visibility ends
+                }
+
+                continue;
+            }
+
+            if (message.VisibleAt > now)
+            {
+                // A delayed message holds back the later messages of its group.
+                blocked.Add(group);
+                waiting.Add(message);
+                continue;
+            }
+
+            if (!byGroup.TryGetValue(group, out var list))
+            {
+                byGroup[group] = list = [];
+                order.Add(list);
+            }
+
+            list.Add(message);
+        }
+
+        return order.SelectMany(list => list).Concat(waiting).ToList();
+    }
+
     /// <summary>Takes a message that exceeded its receive count in <paramref name="sourceArn"/>.</summary>
     public void AcceptDeadLetter(SqsMessage message, string sourceArn, DateTimeOffset now)
     {
@@ -174,6 +262,12 @@ internal sealed class SqsQueue
             // Identity, body, attributes, original enqueue time and receive count are kept; the message is
             // visible in the dead-letter queue at once, with no receipt handle until it is received there.
             message.VisibleAt = now;
+            if (_settings.FifoQueue)
+            {
+                // Documented: for FIFO queues the enqueue timestamp is reset when a message moves to the dead-letter queue.
+                message.SentAt = now;
+            }
+
             message.WasReceived = false;
             message.CurrentReceiptHandle = null;
             message.DeadLetterQueueSourceArn = sourceArn;
@@ -339,6 +433,16 @@ internal sealed class SqsQueue
         if (message.MessageGroupId is not null)
         {
             system["MessageGroupId"] = message.MessageGroupId;
+        }
+
+        if (message.MessageDeduplicationId is not null)
+        {
+            system["MessageDeduplicationId"] = message.MessageDeduplicationId;
+        }
+
+        if (message.SequenceNumber is not null)
+        {
+            system["SequenceNumber"] = message.SequenceNumber;
         }
 
         return new ReceivedMessage(message.MessageId, message.CurrentReceiptHandle!, message.Body, message.Attributes, system);

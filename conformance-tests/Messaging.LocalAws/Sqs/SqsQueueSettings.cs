@@ -2,9 +2,15 @@ using System.Globalization;
 
 namespace Messaging.LocalAws.Sqs;
 
-/// <summary>The settable attributes of a standard queue, with the documented ranges and defaults.</summary>
+/// <summary>The settable attributes of a standard or FIFO queue, with the documented ranges and defaults.</summary>
 internal sealed class SqsQueueSettings
 {
+    /// <summary>Settings of a new queue; <paramref name="fifoQueue"/> is fixed at creation.</summary>
+    public SqsQueueSettings(bool fifoQueue = false)
+    {
+        FifoQueue = fifoQueue;
+    }
+
     /// <summary>
     /// The default <c>MaximumMessageSize</c> served here: 256 KiB (262,144 bytes), the long-standing SQS limit and
     /// the SNS limit, so a message accepted by one is accepted by the other. A queue may raise it to 1 MiB.
@@ -24,11 +30,26 @@ internal sealed class SqsQueueSettings
     public string? RedriveAllowPolicy { get; private set; }
     public bool SqsManagedSseEnabled { get; private set; } = true;
 
+    /// <summary>A FIFO queue (name ending <c>.fifo</c>, <c>FifoQueue=true</c> at creation); never changes.</summary>
+    public bool FifoQueue { get; }
+
+    /// <summary>FIFO only: the SHA-256 of the body is the deduplication id when a message has none.</summary>
+    public bool ContentBasedDeduplication { get; private set; }
+
+    /// <summary>FIFO only: <c>queue</c> (default) or <c>messageGroup</c>, where deduplication ids are compared.</summary>
+    public string DeduplicationScope { get; private set; } = "queue";
+
+    /// <summary>FIFO only: <c>perQueue</c> (default) or <c>perMessageGroupId</c> (needs DeduplicationScope messageGroup).</summary>
+    public string FifoThroughputLimit { get; private set; } = "perQueue";
+
     public static readonly IReadOnlyList<string> SettableNames =
     [
         "DelaySeconds", "MaximumMessageSize", "MessageRetentionPeriod", "Policy", "ReceiveMessageWaitTimeSeconds",
         "RedrivePolicy", "RedriveAllowPolicy", "VisibilityTimeout", "SqsManagedSseEnabled",
     ];
+
+    /// <summary>Returned by GetQueueAttributes All for FIFO queues only (FifoQueue is returned for every queue).</summary>
+    public static readonly IReadOnlyList<string> FifoNames = ["FifoQueue", "ContentBasedDeduplication", "DeduplicationScope", "FifoThroughputLimit"];
 
     private static readonly HashSet<string> FifoOnlyNames = new(StringComparer.Ordinal)
     {
@@ -37,8 +58,11 @@ internal sealed class SqsQueueSettings
 
     public SqsQueueSettings Clone() => (SqsQueueSettings)MemberwiseClone();
 
-    /// <summary>Validates and applies one attribute. <paramref name="queueExists"/> resolves a dead-letter target ARN.</summary>
-    public void Apply(string name, string value, Func<string, bool> queueExists)
+    /// <summary>
+    /// Validates and applies one attribute. <paramref name="queueIsFifo"/> resolves a dead-letter target ARN: null when no
+    /// such queue exists, else whether it is a FIFO queue.
+    /// </summary>
+    public void Apply(string name, string value, Func<string, bool?> queueIsFifo)
     {
         switch (name)
         {
@@ -72,9 +96,14 @@ internal sealed class SqsQueueSettings
                 }
 
                 var policy = RedrivePolicy.Parse(value);
-                if (!queueExists(policy.DeadLetterTargetArn))
+                if (queueIsFifo(policy.DeadLetterTargetArn) is not { } targetIsFifo)
                 {
                     throw SqsErrors.InvalidParameterValue("RedrivePolicy", value, "Dead letter target does not exist.");
+                }
+
+                if (targetIsFifo != FifoQueue)
+                {
+                    throw SqsErrors.InvalidParameterValue("RedrivePolicy", value, "Dead-letter target must be the same type of queue as the source.");
                 }
 
                 RedrivePolicy = policy;
@@ -83,12 +112,26 @@ internal sealed class SqsQueueSettings
                 SqsManagedSseEnabled = ParseBoolean(name, value);
                 break;
             case "FifoQueue":
-                if (ParseBoolean(name, value))
+                // Decided from the queue name and this attribute before the settings are made (CreateQueue).
+                if (ParseBoolean(name, value) != FifoQueue)
                 {
-                    throw SqsErrors.InvalidAttributeValue(
-                        "FifoQueue=true is not supported: this local endpoint serves standard queues only.");
+                    throw SqsErrors.InvalidParameterValue(
+                        "The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, must end with .fifo suffix and be 1 to 80 in length.");
                 }
 
+                break;
+            case "ContentBasedDeduplication" when FifoQueue:
+                ContentBasedDeduplication = ParseBoolean(name, value);
+                break;
+            case "DeduplicationScope" when FifoQueue:
+                DeduplicationScope = value is "queue" or "messageGroup"
+                    ? value
+                    : throw SqsErrors.InvalidAttributeValue($"Invalid value for the parameter DeduplicationScope. Reason: must be 'queue' or 'messageGroup', got '{value}'.");
+                break;
+            case "FifoThroughputLimit" when FifoQueue:
+                FifoThroughputLimit = value is "perQueue" or "perMessageGroupId"
+                    ? value
+                    : throw SqsErrors.InvalidAttributeValue($"Invalid value for the parameter FifoThroughputLimit. Reason: must be 'perQueue' or 'perMessageGroupId', got '{value}'.");
                 break;
             case "KmsMasterKeyId" or "KmsDataKeyReusePeriodSeconds":
                 throw SqsErrors.InvalidAttributeName(
@@ -115,7 +158,10 @@ internal sealed class SqsQueueSettings
         "RedriveAllowPolicy" => RedriveAllowPolicy,
         "RedrivePolicy" => RedrivePolicy?.ToJson(),
         "SqsManagedSseEnabled" => SqsManagedSseEnabled ? "true" : "false",
-        "FifoQueue" => "false",
+        "FifoQueue" => FifoQueue ? "true" : "false",
+        "ContentBasedDeduplication" when FifoQueue => ContentBasedDeduplication ? "true" : "false",
+        "DeduplicationScope" when FifoQueue => DeduplicationScope,
+        "FifoThroughputLimit" when FifoQueue => FifoThroughputLimit,
         _ => null,
     };
 

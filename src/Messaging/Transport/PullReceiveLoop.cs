@@ -98,10 +98,8 @@ public sealed partial class PullReceiveLoop<T> : IAsyncDisposable
             }
             backoff = FirstBackoff;
             _pipeline.CancelReservation(places - Math.Min(places, received.Count));
-            foreach (var message in received)
-            {
-                _pipeline.Submit(_map(message), reserved: true);
-            }
+            // All at once: messages of one key received together take their lane's order before any of them starts.
+            _pipeline.SubmitAll(received.Select(_map).ToList(), reserved: true);
         }
     }
 

@@ -272,46 +272,84 @@ public sealed partial class ReceivePipeline : ITransportConsumer
     public void Submit(ReceivedMessage message, bool reserved = false)
     {
         ArgumentNullException.ThrowIfNull(message);
-        message.Initialize(this, _time.GetUtcNow());
-        message.HoldsPlace = reserved || _places.Wait(0);
-        var run = false;
-        var reject = false;
+        SubmitCore(new ReadOnlySpan<ReceivedMessage>(ref message), reserved);
+    }
+
+    /// <summary>
+    /// Hands the messages of one receive to the pipeline, in the order received. Every one takes its place (its key's lane
+    /// included) before any starts, so a broker that hands out several messages of a key at once (an SQS FIFO group) never
+    /// sees a later one start because an earlier one finished, or was retried, before the later one was handed over.
+    /// Never blocks, as <see cref="Submit"/>.
+    /// </summary>
+    public void SubmitAll(IReadOnlyList<ReceivedMessage> messages, bool reserved = false)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        SubmitCore(messages switch
+        {
+            ReceivedMessage[] array => array,
+            List<ReceivedMessage> list => System.Runtime.InteropServices.CollectionsMarshal.AsSpan(list),
+            _ => messages.ToArray(),
+        }, reserved);
+    }
+
+    private const byte Waits = 0;
+    private const byte Starts = 1;
+    private const byte Rejected = 2;
+
+    private void SubmitCore(ReadOnlySpan<ReceivedMessage> messages, bool reserved)
+    {
+        var now = _time.GetUtcNow();
+        foreach (var message in messages)
+        {
+            message.Initialize(this, now);
+            message.HoldsPlace = reserved || _places.Wait(0);
+        }
+        // What becomes of each, decided under the lock and carried out after it (no allocation for one message).
+        Span<byte> fate = messages.Length <= 256 ? stackalloc byte[messages.Length] : new byte[messages.Length];
         lock (_lock)
         {
-            _outstanding++;
-            message.Sequence = ++_sequence;
-            _held.Add(message.Sequence, message);
-            if (_aborting is not null || (_stopping && _receiver?.StopBehavior != StopBehavior.HandleReceived))
+            for (var i = 0; i < messages.Length; i++)
             {
-                reject = true;
-            }
-            else if (_lanes is not null && message.OrderingKey is { } key)
-            {
-                message.LaneKey = key;
-                if (_lanes.TryGetValue(key, out var backlog))
+                var message = messages[i];
+                _outstanding++;
+                message.Sequence = ++_sequence;
+                _held.Add(message.Sequence, message);
+                if (_aborting is not null || (_stopping && _receiver?.StopBehavior != StopBehavior.HandleReceived))
                 {
-                    // An earlier message of this key is waiting or running: this one follows it.
-                    backlog ??= _lanes[key] = new Queue<ReceivedMessage>();
-                    backlog.Enqueue(message);
+                    fate[i] = Rejected;
+                }
+                else if (_lanes is not null && message.OrderingKey is { } key)
+                {
+                    message.LaneKey = key;
+                    if (_lanes.TryGetValue(key, out var backlog))
+                    {
+                        // An earlier message of this key is waiting or running: this one follows it.
+                        backlog ??= _lanes[key] = new Queue<ReceivedMessage>();
+                        backlog.Enqueue(message);
+                        fate[i] = Waits;
+                    }
+                    else
+                    {
+                        _lanes[key] = null;
+                        fate[i] = TakeSlotOrQueue(message) ? Starts : Waits;
+                    }
                 }
                 else
                 {
-                    _lanes[key] = null;
-                    run = TakeSlotOrQueue(message);
+                    fate[i] = TakeSlotOrQueue(message) ? Starts : Waits;
                 }
             }
-            else
+        }
+        for (var i = 0; i < messages.Length; i++)
+        {
+            if (fate[i] == Rejected)
             {
-                run = TakeSlotOrQueue(message);
+                _ = ReturnUnstartedAsync(messages[i]);
             }
-        }
-        if (reject)
-        {
-            _ = ReturnUnstartedAsync(message);
-        }
-        else if (run)
-        {
-            _ = RunAsync(message);
+            else if (fate[i] == Starts)
+            {
+                _ = RunAsync(messages[i]);
+            }
         }
     }
 

@@ -202,6 +202,28 @@ public sealed class OrderingTests
         Assert.Equal(1, later.ReturnCalls);
     }
 
+    [Fact]
+    public async Task The_messages_of_one_receive_take_their_lanes_before_any_starts()
+    {
+        var handled = new ConcurrentQueue<string>();
+        await using var harness = await PipelineHarness.StartAsync(
+            PipelineHarness.Subscription(concurrency: 4, prefetch: 10, ordered: true),
+            async (delivery, ct) =>
+            {
+                handled.Enqueue(delivery.MessageId!);
+                await delivery.RetryAsync(TimeSpan.FromSeconds(1), ct); // settles at once, on the submitting thread
+            });
+        // An SQS FIFO receive: two messages of one group; the broker's retry of the first keeps the group's order.
+        var first = new FakeMessage("A1", "A", harness.Log) { BrokerRetryKeepsKeyOrder = true };
+        var second = new FakeMessage("A2", "A", harness.Log) { BrokerRetryKeepsKeyOrder = true };
+
+        harness.Pipeline.SubmitAll([first, second]);
+
+        await Wait.UntilAsync(() => second.ReturnCalls == 1, "A2 to go back behind A1's retry");
+        Assert.Equal(["A1"], handled.ToArray());
+        Assert.Equal(1, first.RetryCalls);
+    }
+
     private sealed class LaneMonitor
     {
         private readonly ConcurrentDictionary<string, int> _running = new();
