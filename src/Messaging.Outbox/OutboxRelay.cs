@@ -43,16 +43,10 @@ internal sealed partial class OutboxRelay(
         var failures = 0;
         while (!stoppingToken.IsCancellationRequested)
         {
-            int relayed;
+            var pass = new RelayPass();
             try
             {
-                relayed = await RelayOnceAsync(stoppingToken).ConfigureAwait(false);
-                if (_lastCleanup == long.MinValue || time.GetElapsedTime(_lastCleanup) >= _options.CleanupInterval)
-                {
-                    _lastCleanup = time.GetTimestamp();
-                    await CleanupOnceAsync(stoppingToken).ConfigureAwait(false);
-                }
-                failures = 0;
+                pass = await RelayOnceAsync(stoppingToken).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
@@ -60,24 +54,20 @@ internal sealed partial class OutboxRelay(
             }
             catch (Exception ex)
             {
-                failures++;
-                var delay = TimeSpan.FromMilliseconds(Math.Min(_options.PollingInterval.TotalMilliseconds * Math.Pow(2, Math.Min(failures, 6)), 30_000));
-                LogRelayFailed(logger, ex, delay);
-                try
-                {
-                    await Task.Delay(delay, time, stoppingToken).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
-                continue;
+                // The database itself failed (a topic's publish failure is counted in the pass instead).
+                LogRelayFailed(logger, ex);
+                pass = new RelayPass(0, 1);
             }
-            if (relayed > 0)
+            await CleanupIfDueAsync(stoppingToken).ConfigureAwait(false);
+            if (pass.Relayed > 0)
             {
+                failures = 0;
                 continue;
             }
-            var wait = signal.WrittenWithin(QuickPollPeriod) && QuickPoll < _options.PollingInterval ? QuickPoll : _options.PollingInterval;
+            failures = pass.Failed > 0 ? failures + 1 : 0;
+            var wait = failures > 0
+                ? TimeSpan.FromMilliseconds(Math.Min(_options.PollingInterval.TotalMilliseconds * Math.Pow(2, Math.Min(failures, 6)), 30_000))
+                : signal.WrittenWithin(QuickPollPeriod) && QuickPoll < _options.PollingInterval ? QuickPoll : _options.PollingInterval;
             try
             {
                 await signal.WaitAsync(wait, stoppingToken).ConfigureAwait(false);
@@ -89,17 +79,49 @@ internal sealed partial class OutboxRelay(
         }
     }
 
-    /// <summary>One pass: every topic with unsent rows that this relay can lease is drained. Returns the rows published.</summary>
-    internal async Task<int> RelayOnceAsync(CancellationToken cancellationToken)
+    private async Task CleanupIfDueAsync(CancellationToken stoppingToken)
+    {
+        if (_lastCleanup != long.MinValue && time.GetElapsedTime(_lastCleanup) < _options.CleanupInterval)
+        {
+            return;
+        }
+        _lastCleanup = time.GetTimestamp();
+        try
+        {
+            await CleanupOnceAsync(stoppingToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
+        {
+            LogCleanupFailed(logger, ex);
+        }
+    }
+
+    /// <summary>What one pass did: rows published, topics that failed.</summary>
+    internal readonly record struct RelayPass(int Relayed = 0, int Failed = 0);
+
+    /// <summary>
+    /// One pass: every topic with unsent rows that this relay can lease is drained. A topic whose publish fails is logged and
+    /// left for the next pass; the other topics go on.
+    /// </summary>
+    internal async Task<RelayPass> RelayOnceAsync(CancellationToken cancellationToken)
     {
         await using var connection = store.Dialect.CreateConnection();
         await connection.OpenAsync(cancellationToken).ConfigureAwait(false);
-        var total = 0;
+        var relayed = 0;
+        var failed = 0;
         foreach (var topic in await store.PendingTopicsAsync(connection, cancellationToken).ConfigureAwait(false))
         {
-            total += await RelayTopicAsync(connection, topic, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                relayed += await RelayTopicAsync(connection, topic, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (!cancellationToken.IsCancellationRequested && ex is not System.Data.Common.DbException)
+            {
+                failed++;
+                LogTopicFailed(logger, ex, topic);
+            }
         }
-        return total;
+        return new RelayPass(relayed, failed);
     }
 
     private async Task<int> RelayTopicAsync(DbConnection connection, string topic, CancellationToken cancellationToken)
@@ -195,8 +217,14 @@ internal sealed partial class OutboxRelay(
 
     private long Now() => time.GetUtcNow().ToUnixTimeMilliseconds();
 
-    [LoggerMessage(1, LogLevel.Warning, "The outbox relay failed; it tries again in {Delay}")]
-    private static partial void LogRelayFailed(ILogger logger, Exception exception, TimeSpan delay);
+    [LoggerMessage(1, LogLevel.Warning, "The outbox relay could not read the outbox; it tries again")]
+    private static partial void LogRelayFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(5, LogLevel.Warning, "The outbox relay could not publish to topic {Topic}; its rows stay in the outbox and are tried again")]
+    private static partial void LogTopicFailed(ILogger logger, Exception exception, string topic);
+
+    [LoggerMessage(6, LogLevel.Warning, "The outbox clean-up failed; it runs again after the clean-up interval")]
+    private static partial void LogCleanupFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(2, LogLevel.Warning, "The outbox relay lost its lease on topic {Topic} (its lease expired and another instance took the topic); it stops relaying it")]
     private static partial void LogLeaseLost(ILogger logger, string topic);
