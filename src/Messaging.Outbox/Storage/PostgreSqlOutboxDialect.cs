@@ -52,7 +52,7 @@ internal sealed class PostgreSqlOutboxDialect : OutboxDialect
     }
 
     public override InvalidOperationException DescribeStartupFailure(Exception exception) =>
-        new($"The PostgreSQL outbox database could not be opened or migrated: {exception.Message} " +
+        new($"The PostgreSQL outbox database could not be opened or migrated: {Sentence(exception.Message)} " +
             $"Check Messaging:Outbox:ConnectionString ({_described}): the server must be reachable, the database must exist and " +
             "the user must be allowed to create tables in it.", exception);
 
@@ -68,4 +68,6 @@ internal sealed class PostgreSqlOutboxDialect : OutboxDialect
         }
         return unchecked((long)hash);
     }
+
+    private static string Sentence(string message) => message.TrimEnd().EndsWith('.') ? message.TrimEnd() : message.TrimEnd() + ".";
 }

@@ -49,6 +49,8 @@ internal sealed class SqliteOutboxDialect : OutboxDialect
     public override Task LockTopicForAppendAsync(DbTransaction transaction, string topic, CancellationToken cancellationToken) => Task.CompletedTask;
 
     public override InvalidOperationException DescribeStartupFailure(Exception exception) =>
-        new($"The SQLite outbox database could not be opened or migrated: {exception.Message} Check {_setting}: the folder must exist " +
+        new($"The SQLite outbox database could not be opened or migrated: {Sentence(exception.Message)} Check {_setting}: the folder must exist " +
             "and be writable by this process.", exception);
+
+    private static string Sentence(string message) => message.TrimEnd().EndsWith('.') ? message.TrimEnd() : message.TrimEnd() + ".";
 }
