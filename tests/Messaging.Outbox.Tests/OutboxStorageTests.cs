@@ -10,7 +10,7 @@ using Microsoft.Extensions.Options;
 namespace Messaging.Outbox.Tests;
 
 /// <summary>The outbox and inbox storage suite: written once, run unchanged on SQLite and on PostgreSQL.</summary>
-public abstract class OutboxStorageTests : IAsyncLifetime
+public abstract partial class OutboxStorageTests : IAsyncLifetime
 {
     private readonly List<IHost> _hosts = [];
     private ITestDatabase? _database;

@@ -9,6 +9,9 @@ public interface ITestDatabase : IAsyncDisposable
 
     /// <summary>Settings that name a database that does not exist, and the setting the start-up error must name.</summary>
     (IDictionary<string, string?> Settings, string Setting, string? Secret) Missing { get; }
+
+    /// <summary>Points an EF Core context at the same database.</summary>
+    void UseFor(Microsoft.EntityFrameworkCore.DbContextOptionsBuilder builder);
 }
 
 /// <summary>An SQLite file in a folder of its own under the temp folder.</summary>
@@ -21,6 +24,9 @@ public sealed class SqliteTestDatabase : ITestDatabase
         ["Messaging:Outbox:Provider"] = "Sqlite",
         ["Messaging:Outbox:FilePath"] = Path.Combine(_folder, "outbox.db"),
     };
+
+    public void UseFor(Microsoft.EntityFrameworkCore.DbContextOptionsBuilder builder) =>
+        Microsoft.EntityFrameworkCore.SqliteDbContextOptionsBuilderExtensions.UseSqlite(builder, $"Data Source={Path.Combine(_folder, "outbox.db")}");
 
     public (IDictionary<string, string?>, string, string?) Missing => (new Dictionary<string, string?>
     {
@@ -62,6 +68,9 @@ public sealed class PostgreSqlTestDatabase : ITestDatabase
         ["Messaging:Outbox:Provider"] = "PostgreSql",
         ["Messaging:Outbox:ConnectionString"] = SchemaConnectionString,
     };
+
+    public void UseFor(Microsoft.EntityFrameworkCore.DbContextOptionsBuilder builder) =>
+        Microsoft.EntityFrameworkCore.NpgsqlDbContextOptionsBuilderExtensions.UseNpgsql(builder, SchemaConnectionString);
 
     public (IDictionary<string, string?>, string, string?) Missing
     {
