@@ -39,6 +39,71 @@ public abstract partial class ConformanceSuite<TFixture>
     public Task Outbox_and_inbox_10000_events_with_a_killed_consumer_have_each_effect_exactly_once_on_postgresql() => Case(() =>
         ExactlyOnceEffectsAsync(OutboxDatabaseProvider.PostgreSql));
 
+    [Fact(Timeout = 120_000)]
+    public Task Outbox_the_relayed_event_is_the_event_that_was_written() => Case(async () =>
+    {
+        await using var database = await OutboxDatabaseAsync(OutboxDatabaseProvider.Sqlite);
+        var (topic, sub) = Names();
+        var probe = new Probe();
+        var extensions = new[] { IntExt, BoolExt, UriExt, UriRefExt, TimeExt, BinaryExt, StringExt };
+        await using var host = await StartOutboxHostAsync(probe, m =>
+        {
+            foreach (var ext in extensions)
+            {
+                m.AddExtensionAttribute(ext);
+            }
+            Subscribe(topic, sub)(m);
+        }, database);
+        var sent = new CloudEvent(CloudEventsSpecVersion.V1_0, extensions)
+        {
+            Id = "id-ünïcødé-" + Guid.NewGuid(),
+            Source = new Uri("https://example.com/orders/42?x=1"),
+            Type = "com.example.order.placed.v1",
+            Subject = "orders/42 — ☃ subject",
+            Time = new DateTimeOffset(2026, 11, 27, 10, 11, 12, 345, TimeSpan.Zero),
+            DataContentType = "application/json; charset=utf-8",
+            DataSchema = new Uri("https://example.com/schemas/order.json"),
+            Data = System.Text.Encoding.UTF8.GetBytes("{\"text\":\"héllo wörld ✓ 𝄞\",\"n\":42}"),
+        };
+        sent[IntExt] = -2147483648;
+        sent[BoolExt] = true;
+        sent[UriExt] = new Uri("https://example.com/a b");
+        sent[UriRefExt] = new Uri("/relative/ref", UriKind.Relative);
+        sent[TimeExt] = new DateTimeOffset(2001, 2, 3, 4, 5, 6, TimeSpan.FromHours(2));
+        sent[BinaryExt] = new byte[] { 0, 1, 2, 254, 255 };
+        sent[StringExt] = "ünïcødé ✓ \"quoted\"";
+        var binary = NewEvent(data: Enumerable.Range(0, 256).Select(i => (byte)i).ToArray());
+        var none = NewEvent();
+        none.Data = null;
+        none.DataContentType = null;
+
+        await WriteThroughOutboxAsync(host, topic, [sent, binary, none]);
+        await Wait.UntilAsync(() => probe.Handled.Count == 3, "the three events are relayed and handled");
+        var got = probe.Handled.Single(h => h.Event.Id == sent.Id).Event;
+        Assert.Equal(sent.Source, got.Source);
+        Assert.Equal(sent.Type, got.Type);
+        Assert.Equal(sent.Subject, got.Subject);
+        Assert.Equal(sent.Time, got.Time);
+        Assert.Equal(sent.DataContentType, got.DataContentType);
+        Assert.Equal(sent.DataSchema, got.DataSchema);
+        Assert.Equal((byte[])sent.Data!, Assert.IsType<byte[]>(got.Data));
+        Assert.Equal(-2147483648, got[IntExt]);
+        Assert.Equal(true, got[BoolExt]);
+        Assert.Equal(sent[UriExt], got[UriExt]);
+        Assert.Equal(sent[UriRefExt], got[UriRefExt]);
+        Assert.Equal(sent[TimeExt], got[TimeExt]);
+        Assert.Equal((byte[])sent[BinaryExt]!, (byte[])got[BinaryExt]!);
+        Assert.Equal(sent[StringExt], got[StringExt]);
+        var extra = got.GetPopulatedAttributes().Select(a => a.Key.Name)
+            .Except(sent.GetPopulatedAttributes().Select(a => a.Key.Name))
+            .Except(["traceparent", "tracestate"]);
+        Assert.Empty(extra);
+        Assert.Equal((byte[])binary.Data!, Assert.IsType<byte[]>(probe.Handled.Single(h => h.Event.Id == binary.Id).Event.Data));
+        var gotNone = probe.Handled.Single(h => h.Event.Id == none.Id).Event;
+        Assert.Null(gotNone.Data);
+        Assert.Null(gotNone.DataContentType);
+    });
+
     /// <summary>The case's database; a PostgreSQL that is not there skips the case on a laptop and fails it where required.</summary>
     private static async Task<OutboxTestDatabase> OutboxDatabaseAsync(OutboxDatabaseProvider provider)
     {
