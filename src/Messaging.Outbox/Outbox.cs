@@ -1,5 +1,7 @@
 using System.Data.Common;
+using System.Diagnostics;
 using CloudNative.CloudEvents;
+using Messaging.Diagnostics;
 using Messaging.Envelope;
 using Messaging.Hosting;
 using Messaging.Outbox.Storage;
@@ -35,10 +37,24 @@ internal sealed class Outbox(OutboxStore store, IEventPublisher publisher, Messa
     {
         EntityNames.Validate(topic, "topic");
         OutboxDatabase.CheckTransaction(store.Dialect, transaction);
+        // The span of writing the events ("create", as OpenTelemetry's messaging conventions name it for an outbox): its
+        // trace context travels in the stored events, so the consumers' spans continue the writer's trace, not the relay's.
+        using var activity = MessagingDiagnostics.ActivitySource.StartActivity($"create {topic}", ActivityKind.Producer);
+        if (activity is { IsAllDataRequested: true })
+        {
+            activity.SetTag("messaging.operation.type", "create");
+            activity.SetTag("messaging.operation.name", "outbox");
+            activity.SetTag("messaging.destination.name", topic);
+            if (events.Count != 1)
+            {
+                activity.SetTag("messaging.batch.message_count", events.Count);
+            }
+        }
         var rows = new List<(string, byte[])>(events.Count);
         foreach (var cloudEvent in events)
         {
             ArgumentNullException.ThrowIfNull(cloudEvent);
+            MessagingDiagnostics.Inject(cloudEvent, activity ?? Activity.Current);
             // Stored as it will be sent: the same checks as a direct publish, so a bad event fails the caller's unit of work
             // now instead of blocking its topic in the relay later.
             CloudEventAttributeMap.EnsureValid(cloudEvent);

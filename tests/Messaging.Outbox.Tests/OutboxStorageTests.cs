@@ -147,6 +147,29 @@ public abstract partial class OutboxStorageTests : IAsyncLifetime
     }
 
     [Fact(Timeout = 60_000)]
+    public async Task A_relayed_event_carries_the_trace_context_of_the_unit_of_work_that_wrote_it()
+    {
+        using var source = new System.Diagnostics.ActivitySource("outbox-tests-" + Guid.NewGuid());
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = s => s.Name == source.Name || s.Name == Messaging.Diagnostics.MessagingDiagnostics.SourceName,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+        var host = await StartAsync();
+        var sent = NewEvent();
+        string traceId;
+        using (var request = source.StartActivity("place order"))
+        {
+            traceId = request!.TraceId.ToHexString();
+            await WriteAsync(host, "traced", [sent]);
+        }
+        await Wait.UntilAsync(() => Publisher.Events.ContainsKey(sent.Id!), "the event is relayed");
+        var traceParent = Assert.IsType<string>(Publisher.Events[sent.Id!][Messaging.Diagnostics.MessagingDiagnostics.TraceParentAttribute]);
+        Assert.Contains(traceId, traceParent, StringComparison.Ordinal);
+    }
+
+    [Fact(Timeout = 60_000)]
     public async Task Each_topic_is_published_in_write_order()
     {
         var writer = await StartAsync(settings: new Dictionary<string, string?> { ["Messaging:Outbox:BatchSize"] = "7" });

@@ -9,6 +9,8 @@ public sealed class RecordingPublisher : IEventPublisher
 {
     public ConcurrentQueue<(string Topic, string EventId, string Relay)> Sent { get; } = new();
 
+    public ConcurrentDictionary<string, CloudEvent> Events { get; } = new();
+
     /// <summary>Runs before each publish; may delay or throw.</summary>
     public Func<string, CloudEvent, Task> BeforePublish { get; set; } = (_, _) => Task.CompletedTask;
 
@@ -34,6 +36,7 @@ public sealed class RecordingPublisher : IEventPublisher
         public async Task PublishAsync(string topic, CloudEvent cloudEvent, CancellationToken cancellationToken = default)
         {
             await inner.BeforePublish(topic, cloudEvent);
+            inner.Events[cloudEvent.Id!] = cloudEvent;
             inner.Sent.Enqueue((topic, cloudEvent.Id!, relay));
         }
 
