@@ -42,9 +42,9 @@ public sealed class OutboxOptions
 
     /// <summary>
     /// How long a relay owns a topic it claimed. Another instance takes the topic over only once the lease expired, so this
-    /// bounds how long a crashed relay's topics wait. Must be longer than <c>Messaging:PublishTimeout</c>. Default 30 s.
+    /// bounds how long a crashed relay's topics wait. At least twice <c>Messaging:PublishTimeout</c>. Default 1 minute.
     /// </summary>
-    public TimeSpan LeaseDuration { get; set; } = TimeSpan.FromSeconds(30);
+    public TimeSpan LeaseDuration { get; set; } = TimeSpan.FromMinutes(1);
 
     /// <summary>How long sent outbox rows are kept before they are deleted. Default 7 days.</summary>
     public TimeSpan Retention { get; set; } = TimeSpan.FromDays(7);

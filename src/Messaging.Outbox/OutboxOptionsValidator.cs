@@ -1,3 +1,4 @@
+using Messaging.Hosting;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Options;
 using Npgsql;
@@ -5,7 +6,7 @@ using Npgsql;
 namespace Messaging.Outbox;
 
 /// <summary>Checks <c>Messaging:Outbox</c> at start-up; every failure names the setting.</summary>
-internal sealed class OutboxOptionsValidator : IValidateOptions<OutboxOptions>
+internal sealed class OutboxOptionsValidator(IOptions<MessagingOptions> messaging) : IValidateOptions<OutboxOptions>
 {
     private const string Prefix = "Messaging:Outbox:";
 
@@ -43,6 +44,14 @@ internal sealed class OutboxOptionsValidator : IValidateOptions<OutboxOptions>
         Positive(options.Retention, "Retention", failures);
         Positive(options.InboxRetention, "InboxRetention", failures);
         Positive(options.CleanupInterval, "CleanupInterval", failures);
+        // The relay renews its lease before a publish once a third of it has passed, and one publish may take up to
+        // PublishTimeout: with a lease of at least twice that, the lease cannot run out while a publish is under way.
+        var publishTimeout = messaging.Value.PublishTimeout;
+        if (options.LeaseDuration > TimeSpan.Zero && options.LeaseDuration < 2 * publishTimeout)
+        {
+            failures.Add($"{Prefix}LeaseDuration ({options.LeaseDuration}) must be at least twice Messaging:PublishTimeout ({publishTimeout}), " +
+                "so that no other instance takes a topic over while this one is still publishing to it.");
+        }
         if (options.BatchSize is < 1 or > 10_000)
         {
             failures.Add($"{Prefix}BatchSize must be between 1 and 10000 (was {options.BatchSize}).");

@@ -351,6 +351,10 @@ public abstract partial class OutboxStorageTests : IAsyncLifetime
         error = await Assert.ThrowsAsync<OptionsValidationException>(() => invalid.StartAsync(Ct));
         Assert.Contains("Messaging:Outbox:BatchSize", error.Message, StringComparison.Ordinal);
         Assert.Contains("Messaging:Outbox:LeaseDuration", error.Message, StringComparison.Ordinal);
+
+        var shortLease = Build(settings: new Dictionary<string, string?> { ["Messaging:PublishTimeout"] = "00:00:20", ["Messaging:Outbox:LeaseDuration"] = "00:00:30" });
+        error = await Assert.ThrowsAsync<OptionsValidationException>(() => shortLease.StartAsync(Ct));
+        Assert.Contains("Messaging:Outbox:LeaseDuration (00:00:30) must be at least twice Messaging:PublishTimeout (00:00:20)", error.Message, StringComparison.Ordinal);
     }
 
     [Fact(Timeout = 60_000)]
