@@ -19,7 +19,7 @@ root=$PWD
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
 # Libraries that must be among the packages whatever else is packable.
-expected_libraries=(Messaging Messaging.RabbitMQ Messaging.PubSub Messaging.Aws Messaging.ServiceBus)
+expected_libraries=(Messaging Messaging.RabbitMQ Messaging.PubSub Messaging.Aws Messaging.ServiceBus Messaging.Outbox)
 
 out=$root/artifacts/packages
 work=$root/artifacts/pack-check

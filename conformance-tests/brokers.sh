@@ -2,7 +2,9 @@
 # Installs (when missing) and starts the local brokers the conformance suite runs against:
 #   RabbitMQ from Debian on 127.0.0.1:5672 (guest/guest), and its TLS listener on 127.0.0.1:5671 with a throwaway CA and
 #   server certificate made here with openssl (CA at $MESSAGING_TLS_DIR/ca.pem, default /etc/rabbitmq/messaging-tls);
-#   the Google Pub/Sub emulator (gcloud beta emulators pubsub, needs Java) on 127.0.0.1:8085.
+#   the Google Pub/Sub emulator (gcloud beta emulators pubsub, needs Java) on 127.0.0.1:8085;
+#   PostgreSQL from Debian on 127.0.0.1:5432 with a role and database for the outbox/inbox storage tests
+#   (messaging/messaging, database messaging_tests; the tests read MESSAGING_POSTGRES, default that connection string).
 # Idempotent: a broker that already answers is left alone. Needs root (or sudo) only to install.
 set -euo pipefail
 
@@ -102,5 +104,45 @@ start_pubsub() {
   return 1
 }
 
+pg_ready() { # true when the server accepts TCP connections on 127.0.0.1:5432
+  (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null
+}
+
+as_postgres() { if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/sh -c "$*"; else sudo -u postgres sh -c "$*"; fi; }
+
+start_postgres() {
+  if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(ls /usr/lib/postgresql 2>/dev/null)" ]; then
+    echo "brokers: installing postgresql from Debian"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
+  fi
+  local version cluster
+  version=$(pg_lsclusters -h | awk 'NR==1 {print $1}')
+  cluster=$(pg_lsclusters -h | awk 'NR==1 {print $2}')
+  if [ -z "$version" ]; then
+    version=$(ls /usr/lib/postgresql | sort -V | tail -1)
+    cluster=main
+    echo "brokers: creating PostgreSQL cluster $version/$cluster"
+    as_root pg_createcluster "$version" "$cluster" >/dev/null
+  fi
+  if pg_ready; then
+    echo "brokers: PostgreSQL already running"
+  else
+    echo "brokers: starting PostgreSQL $version/$cluster"
+    as_root pg_ctlcluster "$version" "$cluster" start
+  fi
+  for _ in $(seq 1 60); do pg_ready && break; sleep 1; done
+  if ! pg_ready; then
+    echo "brokers: PostgreSQL did not start within 60 s; its log follows" >&2
+    as_root sh -c "tail -n 50 /var/log/postgresql/postgresql-$version-$cluster.log" >&2 || true
+    return 1
+  fi
+  # The role and database of the storage tests (idempotent).
+  as_postgres "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='messaging'\" | grep -q 1 || psql -qc \"CREATE ROLE messaging LOGIN PASSWORD 'messaging'\"" >/dev/null
+  as_postgres "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='messaging_tests'\" | grep -q 1 || createdb -O messaging messaging_tests" >/dev/null
+  echo "brokers: PostgreSQL ready: Host=127.0.0.1;Port=5432;Username=messaging;Password=messaging;Database=messaging_tests"
+}
+
 start_rabbitmq
 start_pubsub
+start_postgres

@@ -1,11 +1,14 @@
 // Benchmarks.
 //   harness: throughput and latency of this library against each broker's raw client (and MassTransit on RabbitMQ).
 //     dotnet run -c Release --project benchmarks/Messaging.Benchmarks -- harness [--transport inmemory|rabbitmq|pubsub|all] [--rounds 3] [--smoke]
+//   outbox: outbox publish throughput (SQLite, PostgreSQL) against direct publish, inbox handling against plain handling.
+//     dotnet run -c Release --project benchmarks/Messaging.Benchmarks -- outbox [--transport inmemory|rabbitmq] [--events 5000] [--writers 8] [--smoke]
 //   micro: BenchmarkDotNet micro-benchmarks of the per-event hot paths (encode/decode per wire mapping, dispatch).
 //     dotnet run -c Release --project benchmarks/Messaging.Benchmarks -- micro [BenchmarkDotNet arguments, e.g. --filter *]
 using System.Globalization;
 using BenchmarkDotNet.Running;
 using Messaging.Benchmarks.Harness;
+using Messaging.Benchmarks.Outbox;
 using Messaging.InMemory;
 using Messaging.PubSub;
 using Messaging.RabbitMQ;
@@ -35,6 +38,32 @@ var rabbitUri = Environment.GetEnvironmentVariable("MESSAGING_RABBITMQ_URI") ?? 
 var pubsubHost = Environment.GetEnvironmentVariable("PUBSUB_EMULATOR_HOST") ?? "127.0.0.1:8085";
 var pubsubProject = Environment.GetEnvironmentVariable("MESSAGING_PUBSUB_PROJECT") ?? "conformance-project";
 using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(smoke ? 5 : 30));
+
+if (args.Length > 0 && args[0] == "outbox")
+{
+    async Task DeleteRabbitQueues(string topic)
+    {
+        await using var connection = await new ConnectionFactory { Uri = new Uri(rabbitUri) }.CreateConnectionAsync();
+        await using var channel = await connection.CreateChannelAsync();
+        foreach (var queue in new[] { topic + "-sub", topic + "-sub.dead-letter" })
+        {
+            await channel.QueueDeleteAsync(queue, false, false);
+        }
+        await channel.ExchangeDeleteAsync(topic, false);
+    }
+    var onRabbit = Option("--transport", "inmemory").Equals("rabbitmq", StringComparison.OrdinalIgnoreCase);
+    var postgres = Environment.GetEnvironmentVariable("MESSAGING_POSTGRES") is { Length: > 0 } pg
+        ? pg : "Host=127.0.0.1;Port=5432;Username=messaging;Password=messaging;Database=messaging_tests";
+    var benchmark = new OutboxBenchmark(
+        onRabbit ? RabbitMqTransport.TransportName : InMemoryTransport.TransportName,
+        m => { if (onRabbit) { m.AddRabbitMq(o => o.Uri = rabbitUri); } },
+        topic => onRabbit ? DeleteRabbitQueues(topic) : Task.CompletedTask,
+        postgres,
+        events: int.Parse(Option("--events", smoke ? "300" : "5000"), CultureInfo.InvariantCulture),
+        writers: int.Parse(Option("--writers", "8"), CultureInfo.InvariantCulture));
+    Console.WriteLine(await benchmark.RunAsync(cts.Token));
+    return 0;
+}
 
 var sizes = Option("--sizes", "1024,65536").Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
 HarnessSettings Settings(int smallCount, int largeCount) => smoke

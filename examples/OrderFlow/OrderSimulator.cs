@@ -1,5 +1,5 @@
 using Messaging.DeadLetters;
-using Messaging.Publishing;
+using Messaging.Outbox;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -9,9 +9,12 @@ namespace OrderFlow;
 /// <summary>
 /// Places a few orders, waits until every order is shipped or dead-lettered, shows the dead letters, then stops the app.
 /// In continuous mode it places orders until the app is stopped (one in twenty is declined and ends as a dead letter).
+/// Each order is one unit of work: its row in the orders table and its OrderPlaced event (through the outbox) commit together.
 /// </summary>
 public sealed partial class OrderSimulator(
-    IEventPublisher publisher,
+    IOutboxDatabase database,
+    IOutbox outbox,
+    OrderStore orders,
     IDeadLetterStore deadLetters,
     FlowTracker tracker,
     IOptions<OrderFlowOptions> options,
@@ -42,7 +45,7 @@ public sealed partial class OrderSimulator(
             {
                 placed++;
                 var customer = placed % 20 == 0 ? "mallory" : Customers[placed % Customers.Length];
-                await publisher.PublishAsync(new OrderPlaced($"order-{placed}", customer, 10m + placed % 90), cancellationToken: stoppingToken);
+                await PlaceAsync(new OrderPlaced($"order-{placed}", customer, 10m + placed % 90), stoppingToken);
                 if (DateTime.UtcNow - lastReport >= TimeSpan.FromSeconds(10))
                 {
                     lastReport = DateTime.UtcNow;
@@ -60,7 +63,7 @@ public sealed partial class OrderSimulator(
         var placed = new HashSet<string>();
         foreach (var order in Orders)
         {
-            var sent = await publisher.PublishAsync(order, cancellationToken: stoppingToken);
+            var sent = await PlaceAsync(order, stoppingToken);
             placed.Add(sent.Id!);
             LogPlaced(order.OrderId, sent.Id, sent.Type);
         }
@@ -80,6 +83,7 @@ public sealed partial class OrderSimulator(
         }
 
         LogSummary(tracker.ShippedCount, Orders.Length, dead.Count);
+        LogDatabase(await orders.SummaryAsync(stoppingToken));
         foreach (var letter in dead)
         {
             LogDeadLetter(letter.Event?.Id, letter.Metadata.Reason, letter.Metadata.AttemptCount, letter.Metadata.ExceptionType, letter.Metadata.ExceptionMessage);
@@ -87,6 +91,19 @@ public sealed partial class OrderSimulator(
         Environment.ExitCode = tracker.ShippedCount == expectedShipped && dead.Count == 1 ? 0 : 1;
         lifetime.StopApplication();
     }
+
+    private async Task<CloudNative.CloudEvents.CloudEvent> PlaceAsync(OrderPlaced order, CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        await OrderStore.PlaceAsync(transaction, order, cancellationToken);
+        var sent = await outbox.PublishAsync(order, transaction, cancellationToken: cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return sent;
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "orders table: {Summary}")]
+    private partial void LogDatabase(string summary);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "placed {OrderId} as CloudEvent {EventId} ({Type})")]
     private partial void LogPlaced(string orderId, string? eventId, string? type);

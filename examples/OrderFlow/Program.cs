@@ -2,6 +2,9 @@
 // switch broker with configuration only, e.g.  dotnet run --project examples/OrderFlow -- --Messaging:Transport=RabbitMQ  (or PubSub, SnsSqs, ServiceBus)
 // Metrics are served for Prometheus on http://localhost:9464/metrics (OrderFlow:PrometheusPort; 0 turns it off).
 // --OrderFlow:Continuous=true keeps placing orders until Ctrl+C, so a Prometheus and Grafana pair has something to show.
+// Orders live in an SQLite database beside the program (orderflow.db in the build output; Messaging:Outbox:FilePath moves it),
+// created at start-up: each order, the events it publishes (outbox) and the record that a handler handled an event (inbox)
+// commit in one transaction.
 using Messaging.Aws;
 using Messaging.Diagnostics;
 using Messaging.Health;
@@ -28,10 +31,13 @@ builder.Services.AddMessaging(builder.Configuration)
     .MapEvent<OrderPlaced>("orders", "com.example.order.placed")
     .MapEvent<PaymentCompleted>("payments", "com.example.payment.completed")
     .AddSubscription("payments", "orders", s => s.Handle<OrderPlaced, PaymentHandler>())
-    .AddSubscription("shipping", "payments", s => s.Handle<PaymentCompleted, ShippingHandler>());
+    .AddSubscription("shipping", "payments", s => s.Handle<PaymentCompleted, ShippingHandler>())
+    .AddOutbox(o => o.UseSqlite(Path.Combine(AppContext.BaseDirectory, "orderflow.db")));
 
 builder.Services.AddHealthChecks().AddMessagingHealthChecks();
 builder.Services.AddSingleton<FlowTracker>();
+builder.Services.AddSingleton<OrderStore>();
+builder.Services.AddHostedService(sp => sp.GetRequiredService<OrderStore>());
 builder.Services.Configure<OrderFlowOptions>(builder.Configuration.GetSection(OrderFlowOptions.SectionName));
 builder.Services.AddHostedService<OrderSimulator>();
 
