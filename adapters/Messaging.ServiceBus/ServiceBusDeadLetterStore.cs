@@ -11,7 +11,7 @@ namespace Messaging.ServiceBus;
 /// subscription's and its redelivery queue's (a message is dead-lettered where it was received). Peek uses Service Bus's
 /// non-locking peek; replay receives with a lock, sends a clean copy to the redelivery queue (where the subscription's
 /// consumers pick it up, starting again at attempt 1) and only then completes the dead letter; unselected dead letters
-/// are abandoned back to their sub-queue.
+/// are abandoned back to their sub-queue once the walk's receiver is closed (see <see cref="TakeSelectedAsync"/>).
 /// </summary>
 internal sealed class ServiceBusDeadLetterStore(ServiceBusTransport transport) : IDeadLetterStore
 {
@@ -22,8 +22,9 @@ internal sealed class ServiceBusDeadLetterStore(ServiceBusTransport transport) :
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
         var result = new List<DeadLetteredEvent>();
-        foreach (var (code, receiver) in await OpenAsync(subscription, cancellationToken).ConfigureAwait(false))
+        foreach (var (code, open) in await SubQueuesAsync(subscription, cancellationToken).ConfigureAwait(false))
         {
+            var receiver = open();
             await using (receiver.ConfigureAwait(false))
             {
                 while (result.Count < maxCount)
@@ -57,65 +58,47 @@ internal sealed class ServiceBusDeadLetterStore(ServiceBusTransport transport) :
         }
     }
 
-    public async Task<int> ReplayAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
+    public Task<int> ReplayAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(select);
-        var replayed = 0;
         var sender = transport.Sender(ServiceBusNames.RedeliveryQueue(subscription));
-        foreach (var (code, receiver) in await OpenAsync(subscription, cancellationToken, ServiceBusReceiveMode.PeekLock).ConfigureAwait(false))
+        return TakeSelectedAsync(subscription, select, async (message, ct) =>
         {
-            await using (receiver.ConfigureAwait(false))
-            {
-                var kept = new List<ServiceBusReceivedMessage>();
-                try
-                {
-                    var scanned = 0;
-                    while (scanned < MaxScanned)
-                    {
-                        var batch = await receiver.ReceiveMessagesAsync(100, TimeSpan.FromSeconds(2), cancellationToken).ConfigureAwait(false);
-                        if (batch.Count == 0)
-                        {
-                            break;
-                        }
-                        scanned += batch.Count;
-                        foreach (var message in batch)
-                        {
-                            if (!select(ToDeadLettered(message, code, subscription)))
-                            {
-                                kept.Add(message); // stays locked until the end, so the scan does not see it again
-                                continue;
-                            }
-                            var copy = ServiceBusMessageCopy.Copy(message, static key =>
-                                DeadLetterMetadata.IsMetadataProperty(key) || key.StartsWith("messaging-", StringComparison.Ordinal));
-                            await sender.SendMessageAsync(copy, cancellationToken).ConfigureAwait(false);
-                            await receiver.CompleteMessageAsync(message, cancellationToken).ConfigureAwait(false);
-                            replayed++;
-                        }
-                    }
-                }
-                finally
-                {
-                    foreach (var message in kept)
-                    {
-                        await receiver.AbandonMessageAsync(message, cancellationToken: CancellationToken.None).ConfigureAwait(false);
-                    }
-                }
-            }
-        }
-        return replayed;
+            var copy = ServiceBusMessageCopy.Copy(message, static key =>
+                DeadLetterMetadata.IsMetadataProperty(key) || key.StartsWith("messaging-", StringComparison.Ordinal));
+            await sender.SendMessageAsync(copy, ct).ConfigureAwait(false);
+        }, cancellationToken);
     }
 
-    /// <summary>Receives both dead-letter sub-queues with a lock as a replay does; selected dead letters are completed (removed), the others abandoned back.</summary>
-    public async Task<int> PurgeAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
+    /// <summary>Walks both dead-letter sub-queues as a replay does; a selected dead letter is completed (removed), the others are given back.</summary>
+    public Task<int> PurgeAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken) =>
+        TakeSelectedAsync(subscription, select, static (_, _) => Task.CompletedTask, cancellationToken);
+
+    /// <summary>
+    /// Receives every dead letter of both sub-queues with a lock; a selected one goes to <paramref name="take"/> and is then
+    /// completed (removed); the others stay locked until the walk of their sub-queue ends, so it does not meet them again,
+    /// and are then abandoned back.
+    /// </summary>
+    /// <remarks>
+    /// The walk's receiver ends with link credit outstanding (its last, empty receive asked for a batch that never came,
+    /// and a receiver that is not a session's has no way to take that credit back). A message abandoned on that link is
+    /// therefore free to go straight back over it; the SDK, with no receive pending, releases it, and round it goes until
+    /// the link closes, when the copy on the wire is dropped and stays locked for a whole lock duration: a dead letter the
+    /// next walk would not see. So the walk's receiver is closed first, taking its credit with it, and the kept dead
+    /// letters are abandoned afterwards with their lock tokens through another receiver, which has no credit (prefetch 0)
+    /// and settles them over the entity's management link, as the SDK does for a message whose link is gone.
+    /// </remarks>
+    private async Task<int> TakeSelectedAsync(string subscription, Func<DeadLetteredEvent, bool> select,
+        Func<ServiceBusReceivedMessage, CancellationToken, Task> take, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(select);
-        var purged = 0;
-        foreach (var (code, receiver) in await OpenAsync(subscription, cancellationToken, ServiceBusReceiveMode.PeekLock).ConfigureAwait(false))
+        var taken = 0;
+        foreach (var (code, open) in await SubQueuesAsync(subscription, cancellationToken).ConfigureAwait(false))
         {
-            await using (receiver.ConfigureAwait(false))
+            var kept = new List<ServiceBusReceivedMessage>();
+            try
             {
-                var kept = new List<ServiceBusReceivedMessage>();
-                try
+                var receiver = open();
+                await using (receiver.ConfigureAwait(false))
                 {
                     var scanned = 0;
                     while (scanned < MaxScanned)
@@ -130,35 +113,55 @@ internal sealed class ServiceBusDeadLetterStore(ServiceBusTransport transport) :
                         {
                             if (!select(ToDeadLettered(message, code, subscription)))
                             {
-                                kept.Add(message); // stays locked until the end, so the scan does not see it again
+                                kept.Add(message); // stays locked until the walk ends, so the walk does not meet it again
                                 continue;
                             }
+                            await take(message, cancellationToken).ConfigureAwait(false);
                             await receiver.CompleteMessageAsync(message, cancellationToken).ConfigureAwait(false);
-                            purged++;
+                            taken++;
                         }
                     }
                 }
-                finally
+            }
+            finally
+            {
+                if (kept.Count > 0)
                 {
-                    foreach (var message in kept)
-                    {
-                        await receiver.AbandonMessageAsync(message, cancellationToken: CancellationToken.None).ConfigureAwait(false);
-                    }
+                    await GiveBackAsync(open(), kept).ConfigureAwait(false);
                 }
             }
         }
-        return purged;
+        return taken;
     }
 
-    private async Task<IReadOnlyList<(char Code, ServiceBusReceiver Receiver)>> OpenAsync(string subscription, CancellationToken cancellationToken,
-        ServiceBusReceiveMode mode = ServiceBusReceiveMode.PeekLock)
+    /// <summary>Abandons dead letters locked by a receiver that is closed now, through <paramref name="settler"/>.</summary>
+    private static async Task GiveBackAsync(ServiceBusReceiver settler, List<ServiceBusReceivedMessage> kept)
+    {
+        await using (settler.ConfigureAwait(false))
+        {
+            foreach (var message in kept)
+            {
+                try
+                {
+                    await settler.AbandonMessageAsync(message, cancellationToken: CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (ServiceBusException ex) when (ex.Reason == ServiceBusFailureReason.MessageLockLost)
+                {
+                    // Its lock ran out during a long walk: it is back in its sub-queue already.
+                }
+            }
+        }
+    }
+
+    /// <summary>The subscription's dead-letter sub-queue and its redelivery queue's, each with a way to open a peek-lock receiver on it without prefetch.</summary>
+    private async Task<IReadOnlyList<(char Code, Func<ServiceBusReceiver> Open)>> SubQueuesAsync(string subscription, CancellationToken cancellationToken)
     {
         var topic = await transport.TopicOfAsync(subscription, cancellationToken).ConfigureAwait(false);
-        var options = new ServiceBusReceiverOptions { SubQueue = SubQueue.DeadLetter, ReceiveMode = mode, PrefetchCount = 0 };
+        var options = new ServiceBusReceiverOptions { SubQueue = SubQueue.DeadLetter, ReceiveMode = ServiceBusReceiveMode.PeekLock, PrefetchCount = 0 };
         return
         [
-            ('s', transport.Client.CreateReceiver(ServiceBusNames.Topic(topic), ServiceBusNames.Subscription(subscription), options)),
-            ('r', transport.Client.CreateReceiver(ServiceBusNames.RedeliveryQueue(subscription), options)),
+            ('s', () => transport.Client.CreateReceiver(ServiceBusNames.Topic(topic), ServiceBusNames.Subscription(subscription), options)),
+            ('r', () => transport.Client.CreateReceiver(ServiceBusNames.RedeliveryQueue(subscription), options)),
         ];
     }
 

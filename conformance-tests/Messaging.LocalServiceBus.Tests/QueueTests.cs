@@ -284,6 +284,37 @@ public sealed class QueueTests
     }
 
     [Fact]
+    public async Task Locks_of_a_closed_receiver_settle_through_another_one_and_abandoned_messages_are_available_at_once()
+    {
+        await using var bus = await LocalBus.StartAsync();
+        await bus.Endpoint.CreateQueueAsync("handover", cancellationToken: Ct);
+        await using var sender = bus.Client.CreateSender("handover");
+        await sender.SendMessagesAsync([new ServiceBusMessage("done"), new ServiceBusMessage("again 1"), new ServiceBusMessage("again 2")], Ct);
+        var options = new ServiceBusReceiverOptions { PrefetchCount = 0 };
+
+        // A receiver that walked the queue to its end: it holds every lock, and its last, empty receive left credit behind.
+        List<ServiceBusReceivedMessage> walked;
+        await using (var walker = bus.Client.CreateReceiver("handover", options))
+        {
+            walked = await ReceiveAtLeastAsync(walker, 3);
+            Assert.Empty(await walker.ReceiveMessagesAsync(10, TimeSpan.FromMilliseconds(500), Ct));
+        }
+
+        // Its lock tokens still settle, over the management link, through a receiver that never received them.
+        await using var settler = bus.Client.CreateReceiver("handover", options);
+        await settler.CompleteMessageAsync(walked[0], Ct);
+        await settler.AbandonMessageAsync(walked[1], cancellationToken: Ct);
+        await settler.AbandonMessageAsync(walked[2], cancellationToken: Ct);
+
+        // The abandoned ones are available at once (well before the one-minute lock would have expired), the completed one is gone.
+        await using var next = bus.Client.CreateReceiver("handover", options);
+        var again = await ReceiveAtLeastAsync(next, 2);
+        Assert.Equal(["again 1", "again 2"], again.Select(m => m.Body.ToString()));
+        Assert.All(again, m => Assert.Equal(2, m.DeliveryCount));
+        Assert.Empty(await next.ReceiveMessagesAsync(10, TimeSpan.FromMilliseconds(500), Ct));
+    }
+
+    [Fact]
     public async Task Scheduled_message_appears_at_its_time_and_a_cancelled_one_never_does()
     {
         await using var bus = await LocalBus.StartAsync();

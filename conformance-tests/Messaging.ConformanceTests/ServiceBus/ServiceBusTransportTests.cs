@@ -114,6 +114,37 @@ public sealed class ServiceBusTransportTests(ServiceBusFixture fixture) : IClass
         Assert.StartsWith("s:", letter.DeadLetterId, StringComparison.Ordinal);
     }
 
+    [Fact(Timeout = 120_000)]
+    public async Task Dead_letters_a_purge_keeps_are_all_there_for_the_next_walk_at_once()
+    {
+        const int count = 10;
+        await using var transport = Transport();
+        await transport.ProvisionAsync(Topology(), Ct);
+        await transport.PublishAsync(_topic, Enumerable.Range(0, count).Select(_ => Event()).ToList(), Ct);
+        await using (var receiver = fixture.Client.CreateReceiver(_topic, Subscription))
+        {
+            for (var dead = 0; dead < count;)
+            {
+                foreach (var message in await receiver.ReceiveMessagesAsync(count - dead, TimeSpan.FromSeconds(10), Ct))
+                {
+                    await receiver.DeadLetterMessageAsync(message, cancellationToken: Ct);
+                    dead++;
+                }
+            }
+        }
+
+        // Each walk keeps every dead letter locked and gives them all back at its end; the next walk, right after, must
+        // see every one of them again (none still locked by the walk before, none lost until its lock expires).
+        for (var walk = 1; walk <= 4; walk++)
+        {
+            var seen = 0;
+            Assert.Equal(0, await transport.DeadLetters.PurgeAsync(Subscription, _ => { seen++; return false; }, Ct));
+            Assert.True(seen == count, $"walk {walk} saw {seen} of the {count} dead letters");
+        }
+        Assert.Equal(count, await transport.DeadLetters.PurgeAsync(Subscription, _ => true, Ct));
+        Assert.Empty(await transport.DeadLetters.PeekAsync(Subscription, count, Ct));
+    }
+
     [Fact(Timeout = 60_000)]
     public async Task A_publish_larger_than_one_message_batch_is_split_over_several_batches()
     {
