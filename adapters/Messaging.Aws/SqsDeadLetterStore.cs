@@ -43,13 +43,40 @@ internal sealed class SqsDeadLetterStore(SnsSqsTransport transport) : IDeadLette
 
     public async Task<int> ReplayAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(select);
         var ordered = await transport.IsOrderedAsync(subscription, cancellationToken).ConfigureAwait(false);
-        var url = await transport.QueueUrlAsync(SnsSqsNames.DeadLetterQueue(subscription, ordered), subscription, cancellationToken).ConfigureAwait(false);
         var queueUrl = await transport.QueueUrlAsync(SnsSqsNames.Queue(subscription, ordered), subscription, cancellationToken).ConfigureAwait(false);
+        return await TakeSelectedAsync(subscription, ordered, select, (message, deadLettered, ct) =>
+            transport.Clients.Sqs.SendMessageAsync(new SendMessageRequest
+            {
+                QueueUrl = queueUrl,
+                MessageBody = message.Body,
+                MessageAttributes = SqsMessageAttributes.Copy(message.MessageAttributes),
+                // FIFO queue: back into the event's group (its partitionkey, else its id, as published); the dead letter's
+                // message id as deduplication id (the event's own id was used within the last 5 minutes, maybe).
+                MessageGroupId = ordered ? SnsSqsNames.FifoId(ReplayGroup(deadLettered.Event) ?? message.MessageId) : null,
+                MessageDeduplicationId = ordered ? SnsSqsNames.FifoId(message.MessageId) : null,
+            }, ct), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Receives the whole dead-letter queue as a replay does; selected messages are deleted, the others made visible again.</summary>
+    public async Task<int> PurgeAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
+    {
+        var ordered = await transport.IsOrderedAsync(subscription, cancellationToken).ConfigureAwait(false);
+        return await TakeSelectedAsync(subscription, ordered, select, static (_, _, _) => Task.CompletedTask, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Receives the whole dead-letter queue; a selected message goes to <paramref name="take"/> and is then deleted, the others
+    /// are made visible again at the end (also when something fails on the way).
+    /// </summary>
+    private async Task<int> TakeSelectedAsync(string subscription, bool ordered, Func<DeadLetteredEvent, bool> select,
+        Func<Message, DeadLetteredEvent, CancellationToken, Task> take, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(select);
+        var url = await transport.QueueUrlAsync(SnsSqsNames.DeadLetterQueue(subscription, ordered), subscription, cancellationToken).ConfigureAwait(false);
         var received = await ReceiveAllAsync(url, int.MaxValue, cancellationToken).ConfigureAwait(false);
         var kept = new List<Message>();
-        var replayed = 0;
+        var taken = 0;
         try
         {
             foreach (var message in received)
@@ -60,64 +87,21 @@ internal sealed class SqsDeadLetterStore(SnsSqsTransport transport) : IDeadLette
                     kept.Add(message);
                     continue;
                 }
-                await transport.Clients.Sqs.SendMessageAsync(new SendMessageRequest
-                {
-                    QueueUrl = queueUrl,
-                    MessageBody = message.Body,
-                    MessageAttributes = SqsMessageAttributes.Copy(message.MessageAttributes),
-                    // FIFO queue: back into the event's group (its partitionkey, else its id, as published); the dead letter's
-                    // message id as deduplication id (the event's own id was used within the last 5 minutes, maybe).
-                    MessageGroupId = ordered ? SnsSqsNames.FifoId(ReplayGroup(deadLettered.Event) ?? message.MessageId) : null,
-                    MessageDeduplicationId = ordered ? SnsSqsNames.FifoId(message.MessageId) : null,
-                }, cancellationToken).ConfigureAwait(false);
+                await take(message, deadLettered, cancellationToken).ConfigureAwait(false);
                 await transport.Clients.Sqs.DeleteMessageAsync(url, message.ReceiptHandle, cancellationToken).ConfigureAwait(false);
-                replayed++;
+                taken++;
             }
         }
         catch
         {
-            kept.AddRange(received.Skip(replayed + kept.Count));
+            kept.AddRange(received.Skip(taken + kept.Count));
             throw;
         }
         finally
         {
             await ReleaseAsync(url, kept).ConfigureAwait(false);
         }
-        return replayed;
-    }
-
-    /// <summary>Receives the whole dead-letter queue as a replay does; selected messages are deleted, the others made visible again.</summary>
-    public async Task<int> PurgeAsync(string subscription, Func<DeadLetteredEvent, bool> select, CancellationToken cancellationToken)
-    {
-        ArgumentNullException.ThrowIfNull(select);
-        var ordered = await transport.IsOrderedAsync(subscription, cancellationToken).ConfigureAwait(false);
-        var url = await transport.QueueUrlAsync(SnsSqsNames.DeadLetterQueue(subscription, ordered), subscription, cancellationToken).ConfigureAwait(false);
-        var received = await ReceiveAllAsync(url, int.MaxValue, cancellationToken).ConfigureAwait(false);
-        var kept = new List<Message>();
-        var purged = 0;
-        try
-        {
-            foreach (var message in received)
-            {
-                if (!select(ToDeadLettered(message, subscription)))
-                {
-                    kept.Add(message);
-                    continue;
-                }
-                await transport.Clients.Sqs.DeleteMessageAsync(url, message.ReceiptHandle, cancellationToken).ConfigureAwait(false);
-                purged++;
-            }
-        }
-        catch
-        {
-            kept.AddRange(received.Skip(purged + kept.Count));
-            throw;
-        }
-        finally
-        {
-            await ReleaseAsync(url, kept).ConfigureAwait(false);
-        }
-        return purged;
+        return taken;
     }
 
     /// <summary>Receives until <paramref name="maxCount"/> messages or the queue answers empty (a 1 s long poll, so AWS checks all its servers).</summary>
