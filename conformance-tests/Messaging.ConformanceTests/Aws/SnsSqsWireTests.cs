@@ -237,12 +237,12 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
         Assert.True(left > 0, "the stop came before every event was handled");
 
         // Messages still held would stay invisible for the whole visibility timeout; handed back, they are there at once. The
-        // look lasts up to 3 s (a tenth of the timeout) rather than one receive: as on SQS, the stopped host's cancelled long
+        // look lasts up to 15 s (half the timeout, so a loaded machine cannot pass for a held message) rather than one receive: as on SQS, the stopped host's cancelled long
         // poll lives on at the endpoint and can take given-back messages for nobody before they are looked for.
         var url = (await fixture.Clients.Sqs.GetQueueUrlAsync(SnsSqsNames.Queue(sub), Ct)).QueueUrl;
         await Wait.UntilAsync(
             () => fixture.Clients.Sqs.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, MaxNumberOfMessages = 10, WaitTimeSeconds = 0 }, Ct),
-            response => response.Messages is { Count: > 0 }, "a given-back message is visible", TimeSpan.FromSeconds(3));
+            response => response.Messages is { Count: > 0 }, "a given-back message is visible", TimeSpan.FromSeconds(15));
         await fixture.DeleteSubscriptionAsync(topic, sub);
     }
 

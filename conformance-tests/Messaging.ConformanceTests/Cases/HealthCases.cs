@@ -118,9 +118,23 @@ public abstract partial class ConformanceSuite<TFixture>
         }
 
         // The fault is over (at once, or now that it was lifted): the consumer receives again and the checks say so.
-        var after = NewEvent();
-        await PublishUntilAcceptedAsync(host, topic, after, TimeSpan.FromSeconds(60));
-        await Wait.UntilAsync(() => probe.Handled.Any(h => h.Event.Id == after.Id), "the event published after the fault is handled", TimeSpan.FromSeconds(120));
+        // What is proven here is that the consumer receives again, not that one given event arrives: the Pub/Sub emulator may
+        // hand an event to the stream the fault cut, count those deliveries and dead-letter it (a known limitation; loss is
+        // covered by the delivery and fault cases). So a new event goes out every 15 s until one is handled.
+        var sent = new List<string>();
+        var recovered = DateTime.UtcNow.AddSeconds(120);
+        while (!probe.Handled.Any(h => sent.Contains(h.Event.Id!)))
+        {
+            Assert.True(DateTime.UtcNow < recovered, $"No event published after the fault was handled within 120 s ({sent.Count} published).");
+            var after = NewEvent();
+            await PublishUntilAcceptedAsync(host, topic, after, TimeSpan.FromSeconds(60));
+            sent.Add(after.Id!);
+            var next = DateTime.UtcNow.AddSeconds(15);
+            while (DateTime.UtcNow < next && !probe.Handled.Any(h => h.Event.Id == after.Id))
+            {
+                await Task.Delay(100, Ct);
+            }
+        }
         await HealthUntilAsync(host, r => StatusOf(r, MessagingHealthChecksBuilderExtensions.ConsumersCheckName) == HealthStatus.Healthy
                                           && StatusOf(r, MessagingHealthChecksBuilderExtensions.BrokerCheckName) == HealthStatus.Healthy,
             "the consumers and broker checks are healthy again after the fault", TimeSpan.FromSeconds(90));

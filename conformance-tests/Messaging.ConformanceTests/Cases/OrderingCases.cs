@@ -93,7 +93,13 @@ public abstract partial class ConformanceSuite<TFixture>
             Assert.True(lost.Count == 0, $"{lost.Count} event(s) neither handled nor dead-lettered, e.g. {string.Join(", ", lost.Take(5).Select(l => $"key-{l.Key} #{l.Seq}"))}");
 
             var firstHandled = probe.Handled.GroupBy(h => h.Event.Id!).ToDictionary(g => g.Key, g => g.Min(h => h.At), StringComparer.Ordinal);
-            var lastAttempt = probe.Attempts.GroupBy(a => a.Event.Id!).ToDictionary(g => g.Key, g => g.Max(a => a.At), StringComparer.Ordinal);
+            // When a dead-lettered event was done with: its first attempt at MaxAttempts (3). A killed host's dead-letter may
+            // not have been acknowledged, so the event can be delivered and tried again after the kill: a replay, allowed
+            // as for handled events, which does not move the point where the key moved on.
+            var lastAttempt = probe.Attempts.GroupBy(a => a.Event.Id!).ToDictionary(
+                g => g.Key,
+                g => g.Where(a => a.Attempt >= 3).Select(a => (TimeSpan?)a.At).Min() ?? g.Max(a => a.At),
+                StringComparer.Ordinal);
             var violations = new List<string>();
             string Who(string id) => string.Join(" ", probe.Attempts.Where(a => a.Event.Id == id).Select(a => $"{(a.Host == busiest ? "killed" : "survivor")}@{a.At.TotalMilliseconds:0}ms#{a.Attempt}"));
             foreach (var key in events.GroupBy(e => order[e.Id!].Key))
