@@ -1,50 +1,27 @@
-using Amazon.Runtime;
 using Amazon.SQS;
 using Amazon.SQS.Model;
 
 namespace Messaging.LocalAws.Tests;
 
 /// <summary>SQS FIFO queues and SNS FIFO topics, on a clock the test moves.</summary>
-public sealed class FifoEndpointTests : IAsyncLifetime
+public sealed class FifoEndpointTests : LocalAwsTestBase
 {
     private readonly ManualClock _clock = new(DateTimeOffset.UtcNow);
-    private LocalAwsEndpoint _endpoint = null!;
-    private AmazonSQSClient _sqs = null!;
-    private SnsQueryClient _sns = null!;
 
-    private static CancellationToken Cancellation => TestContext.Current.CancellationToken;
-
-    public async ValueTask InitializeAsync()
-    {
-        _endpoint = await LocalAwsEndpoint.StartAsync(new LocalAwsEndpointOptions { TimeProvider = _clock }, Cancellation);
-        _sqs = new AmazonSQSClient(new BasicAWSCredentials("test", "test"), new AmazonSQSConfig
-        {
-            ServiceURL = _endpoint.ServiceUrl.ToString(),
-            AuthenticationRegion = _endpoint.Region,
-            MaxErrorRetry = 0,
-        });
-        _sns = new SnsQueryClient(_endpoint.ServiceUrl, _endpoint.Region);
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        _sqs.Dispose();
-        _sns.Dispose();
-        await _endpoint.DisposeAsync();
-    }
+    protected override TimeProvider Time => _clock;
 
     private async Task<string> FifoQueue(string name, bool contentBased = false) =>
-        (await _sqs.CreateQueueAsync(new CreateQueueRequest
+        (await Sqs.CreateQueueAsync(new CreateQueueRequest
         {
             QueueName = name,
             Attributes = new() { ["FifoQueue"] = "true", ["ContentBasedDeduplication"] = contentBased ? "true" : "false" },
         }, Cancellation)).QueueUrl;
 
     private Task<SendMessageResponse> Send(string url, string body, string group, string? deduplicationId = null) =>
-        _sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = body, MessageGroupId = group, MessageDeduplicationId = deduplicationId ?? body }, Cancellation);
+        Sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = body, MessageGroupId = group, MessageDeduplicationId = deduplicationId ?? body }, Cancellation);
 
     private async Task<List<Message>> Receive(string url, int max = 10) =>
-        (await _sqs.ReceiveMessageAsync(new ReceiveMessageRequest
+        (await Sqs.ReceiveMessageAsync(new ReceiveMessageRequest
         {
             QueueUrl = url,
             MaxNumberOfMessages = max,
@@ -66,7 +43,7 @@ public sealed class FifoEndpointTests : IAsyncLifetime
         Assert.Empty(await Receive(url));
 
         // A retry: a1 invisible for 5 s keeps the group locked; then a1 comes first again, a2 after it.
-        await _sqs.ChangeMessageVisibilityAsync(url, first.ReceiptHandle, 5, Cancellation);
+        await Sqs.ChangeMessageVisibilityAsync(url, first.ReceiptHandle, 5, Cancellation);
         _clock.Advance(TimeSpan.FromSeconds(4));
         Assert.Empty(await Receive(url));
         _clock.Advance(TimeSpan.FromSeconds(1));
@@ -77,9 +54,9 @@ public sealed class FifoEndpointTests : IAsyncLifetime
         Assert.Equal("a1", again[0].Attributes["MessageDeduplicationId"]);
 
         // Giving a2 back while a1 stays in flight: still nothing of a.
-        await _sqs.ChangeMessageVisibilityAsync(url, again[1].ReceiptHandle, 0, Cancellation);
+        await Sqs.ChangeMessageVisibilityAsync(url, again[1].ReceiptHandle, 0, Cancellation);
         Assert.Empty(await Receive(url));
-        await _sqs.DeleteMessageAsync(url, again[0].ReceiptHandle, Cancellation);
+        await Sqs.DeleteMessageAsync(url, again[0].ReceiptHandle, Cancellation);
         Assert.Equal("a2", Assert.Single(await Receive(url)).Body);
     }
 
@@ -94,7 +71,7 @@ public sealed class FifoEndpointTests : IAsyncLifetime
         Assert.Equal(first.SequenceNumber, duplicate.SequenceNumber);
         var received = Assert.Single(await Receive(url));
         Assert.Equal("one", received.Body);
-        await _sqs.DeleteMessageAsync(url, received.ReceiptHandle, Cancellation);
+        await Sqs.DeleteMessageAsync(url, received.ReceiptHandle, Cancellation);
 
         _clock.Advance(TimeSpan.FromMinutes(1)); // 5 minutes after the first send: forgotten
         var later = await Send(url, "three", "g", "id-1");
@@ -107,8 +84,8 @@ public sealed class FifoEndpointTests : IAsyncLifetime
     public async Task Content_based_deduplication_uses_the_body()
     {
         var url = await FifoQueue("content.fifo", contentBased: true);
-        await _sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "same", MessageGroupId = "g" }, Cancellation);
-        await _sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "same", MessageGroupId = "h" }, Cancellation);
+        await Sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "same", MessageGroupId = "g" }, Cancellation);
+        await Sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "same", MessageGroupId = "h" }, Cancellation);
         Assert.Single(await Receive(url));
     }
 
@@ -117,38 +94,38 @@ public sealed class FifoEndpointTests : IAsyncLifetime
     {
         var url = await FifoQueue("errors.fifo");
         var noGroup = await Assert.ThrowsAsync<AmazonSQSException>(() =>
-            _sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "x", MessageDeduplicationId = "d" }, Cancellation));
+            Sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "x", MessageDeduplicationId = "d" }, Cancellation));
         Assert.Equal("MissingParameter", noGroup.ErrorCode);
         var noDeduplication = await Assert.ThrowsAsync<AmazonSQSException>(() =>
-            _sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "x", MessageGroupId = "g" }, Cancellation));
+            Sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "x", MessageGroupId = "g" }, Cancellation));
         Assert.Equal("InvalidParameterValue", noDeduplication.ErrorCode);
         Assert.Contains("ContentBasedDeduplication", noDeduplication.Message);
         var delay = await Assert.ThrowsAsync<AmazonSQSException>(() =>
-            _sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "x", MessageGroupId = "g", MessageDeduplicationId = "d", DelaySeconds = 5 }, Cancellation));
+            Sqs.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "x", MessageGroupId = "g", MessageDeduplicationId = "d", DelaySeconds = 5 }, Cancellation));
         Assert.Equal("InvalidParameterValue", delay.ErrorCode);
         var badGroup = await Assert.ThrowsAsync<AmazonSQSException>(() => Send(url, "x", "with space"));
         Assert.Equal("InvalidParameterValue", badGroup.ErrorCode);
 
-        var nameWithoutAttribute = await Assert.ThrowsAsync<AmazonSQSException>(() => _sqs.CreateQueueAsync("plain.fifo", Cancellation));
+        var nameWithoutAttribute = await Assert.ThrowsAsync<AmazonSQSException>(() => Sqs.CreateQueueAsync("plain.fifo", Cancellation));
         Assert.Equal("InvalidParameterValue", nameWithoutAttribute.ErrorCode);
         var attributeWithoutName = await Assert.ThrowsAsync<AmazonSQSException>(() =>
-            _sqs.CreateQueueAsync(new CreateQueueRequest { QueueName = "plain", Attributes = new() { ["FifoQueue"] = "true" } }, Cancellation));
+            Sqs.CreateQueueAsync(new CreateQueueRequest { QueueName = "plain", Attributes = new() { ["FifoQueue"] = "true" } }, Cancellation));
         Assert.Equal("InvalidParameterValue", attributeWithoutName.ErrorCode);
 
-        var standard = (await _sqs.CreateQueueAsync("standard-dlq", Cancellation)).QueueUrl;
-        var standardArn = (await _sqs.GetQueueAttributesAsync(standard, ["QueueArn"], Cancellation)).Attributes["QueueArn"];
-        var mixed = await Assert.ThrowsAsync<AmazonSQSException>(() => _sqs.SetQueueAttributesAsync(url, new Dictionary<string, string>
+        var standard = (await Sqs.CreateQueueAsync("standard-dlq", Cancellation)).QueueUrl;
+        var standardArn = (await Sqs.GetQueueAttributesAsync(standard, ["QueueArn"], Cancellation)).Attributes["QueueArn"];
+        var mixed = await Assert.ThrowsAsync<AmazonSQSException>(() => Sqs.SetQueueAttributesAsync(url, new Dictionary<string, string>
         {
             ["RedrivePolicy"] = $$"""{"deadLetterTargetArn":"{{standardArn}}","maxReceiveCount":3}""",
         }, Cancellation));
         Assert.Equal("InvalidParameterValue", mixed.ErrorCode);
-        var fifoOnly = await Assert.ThrowsAnyAsync<AmazonSQSException>(() => _sqs.SetQueueAttributesAsync(standard, new Dictionary<string, string>
+        var fifoOnly = await Assert.ThrowsAnyAsync<AmazonSQSException>(() => Sqs.SetQueueAttributesAsync(standard, new Dictionary<string, string>
         {
             ["ContentBasedDeduplication"] = "true",
         }, Cancellation));
         Assert.Equal("InvalidAttributeName", fifoOnly.ErrorCode);
 
-        var attributes = (await _sqs.GetQueueAttributesAsync(url, ["All"], Cancellation)).Attributes;
+        var attributes = (await Sqs.GetQueueAttributesAsync(url, ["All"], Cancellation)).Attributes;
         Assert.Equal("true", attributes["FifoQueue"]);
         Assert.Equal("false", attributes["ContentBasedDeduplication"]);
         Assert.Equal("queue", attributes["DeduplicationScope"]);
@@ -157,23 +134,23 @@ public sealed class FifoEndpointTests : IAsyncLifetime
     [Fact]
     public async Task A_FIFO_topic_fans_out_to_FIFO_and_standard_queues_with_group_and_deduplication()
     {
-        var topicArn = (await _sns.SendAsync("CreateTopic",
+        var topicArn = (await Sns.SendAsync("CreateTopic",
         [
             new("Name", "orders.fifo"),
             new("Attributes.entry.1.key", "FifoTopic"),
             new("Attributes.entry.1.value", "true"),
         ], cancellationToken: Cancellation)).Ok().Value("TopicArn");
         var fifoUrl = await FifoQueue("billing.fifo");
-        var standardUrl = (await _sqs.CreateQueueAsync("audit", Cancellation)).QueueUrl;
+        var standardUrl = (await Sqs.CreateQueueAsync("audit", Cancellation)).QueueUrl;
         foreach (var url in new[] { fifoUrl, standardUrl })
         {
-            var arn = (await _sqs.GetQueueAttributesAsync(url, ["QueueArn"], Cancellation)).Attributes["QueueArn"];
-            await _sqs.SetQueueAttributesAsync(url, new Dictionary<string, string>
+            var arn = (await Sqs.GetQueueAttributesAsync(url, ["QueueArn"], Cancellation)).Attributes["QueueArn"];
+            await Sqs.SetQueueAttributesAsync(url, new Dictionary<string, string>
             {
                 ["Policy"] = "{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Principal\":{\"Service\":\"sns.amazonaws.com\"},\"Action\":\"sqs:SendMessage\",\"Resource\":\"" + arn
                     + "\",\"Condition\":{\"ArnEquals\":{\"aws:SourceArn\":\"" + topicArn + "\"}}}]}",
             }, Cancellation);
-            await _sns.SubscribeAsync(topicArn, arn, raw: true, Cancellation);
+            await Sns.SubscribeAsync(topicArn, arn, raw: true, Cancellation);
         }
 
         Task<SnsResponse> Publish(string message, string? group, string? deduplicationId)
@@ -187,7 +164,7 @@ public sealed class FifoEndpointTests : IAsyncLifetime
             {
                 parameters.Add(new("MessageDeduplicationId", deduplicationId));
             }
-            return _sns.SendAsync("Publish", parameters, cancellationToken: Cancellation);
+            return Sns.SendAsync("Publish", parameters, cancellationToken: Cancellation);
         }
 
         var first = (await Publish("m1", "k", "e1")).Ok();
@@ -204,14 +181,14 @@ public sealed class FifoEndpointTests : IAsyncLifetime
         Assert.Equal(2, (await Receive(standardUrl)).Count);
 
         // A standard topic cannot deliver to a FIFO queue.
-        var standardTopic = await _sns.CreateTopicAsync("plain", Cancellation);
-        var fifoArn = (await _sqs.GetQueueAttributesAsync(fifoUrl, ["QueueArn"], Cancellation)).Attributes["QueueArn"];
-        var refused = await _sns.SendAsync("Subscribe", [new("TopicArn", standardTopic), new("Protocol", "sqs"), new("Endpoint", fifoArn)], cancellationToken: Cancellation);
+        var standardTopic = await Sns.CreateTopicAsync("plain", Cancellation);
+        var fifoArn = (await Sqs.GetQueueAttributesAsync(fifoUrl, ["QueueArn"], Cancellation)).Attributes["QueueArn"];
+        var refused = await Sns.SendAsync("Subscribe", [new("TopicArn", standardTopic), new("Protocol", "sqs"), new("Endpoint", fifoArn)], cancellationToken: Cancellation);
         Assert.Equal("InvalidParameter", refused.ErrorCode);
         // And a FIFO topic needs the attribute and the suffix together.
-        var noSuffix = await _sns.SendAsync("CreateTopic", [new("Name", "nosuffix"), new("Attributes.entry.1.key", "FifoTopic"), new("Attributes.entry.1.value", "true")], cancellationToken: Cancellation);
+        var noSuffix = await Sns.SendAsync("CreateTopic", [new("Name", "nosuffix"), new("Attributes.entry.1.key", "FifoTopic"), new("Attributes.entry.1.value", "true")], cancellationToken: Cancellation);
         Assert.Equal("InvalidParameter", noSuffix.ErrorCode);
-        Assert.Equal("InvalidParameter", (await _sns.SendAsync("CreateTopic", [new("Name", "noattribute.fifo")], cancellationToken: Cancellation)).ErrorCode);
+        Assert.Equal("InvalidParameter", (await Sns.SendAsync("CreateTopic", [new("Name", "noattribute.fifo")], cancellationToken: Cancellation)).ErrorCode);
     }
 
     private sealed class ManualClock(DateTimeOffset start) : TimeProvider

@@ -14,13 +14,16 @@ public abstract class LocalAwsTestBase : IAsyncLifetime
     protected SnsQueryClient Sns { get; private set; } = null!;
     protected static CancellationToken Cancellation => TestContext.Current.CancellationToken;
 
+    /// <summary>The endpoint's clock: the system's unless a test class moves its own.</summary>
+    protected virtual TimeProvider Time => TimeProvider.System;
+
     /// <summary>What the endpoint logs at Information and above.</summary>
     protected CapturingLoggerProvider Logs { get; } = new();
 
     public async ValueTask InitializeAsync()
     {
         _loggerFactory = LoggerFactory.Create(logging => logging.AddProvider(Logs).SetMinimumLevel(LogLevel.Information));
-        Endpoint = await LocalAwsEndpoint.StartAsync(new LocalAwsEndpointOptions { LoggerFactory = _loggerFactory }, Cancellation);
+        Endpoint = await LocalAwsEndpoint.StartAsync(new LocalAwsEndpointOptions { LoggerFactory = _loggerFactory, TimeProvider = Time }, Cancellation);
         Sqs = CreateSqsClient(Endpoint);
         Sns = new SnsQueryClient(Endpoint.ServiceUrl, Endpoint.Region);
     }

@@ -14,15 +14,6 @@ public sealed class SnsSqsFifoTests(AwsFixture fixture) : IClassFixture<AwsFixtu
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    private void RequireBroker()
-    {
-        if (fixture.UnavailableReason is { } reason)
-        {
-            Assert.SkipWhen(Environment.GetEnvironmentVariable("MESSAGING_CONFORMANCE_REQUIRE") is null, reason);
-            Assert.Fail(reason);
-        }
-    }
-
     private static (string Topic, string Subscription) Names()
     {
         var id = Guid.NewGuid().ToString("N")[..10];
@@ -61,7 +52,7 @@ public sealed class SnsSqsFifoTests(AwsFixture fixture) : IClassFixture<AwsFixtu
     [Fact(Timeout = 60_000)]
     public async Task An_ordered_subscription_is_a_FIFO_queue_of_a_FIFO_topic_and_a_plain_publisher_finds_the_topic()
     {
-        RequireBroker();
+        fixture.RequireBroker();
         var (topic, sub) = Names();
         await using (var consumer = Transport())
         {
@@ -106,7 +97,7 @@ public sealed class SnsSqsFifoTests(AwsFixture fixture) : IClassFixture<AwsFixtu
     [Fact(Timeout = 60_000)]
     public async Task An_ordered_subscription_on_a_standard_topic_with_subscriptions_fails_naming_the_setting()
     {
-        RequireBroker();
+        fixture.RequireBroker();
         var (topic, sub) = Names();
         await using (var standard = Transport())
         {

@@ -18,15 +18,6 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    private void RequireBroker()
-    {
-        if (fixture.UnavailableReason is { } reason)
-        {
-            Assert.SkipWhen(Environment.GetEnvironmentVariable("MESSAGING_CONFORMANCE_REQUIRE") is null, reason);
-            Assert.Fail(reason);
-        }
-    }
-
     private static (string Topic, string Subscription) Names()
     {
         var id = Guid.NewGuid().ToString("N")[..10];
@@ -60,7 +51,7 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
     [Fact(Timeout = 60_000)]
     public async Task Provisioning_creates_the_documented_topology_and_is_idempotent()
     {
-        RequireBroker();
+        fixture.RequireBroker();
         var (topic, sub) = Names();
         await using var transport = Transport();
         var topology = new MessagingTopology([topic], [Subscription(sub, topic, maxAttempts: 4)]);
@@ -88,7 +79,7 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
     [Fact(Timeout = 60_000)]
     public async Task A_published_event_arrives_raw_in_binary_mode_with_ce_attributes()
     {
-        RequireBroker();
+        fixture.RequireBroker();
         var (topic, sub) = Names();
         await using var transport = Transport();
         await transport.ProvisionAsync(new MessagingTopology([topic], [Subscription(sub, topic)]), Ct);
@@ -115,7 +106,7 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
     [Fact(Timeout = 60_000)]
     public async Task An_event_needing_more_than_nine_attributes_arrives_in_structured_mode()
     {
-        RequireBroker();
+        fixture.RequireBroker();
         var (topic, sub) = Names();
         var extensions = Enumerable.Range(0, 7).Select(i => CloudEventAttribute.CreateExtension($"ext{i}", CloudEventAttributeType.String)).ToList();
         await using var transport = Transport(extensions);
@@ -139,7 +130,7 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
     [Fact(Timeout = 60_000)]
     public async Task A_dead_letter_keeps_body_and_attributes_and_adds_one_metadata_attribute()
     {
-        RequireBroker();
+        fixture.RequireBroker();
         var (topic, sub) = Names();
         var probe = new Probe { Behaviour = (c, _) => { c.Reject("not wanted"); return Task.CompletedTask; } };
         await using var host = await ConformanceHost.StartAsync(fixture, probe, m => m.AddSubscription(sub, topic, s => s.HandleCloudEvents<ProbeHandler>()));
@@ -163,7 +154,7 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
     [Fact(Timeout = 120_000)]
     public async Task A_handler_running_longer_than_the_visibility_timeout_keeps_its_message()
     {
-        RequireBroker();
+        fixture.RequireBroker();
         var (topic, sub) = Names();
         // 10 s rather than the fixture's 5 s: extended every ~3.3 s, so only a stall of several seconds on a loaded machine
         // could let it lapse, while the handler still holds the message for two and a half of them.
@@ -194,7 +185,7 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
     [Fact(Timeout = 60_000)]
     public async Task The_redrive_policy_moves_a_message_whose_consumers_keep_crashing_and_it_reads_back_as_delivery_limit()
     {
-        RequireBroker();
+        fixture.RequireBroker();
         var (topic, sub) = Names();
         await using var transport = Transport();
         var subscription = Subscription(sub, topic, maxAttempts: 1);
@@ -219,7 +210,7 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
     [Fact(Timeout = 60_000)]
     public async Task Graceful_stop_hands_back_received_but_unstarted_messages_at_once()
     {
-        RequireBroker();
+        fixture.RequireBroker();
         var (topic, sub) = Names();
         var started = 0;
         var probe = new Probe { Behaviour = async (_, ct) => { Interlocked.Increment(ref started); await Task.Delay(300, ct); } };
@@ -249,7 +240,7 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
     [Fact(Timeout = 60_000)]
     public async Task With_raw_delivery_turned_off_events_arrive_in_SNS_envelopes_and_still_decode()
     {
-        RequireBroker();
+        fixture.RequireBroker();
         var (topic, sub) = Names();
         await using var transport = Transport();
         await transport.ProvisionAsync(new MessagingTopology([topic], [Subscription(sub, topic)]), Ct);
@@ -285,7 +276,7 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
     [Fact(Timeout = 60_000)]
     public async Task An_SNS_notification_envelope_in_the_queue_is_unwrapped()
     {
-        RequireBroker();
+        fixture.RequireBroker();
         var (topic, sub) = Names();
         var probe = new Probe();
         await using var host = await ConformanceHost.StartAsync(fixture, probe, m => m.AddSubscription(sub, topic, s => s.HandleCloudEvents<ProbeHandler>()));
@@ -316,7 +307,7 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
     [Fact(Timeout = 60_000)]
     public async Task Without_provisioning_a_missing_queue_is_a_clear_error()
     {
-        RequireBroker();
+        fixture.RequireBroker();
         var (topic, sub) = Names();
         var host = ConformanceHost.Build(fixture, new Probe(), m => m.AddSubscription(sub, topic, s => s.HandleCloudEvents<ProbeHandler>()),
             settings: new Dictionary<string, string?> { ["Messaging:Provisioning"] = "false" });
@@ -335,7 +326,7 @@ public sealed class SnsSqsWireTests(AwsFixture fixture) : IClassFixture<AwsFixtu
     [Fact(Timeout = 60_000)]
     public async Task Publishing_to_a_topic_that_does_not_exist_names_it()
     {
-        RequireBroker();
+        fixture.RequireBroker();
         var (topic, sub) = Names();
         await using var transport = Transport();
         await transport.ProvisionAsync(new MessagingTopology([topic], []), Ct);

@@ -22,30 +22,13 @@ public abstract partial class ConformanceSuite<TFixture>
         var probe = new Probe();
         await using var host = await StartWithLongLeasesAsync(probe, m =>
         {
-            foreach (var ext in new[] { IntExt, BoolExt, UriExt, UriRefExt, TimeExt, BinaryExt, StringExt })
+            foreach (var ext in EveryExtension)
             {
                 m.AddExtensionAttribute(ext);
             }
             Subscribe(topic, sub)(m);
         });
-        var sent = new CloudEvent(CloudEventsSpecVersion.V1_0, [IntExt, BoolExt, UriExt, UriRefExt, TimeExt, BinaryExt, StringExt])
-        {
-            Id = "id-ünïcødé-" + Guid.NewGuid(),
-            Source = new Uri("https://example.com/orders/42?x=1"),
-            Type = "com.example.order.placed.v1",
-            Subject = "orders/42 — ☃ subject",
-            Time = new DateTimeOffset(2026, 11, 27, 10, 11, 12, 345, TimeSpan.Zero),
-            DataContentType = "application/json; charset=utf-8",
-            DataSchema = new Uri("https://example.com/schemas/order.json"),
-            Data = Encoding.UTF8.GetBytes("{\"text\":\"héllo wörld ✓ 𝄞\",\"n\":42}"),
-        };
-        sent[IntExt] = -2147483648;
-        sent[BoolExt] = true;
-        sent[UriExt] = new Uri("https://example.com/a b");
-        sent[UriRefExt] = new Uri("/relative/ref", UriKind.Relative);
-        sent[TimeExt] = new DateTimeOffset(2001, 2, 3, 4, 5, 6, TimeSpan.FromHours(2));
-        sent[BinaryExt] = new byte[] { 0, 1, 2, 254, 255 };
-        sent[StringExt] = "ünïcødé ✓ \"quoted\"";
+        var sent = EventWithEveryAttribute();
 
         await host.Publisher.PublishAsync(topic, sent, Ct);
         await Wait.UntilAsync(() => probe.Handled.Count == 1, "the event is handled");
@@ -140,6 +123,33 @@ public abstract partial class ConformanceSuite<TFixture>
         Assert.Equal("value", got["customext"]);
         Assert.Equal("plain text", Encoding.UTF8.GetString((byte[])got.Data!));
     });
+
+    /// <summary>The extension attributes of <see cref="EventWithEveryAttribute"/>, one of each type.</summary>
+    private static CloudEventAttribute[] EveryExtension => [IntExt, BoolExt, UriExt, UriRefExt, TimeExt, BinaryExt, StringExt];
+
+    /// <summary>An event with every context attribute, non-ASCII text and one extension of each type.</summary>
+    private static CloudEvent EventWithEveryAttribute()
+    {
+        var sent = new CloudEvent(CloudEventsSpecVersion.V1_0, EveryExtension)
+        {
+            Id = "id-ünïcødé-" + Guid.NewGuid(),
+            Source = new Uri("https://example.com/orders/42?x=1"),
+            Type = "com.example.order.placed.v1",
+            Subject = "orders/42 — ☃ subject",
+            Time = new DateTimeOffset(2026, 11, 27, 10, 11, 12, 345, TimeSpan.Zero),
+            DataContentType = "application/json; charset=utf-8",
+            DataSchema = new Uri("https://example.com/schemas/order.json"),
+            Data = Encoding.UTF8.GetBytes("{\"text\":\"héllo wörld ✓ 𝄞\",\"n\":42}"),
+        };
+        sent[IntExt] = -2147483648;
+        sent[BoolExt] = true;
+        sent[UriExt] = new Uri("https://example.com/a b");
+        sent[UriRefExt] = new Uri("/relative/ref", UriKind.Relative);
+        sent[TimeExt] = new DateTimeOffset(2001, 2, 3, 4, 5, 6, TimeSpan.FromHours(2));
+        sent[BinaryExt] = new byte[] { 0, 1, 2, 254, 255 };
+        sent[StringExt] = "ünïcødé ✓ \"quoted\"";
+        return sent;
+    }
 
     /// <summary>Every attribute, extension type and data byte of <paramref name="sent"/> arrived; nothing was added but the trace context.</summary>
     private static void AssertSameEvent(CloudEvent sent, CloudEvent got)

@@ -45,33 +45,15 @@ public abstract partial class ConformanceSuite<TFixture>
         await using var database = await OutboxDatabaseAsync(OutboxDatabaseProvider.Sqlite);
         var (topic, sub) = Names();
         var probe = new Probe();
-        var extensions = new[] { IntExt, BoolExt, UriExt, UriRefExt, TimeExt, BinaryExt, StringExt };
         await using var host = await StartOutboxHostAsync(probe, m =>
         {
-            foreach (var ext in extensions)
+            foreach (var ext in EveryExtension)
             {
                 m.AddExtensionAttribute(ext);
             }
             Subscribe(topic, sub)(m);
         }, database);
-        var sent = new CloudEvent(CloudEventsSpecVersion.V1_0, extensions)
-        {
-            Id = "id-ünïcødé-" + Guid.NewGuid(),
-            Source = new Uri("https://example.com/orders/42?x=1"),
-            Type = "com.example.order.placed.v1",
-            Subject = "orders/42 — ☃ subject",
-            Time = new DateTimeOffset(2026, 11, 27, 10, 11, 12, 345, TimeSpan.Zero),
-            DataContentType = "application/json; charset=utf-8",
-            DataSchema = new Uri("https://example.com/schemas/order.json"),
-            Data = System.Text.Encoding.UTF8.GetBytes("{\"text\":\"héllo wörld ✓ 𝄞\",\"n\":42}"),
-        };
-        sent[IntExt] = -2147483648;
-        sent[BoolExt] = true;
-        sent[UriExt] = new Uri("https://example.com/a b");
-        sent[UriRefExt] = new Uri("/relative/ref", UriKind.Relative);
-        sent[TimeExt] = new DateTimeOffset(2001, 2, 3, 4, 5, 6, TimeSpan.FromHours(2));
-        sent[BinaryExt] = new byte[] { 0, 1, 2, 254, 255 };
-        sent[StringExt] = "ünïcødé ✓ \"quoted\"";
+        var sent = EventWithEveryAttribute();
         var binary = NewEvent(data: Enumerable.Range(0, 256).Select(i => (byte)i).ToArray());
         var none = NewEvent();
         none.Data = null;

@@ -19,21 +19,12 @@ public sealed class RabbitMqTopologyTests(RabbitMqFixture fixture) : IClassFixtu
 
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    private void RequireBroker()
-    {
-        if (fixture.UnavailableReason is { } reason)
-        {
-            Assert.SkipWhen(Environment.GetEnvironmentVariable("MESSAGING_CONFORMANCE_REQUIRE") is null, reason);
-            Assert.Fail(reason);
-        }
-    }
-
     [Theory(Timeout = 30_000)]
     [InlineData(RabbitMqExchangeType.Fanout, ExchangeType.Fanout, ExchangeType.Topic)]
     [InlineData(RabbitMqExchangeType.Topic, ExchangeType.Topic, ExchangeType.Fanout)]
     public async Task The_topic_exchange_has_the_configured_type(RabbitMqExchangeType setting, string expected, string other)
     {
-        RequireBroker();
+        fixture.RequireBroker();
         var topic = "ct-xtype-" + Guid.NewGuid().ToString("N")[..8];
         var logs = new CapturingLoggerFactory();
         await using var connection = await new ConnectionFactory { Uri = new System.Uri(Uri) }.CreateConnectionAsync(Ct);
@@ -66,7 +57,7 @@ public sealed class RabbitMqTopologyTests(RabbitMqFixture fixture) : IClassFixtu
     [Fact(Timeout = 30_000)]
     public async Task A_subscription_queue_dead_letters_at_least_once()
     {
-        RequireBroker();
+        fixture.RequireBroker();
         var topic = "ct-dlx-" + Guid.NewGuid().ToString("N")[..8];
         var subscription = topic + "-sub";
         await using var connection = await new ConnectionFactory { Uri = new System.Uri(Uri) }.CreateConnectionAsync(Ct);
@@ -111,7 +102,7 @@ public sealed class RabbitMqTopologyTests(RabbitMqFixture fixture) : IClassFixtu
     [Fact(Timeout = 30_000)]
     public async Task A_subscription_queue_declared_by_an_earlier_version_is_used_as_it_is_with_a_warning()
     {
-        RequireBroker();
+        fixture.RequireBroker();
         var topic = "ct-qold-" + Guid.NewGuid().ToString("N")[..8];
         var subscription = topic + "-sub";
         var logs = new CapturingLoggerFactory();
@@ -151,7 +142,7 @@ public sealed class RabbitMqTopologyTests(RabbitMqFixture fixture) : IClassFixtu
     [Fact(Timeout = 30_000)]
     public async Task An_existing_exchange_of_another_type_is_used_as_it_is_with_a_warning()
     {
-        RequireBroker();
+        fixture.RequireBroker();
         var topic = "ct-xold-" + Guid.NewGuid().ToString("N")[..8];
         var subscription = topic + "-sub";
         var logs = new CapturingLoggerFactory();
@@ -186,7 +177,7 @@ public sealed class RabbitMqTopologyTests(RabbitMqFixture fixture) : IClassFixtu
     [Fact(Timeout = 180_000)]
     public async Task After_a_reconnect_an_exchange_recreated_with_another_type_is_used_as_it_is()
     {
-        RequireBroker();
+        fixture.RequireBroker();
         if (!fixture.CanRestartBroker)
         {
             Assert.SkipWhen(Environment.GetEnvironmentVariable("MESSAGING_CONFORMANCE_REQUIRE") is null, "rabbitmqctl is not available to drop connections.");
