@@ -18,12 +18,7 @@ public sealed class StreamSettlerTests
     [Fact]
     public async Task Acks_asked_while_a_request_is_being_written_go_out_together_in_the_next_request()
     {
-        var stream = new FakeRequestStream();
-        var settler = new StreamSettler(stream, CancellationToken.None);
-        stream.HoldWrites();
-
-        var first = settler.AcknowledgeAsync("a1");
-        await Wait.UntilAsync(() => stream.Started == 1, "the first ack is being written", Timeout);
+        var (stream, settler, first) = await WritingFirstAckAsync(CancellationToken.None);
         var second = settler.AcknowledgeAsync("a2");
         var third = settler.ModifyDeadlineAsync(["m1", "m2"], 30);
         var fourth = settler.AcknowledgeAsync("a3");
@@ -71,11 +66,7 @@ public sealed class StreamSettlerTests
     [Fact]
     public async Task Half_close_is_written_after_the_requests_already_accepted_and_later_ones_are_refused()
     {
-        var stream = new FakeRequestStream();
-        var settler = new StreamSettler(stream, CancellationToken.None);
-        stream.HoldWrites();
-        var first = settler.AcknowledgeAsync("a1");
-        await Wait.UntilAsync(() => stream.Started == 1, "the first ack is being written", Timeout);
+        var (stream, settler, first) = await WritingFirstAckAsync(CancellationToken.None);
         var second = settler.AcknowledgeAsync("a2");
 
         settler.HalfClose();
@@ -93,11 +84,7 @@ public sealed class StreamSettlerTests
     [Fact]
     public async Task Abandoning_the_stream_answers_false_to_what_waits_to_be_written()
     {
-        var stream = new FakeRequestStream();
-        var settler = new StreamSettler(stream, CancellationToken.None);
-        stream.HoldWrites();
-        var first = settler.AcknowledgeAsync("a1");
-        await Wait.UntilAsync(() => stream.Started == 1, "the first ack is being written", Timeout);
+        var (stream, settler, first) = await WritingFirstAckAsync(CancellationToken.None);
         var waiting = settler.AcknowledgeAsync("a2");
 
         settler.Abandon();
@@ -113,15 +100,22 @@ public sealed class StreamSettlerTests
     public async Task A_write_stuck_until_the_stream_is_killed_answers_false()
     {
         using var kill = new CancellationTokenSource();
-        var stream = new FakeRequestStream();
-        var settler = new StreamSettler(stream, kill.Token);
-        stream.HoldWrites();
-        var stuck = settler.AcknowledgeAsync("a1");
-        await Wait.UntilAsync(() => stream.Started == 1, "the ack is being written", Timeout);
+        var (_, _, stuck) = await WritingFirstAckAsync(kill.Token);
 
         await kill.CancelAsync();
 
         Assert.False(await stuck.WaitAsync(Timeout, TestContext.Current.CancellationToken));
+    }
+
+    /// <summary>A settler whose first ack ("a1") is being written, the write held until the test releases it.</summary>
+    private static async Task<(FakeRequestStream Stream, StreamSettler Settler, Task<bool> First)> WritingFirstAckAsync(CancellationToken streamKilled)
+    {
+        var stream = new FakeRequestStream();
+        var settler = new StreamSettler(stream, streamKilled);
+        stream.HoldWrites();
+        var first = settler.AcknowledgeAsync("a1");
+        await Wait.UntilAsync(() => stream.Started == 1, "the first ack is being written", Timeout);
+        return (stream, settler, first);
     }
 
     /// <summary>A request stream that records what is written, can hold writes, and can fail them.</summary>

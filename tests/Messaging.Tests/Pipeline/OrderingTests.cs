@@ -160,7 +160,6 @@ public sealed class OrderingTests
         Assert.DoesNotContain("A3", gates.Started);
     }
 
-    /// <summary>Records, per ordering key, the order handlers started in and any moment two of them ran at once.</summary>
     [Fact]
     public async Task An_abort_gives_back_a_key_in_arrival_order_waiting_for_the_head_its_own_handler_gives_back()
     {
@@ -266,6 +265,7 @@ public sealed class OrderingTests
         Assert.True(harness.Log.PositionOf("returned:A2") < harness.Log.PositionOf("return:A3"), harness.Log.ToString());
     }
 
+    /// <summary>Records, per ordering key, the order handlers started in and any moment two of them ran at once.</summary>
     private sealed class LaneMonitor
     {
         private readonly ConcurrentDictionary<string, int> _running = new();
