@@ -17,10 +17,8 @@ namespace Messaging.PubSub;
 /// <item>Flow control: the broker is asked for at most <c>Concurrency + Prefetch</c> outstanding messages; the stream is always
 /// read, so that every message sent is held with its lease renewed rather than left to expire unread.</item>
 /// <item>Leases: the pipeline has every held message's ack deadline extended, whether its handler runs or it waits.</item>
-/// <item>Settlement and lease extensions are requests on the stream the message came on (<see cref="StreamSettler"/>), as
-/// Google's API allows, grouped while a request is being written; when that stream can no longer carry them (a graceful
-/// stop half-closed it, it ended, a write failed) they are unary Acknowledge / ModifyAckDeadline calls instead, and acks
-/// that arrive while an Acknowledge call is in flight share the next call (<see cref="AcknowledgeBatcher"/>).</item>
+/// <item>Settlement uses unary Acknowledge / ModifyAckDeadline calls, so completion means the broker accepted it; acks that
+/// arrive while an Acknowledge call is in flight share the next call (<see cref="AcknowledgeBatcher"/>).</item>
 /// <item>Graceful stop: stop pulling, then every message already received runs to settlement, because giving a message back
 /// (a nack, or a deadline left to expire) counts as a delivery attempt on Pub/Sub.</item>
 /// </list>
@@ -130,13 +128,10 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
                     MaxOutstandingMessages = _maxOutstanding,
                     MaxOutstandingBytes = _transport.Options.MaxOutstandingBytes,
                 }, token).ConfigureAwait(false);
-                // Settlements of this stream's messages are written on it while it lasts.
-                var settler = new StreamSettler(call.RequestStream, _killStreams.Token);
-                using var abandon = new StreamAbandon(settler);
                 // Stopping half-closes the stream instead of cutting it: the broker then stops sending and ends it, and
                 // whatever it had already sent is still read and handled rather than left to expire (which would
                 // cost each such message a delivery attempt).
-                using var halfClose = token.Register(static s => ((StreamSettler)s!).HalfClose(), settler);
+                using var halfClose = token.Register(() => _ = HalfCloseAsync(call.RequestStream));
                 // A stream that stays open is reading again, whether or not messages come.
                 _ = ReportStreamOpenAsync(resource, streamOpen.Token);
                 while (await call.ResponseStream.MoveNext(_killStreams.Token).ConfigureAwait(false))
@@ -149,7 +144,7 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
                     {
                         if (_held.TryAdd(received.AckId, 0))
                         {
-                            batch.Add(new Message(this, resource, settler, received, brokerCountsAttempts));
+                            batch.Add(new Message(this, resource, received, brokerCountsAttempts));
                         }
                         // Otherwise the same lease was handed out twice; the first copy is being handled.
                     }
@@ -211,10 +206,16 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
         _pipeline.ReportReceiveRecovered(resource);
     }
 
-    /// <summary>Abandons a stream's settler when its loop leaves the stream, however it leaves.</summary>
-    private readonly struct StreamAbandon(StreamSettler settler) : IDisposable
+    private static async Task HalfCloseAsync(IClientStreamWriter<StreamingPullRequest> requests)
     {
-        public void Dispose() => settler.Abandon();
+        try
+        {
+            await requests.CompleteAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is RpcException or InvalidOperationException or OperationCanceledException)
+        {
+            // The stream is already gone.
+        }
     }
 
     // ---- leases --------------------------------------------------------------------------------
@@ -227,20 +228,22 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
     {
         var now = _time.GetUtcNow();
         var calls = new List<Task>();
-        foreach (var group in messages.Cast<Message>().GroupBy(m => (m.Resource, m.Stream)))
+        foreach (var group in messages.Cast<Message>().GroupBy(m => m.Resource))
         {
             foreach (var chunk in group.Chunk(1000))
             {
-                calls.Add(RenewAsync(group.Key.Resource, group.Key.Stream, chunk, now, cancellationToken));
+                calls.Add(RenewAsync(group.Key, chunk, now, cancellationToken));
             }
         }
         await Task.WhenAll(calls).ConfigureAwait(false);
     }
 
-    private async Task RenewAsync(string resource, StreamSettler? stream, Message[] chunk, DateTimeOffset now, CancellationToken cancellationToken)
+    private async Task RenewAsync(string resource, Message[] chunk, DateTimeOffset now, CancellationToken cancellationToken)
     {
-        await ModifyDeadlineAsync(resource, stream, chunk.Select(m => m.AckId).ToArray(), _ackDeadlineSeconds, confirmed: true, cancellationToken)
-            .ConfigureAwait(false);
+        var request = new ModifyAckDeadlineRequest { Subscription = resource, AckDeadlineSeconds = _ackDeadlineSeconds };
+        request.AckIds.AddRange(chunk.Select(m => m.AckId));
+        await PubSubConnection.WithRetryAsync(
+            o => _transport.Connection.Subscriber.ModifyAckDeadlineAsync(request, o).ResponseAsync, cancellationToken).ConfigureAwait(false);
         foreach (var message in chunk)
         {
             message.LeasedAt = now;
@@ -287,58 +290,25 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
         }
     }
 
-    /// <summary>On the message's stream while it lasts, otherwise a unary Acknowledge shared with other acks.</summary>
-    private async Task AcknowledgeAsync(string resource, StreamSettler? stream, string ackId, CancellationToken cancellationToken)
-    {
-        if (stream is not null && await stream.AcknowledgeAsync(ackId).WaitAsync(cancellationToken).ConfigureAwait(false))
-        {
-            return;
-        }
-        await _acknowledgers.GetOrAdd(resource, static (r, connection) => new AcknowledgeBatcher(connection, r), _transport.Connection)
-            .AcknowledgeAsync(ackId, cancellationToken).ConfigureAwait(false);
-    }
+    private Task AcknowledgeAsync(string resource, string ackId, CancellationToken cancellationToken) =>
+        _acknowledgers.GetOrAdd(resource, static (r, connection) => new AcknowledgeBatcher(connection, r), _transport.Connection)
+            .AcknowledgeAsync(ackId, cancellationToken);
 
-    /// <summary>
-    /// On the messages' stream while it lasts, otherwise one unary ModifyAckDeadline call; a <paramref name="confirmed"/>
-    /// unary call is retried on transient failures.
-    /// </summary>
-    private async Task ModifyDeadlineAsync(string resource, StreamSettler? stream, IReadOnlyList<string> ackIds, int seconds, bool confirmed, CancellationToken cancellationToken)
+    private async Task ModifyDeadlineAsync(string resource, string ackId, int seconds, CancellationToken cancellationToken)
     {
-        if (stream is not null && await stream.ModifyDeadlineAsync(ackIds, seconds).WaitAsync(cancellationToken).ConfigureAwait(false))
-        {
-            return;
-        }
         var request = new ModifyAckDeadlineRequest { Subscription = resource, AckDeadlineSeconds = seconds };
-        request.AckIds.AddRange(ackIds);
-        if (confirmed)
-        {
-            await PubSubConnection.WithRetryAsync(
-                o => _transport.Connection.Subscriber.ModifyAckDeadlineAsync(request, o).ResponseAsync, cancellationToken).ConfigureAwait(false);
-        }
-        else
-        {
-            await _transport.Connection.Subscriber.ModifyAckDeadlineAsync(request, PubSubConnection.Call(cancellationToken)).ResponseAsync.ConfigureAwait(false);
-        }
+        request.AckIds.Add(ackId);
+        await PubSubConnection.WithRetryAsync(
+            o => _transport.Connection.Subscriber.ModifyAckDeadlineAsync(request, o).ResponseAsync, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>One received message: its wire mapping and settlement primitives.</summary>
-    private sealed class Message(PubSubReceiver owner, string resource, StreamSettler streamSettler, GrpcReceivedMessage received, bool brokerCountsAttempts) : ReceivedMessage
+    private sealed class Message(PubSubReceiver owner, string resource, GrpcReceivedMessage received, bool brokerCountsAttempts) : ReceivedMessage
     {
         private readonly PubsubMessage _message = received.Message;
-
-        /// <summary>
-        /// The stream that carries the message's settlement, or none for a message with an ordering key: those are settled
-        /// with unary calls the service confirms. On the emulator, ordering keys settled on the stream stalled for minutes, or
-        /// were delivered again hundreds of times over, after a consumer holding some of them was killed (the ordering case,
-        /// 2 runs of 6), where confirmed calls kept every run in order.
-        /// </summary>
-        private readonly StreamSettler? _stream = received.Message.OrderingKey is { Length: > 0 } ? null : streamSettler;
         private bool _deadLetterFailed;
 
         public string Resource => resource;
-
-        /// <summary>The stream the message came on, which carries its settlement while it lasts; none for a keyed message.</summary>
-        public StreamSettler? Stream => _stream;
 
         public string AckId => received.AckId;
 
@@ -366,7 +336,7 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
         {
             try
             {
-                await owner.AcknowledgeAsync(resource, _stream, AckId, cancellationToken).ConfigureAwait(false);
+                await owner.AcknowledgeAsync(resource, AckId, cancellationToken).ConfigureAwait(false);
                 owner._localAttempts.TryRemove(_message.MessageId, out _);
             }
             finally
@@ -384,7 +354,7 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
             var seconds = delay <= TimeSpan.Zero ? 0 : (int)Math.Min(600, Math.Ceiling(delay.TotalSeconds));
             try
             {
-                await owner.ModifyDeadlineAsync(resource, _stream, [AckId], seconds, confirmed: true, cancellationToken).ConfigureAwait(false);
+                await owner.ModifyDeadlineAsync(resource, AckId, seconds, cancellationToken).ConfigureAwait(false);
             }
             finally
             {
@@ -426,7 +396,7 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
             }
             var topic = owner._transport.Names.Topic(PubSubNames.DeadLetter(owner._subscription));
             await owner._transport.PublishMessagesAsync(topic, [copy], cancellationToken).ConfigureAwait(false);
-            await owner.AcknowledgeAsync(resource, _stream, AckId, cancellationToken).ConfigureAwait(false);
+            await owner.AcknowledgeAsync(resource, AckId, cancellationToken).ConfigureAwait(false);
             owner._localAttempts.TryRemove(_message.MessageId, out _);
             owner._held.TryRemove(AckId, out _);
         }
@@ -441,8 +411,9 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
         {
             try
             {
-                var seconds = _deadLetterFailed ? owner._ackDeadlineSeconds : 0;
-                await owner.ModifyDeadlineAsync(resource, _stream, [AckId], seconds, confirmed: false, cancellationToken).ConfigureAwait(false);
+                var request = new ModifyAckDeadlineRequest { Subscription = resource, AckDeadlineSeconds = _deadLetterFailed ? owner._ackDeadlineSeconds : 0 };
+                request.AckIds.Add(AckId);
+                await owner._transport.Connection.Subscriber.ModifyAckDeadlineAsync(request, PubSubConnection.Call(cancellationToken)).ResponseAsync.ConfigureAwait(false);
             }
             finally
             {
