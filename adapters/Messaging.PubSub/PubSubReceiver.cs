@@ -148,7 +148,7 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
                         }
                         // Otherwise the same lease was handed out twice; the first copy is being handled.
                     }
-                    // All at once: an abort meanwhile then gives a key's messages of this response back in their order.
+                    // As one receive: every message of the response takes its key's place before any of them starts.
                     _pipeline.SubmitAll(batch);
                     // No client-side flow control by not reading: a message left unread in the stream's buffers cannot have its
                     // lease extended, so it expires and comes again, each time as one more delivery attempt, until Pub/Sub's
