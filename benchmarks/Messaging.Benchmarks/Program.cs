@@ -83,7 +83,7 @@ if (transport is "all" or "inmemory")
         new LibraryTarget(InMemoryTransport.TransportName, _ => { }, _ => Task.CompletedTask, librarySettings),
     };
     // Publish-only fills the queue with nobody reading: counts stay below the in-memory queue capacity (100,000).
-    Console.WriteLine(await new HarnessRunner("In-memory", targets, Settings(50_000, 5_000)).RunAsync(cts.Token));
+    Console.WriteLine(await new HarnessRunner("In-memory", Only(targets), Settings(50_000, 5_000)).RunAsync(cts.Token));
 }
 
 if (transport is "all" or "rabbitmq")
@@ -108,11 +108,7 @@ if (transport is "all" or "rabbitmq")
         // For reference: the raw client sending less than a CloudEvent (no attributes at all).
         new RawRabbitMqTarget(rabbitUri, cloudEventHeaders: false),
     };
-    // --only "this library" (or another target's name) runs one target alone, e.g. under a profiler; names separated by
-    // '|' run those targets against each other.
-    var only = Option("--only", "");
-    var selected = only.Length == 0 ? targets : targets.Where(t => only.Split('|').Contains(t.Name)).ToArray();
-    Console.WriteLine(await new HarnessRunner("RabbitMQ (quorum queues, confirms)", selected, Settings(20_000, 2_000), brokerProcess: "beam.smp").RunAsync(cts.Token));
+    Console.WriteLine(await new HarnessRunner("RabbitMQ (quorum queues, confirms)", Only(targets), Settings(20_000, 2_000), brokerProcess: "beam.smp").RunAsync(cts.Token));
     foreach (var t in targets)
     {
         await t.DisposeAsync();
@@ -136,10 +132,18 @@ if (transport is "all" or "pubsub")
             // As many unconfirmed as the raw target keeps: 8 requests of 100.
             window: 800),
     };
-    Console.WriteLine(await new HarnessRunner("Google Pub/Sub (emulator)", targets, Settings(10_000, 1_000), brokerProcess: "java").RunAsync(cts.Token));
+    Console.WriteLine(await new HarnessRunner("Google Pub/Sub (emulator)", Only(targets), Settings(10_000, 1_000), brokerProcess: "java").RunAsync(cts.Token));
     foreach (var t in targets)
     {
         await t.DisposeAsync();
     }
 }
 return 0;
+
+// --only "this library" (or another target's name) runs one target alone, e.g. under a profiler; names separated by
+// '|' run those targets against each other.
+IBenchTarget[] Only(IBenchTarget[] targets)
+{
+    var only = Option("--only", "");
+    return only.Length == 0 ? targets : targets.Where(t => only.Split('|').Contains(t.Name)).ToArray();
+}

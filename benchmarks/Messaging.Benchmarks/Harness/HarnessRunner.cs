@@ -43,8 +43,12 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
             var clientCpu = new List<double>[targets.Count];
             var workItems = new List<double>[targets.Count];
             var brokerCpu = new List<double>[targets.Count];
+            var publishAllocated = new List<double>[targets.Count];
+            var endToEndAllocated = new List<double>[targets.Count];
             for (var i = 0; i < targets.Count; i++)
             {
+                publishAllocated[i] = [];
+                endToEndAllocated[i] = [];
                 publish[i] = [];
                 endToEnd[i] = [];
                 clientCpu[i] = [];
@@ -64,10 +68,12 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
             {
                 foreach (var i in Rotation(round))
                 {
-                    var (published, publishCpu) = await PublishOnlyAsync(targets[i], count, size, cancellationToken);
+                    var (published, publishCpu, publishBytes) = await PublishOnlyAsync(targets[i], count, size, cancellationToken);
                     publish[i].Add(published);
-                    var (eventsPerSecond, client, broker, items) = await EndToEndAsync(targets[i], count, size, cancellationToken);
+                    publishAllocated[i].Add(publishBytes);
+                    var (eventsPerSecond, client, broker, items, bytes) = await EndToEndAsync(targets[i], count, size, cancellationToken);
                     endToEnd[i].Add(eventsPerSecond);
+                    endToEndAllocated[i].Add(bytes);
                     clientCpu[i].Add(client);
                     workItems[i].Add(items);
                     if (broker is { } b)
@@ -89,6 +95,11 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
             {
                 Row(table, "end-to-end, broker CPU per event (µs)", size, brokerCpu.Select(Median).ToArray(), ours, others, higherIsBetter: false);
             }
+            // Bytes allocated by this whole process (every thread, the broker client's included) per event: publish-only
+            // measures the publish path, end-to-end minus publish-only the receive path.
+            Row(table, "publish-only, bytes allocated per event", size, publishAllocated.Select(Median).ToArray(), ours, others, higherIsBetter: false, integers: true);
+            Row(table, "receive path, bytes allocated per event (end-to-end minus publish-only)", size,
+                endToEndAllocated.Select(Median).Zip(publishAllocated.Select(Median), (e, p) => e - p).ToArray(), ours, others, higherIsBetter: false, integers: true);
 
             // Latency at a fixed rate: a fraction of the slowest target's maximum, the same rate for every target.
             var rate = Math.Max(10, endToEnd.Select(Median).Min() * settings.LatencyFraction);
@@ -121,17 +132,18 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
 
     private IEnumerable<int> Rotation(int round) => Enumerable.Range(0, targets.Count).Select(i => (i + round) % targets.Count);
 
-    private static void Row(StringBuilder table, string scenario, int size, double[] values, int ours, List<int> others, bool higherIsBetter)
+    private static void Row(StringBuilder table, string scenario, int size, double[] values, int ours, List<int> others, bool higherIsBetter, bool integers = false)
     {
         table.Append(CultureInfo.InvariantCulture, $"| {scenario} | {Size(size)} |");
         foreach (var v in values)
         {
-            table.Append(higherIsBetter ? v.ToString(" #,0 |", CultureInfo.InvariantCulture) : v.ToString(" 0.00 |", CultureInfo.InvariantCulture));
+            table.Append(CultureInfo.InvariantCulture, $" {(higherIsBetter || integers ? v.ToString("#,0", CultureInfo.InvariantCulture) : v.ToString("0.00", CultureInfo.InvariantCulture))} |");
         }
         foreach (var i in others)
         {
             // A ratio to a figure that prints as 0.00 (e.g. a loop that hands nothing to the thread pool) means nothing.
-            table.Append(Math.Abs(values[i]) < 0.005 ? " n/a |" : string.Create(CultureInfo.InvariantCulture, $" {values[ours] / values[i]:0.00} |"));
+            // So does a ratio to an allocation of next to nothing (measured over the whole process, it can even be negative).
+            table.Append(Math.Abs(values[i]) < 0.005 || (integers && values[i] < 16) ? " n/a |" : string.Create(CultureInfo.InvariantCulture, $" {values[ours] / values[i]:0.00} |"));
         }
         table.AppendLine();
     }
@@ -183,18 +195,20 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
         }
     }
 
-    private async Task<(double Rate, double ClientCpu)> PublishOnlyAsync(IBenchTarget target, int count, int size, CancellationToken cancellationToken)
+    private async Task<(double Rate, double ClientCpu, double AllocatedPerEvent)> PublishOnlyAsync(IBenchTarget target, int count, int size, CancellationToken cancellationToken)
     {
         await QuiesceAsync(cancellationToken);
         await target.StartAsync(consume: false, new Recorder(), cancellationToken);
         try
         {
             var (client0, _) = _cpu.Read();
+            var allocated0 = GC.GetTotalAllocatedBytes(precise: true);
             var watch = Stopwatch.StartNew();
             await target.PublishManyAsync(count, size, cancellationToken).WaitAsync(Timeout, cancellationToken);
             var elapsed = watch.Elapsed;
+            var allocated1 = GC.GetTotalAllocatedBytes(precise: true);
             var (client1, _) = _cpu.Read();
-            return (count / elapsed.TotalSeconds, (client1 - client0).TotalMicroseconds / count);
+            return (count / elapsed.TotalSeconds, (client1 - client0).TotalMicroseconds / count, (allocated1 - allocated0) / (double)count);
         }
         finally
         {
@@ -204,9 +218,10 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
 
     /// <returns>
     /// Events per second; CPU microseconds per event of this process and of the broker (when measurable); thread-pool
-    /// work items this process ran per event (each is a hand-off between threads, and on few cores often a wake-up).
+    /// work items this process ran per event (each is a hand-off between threads, and on few cores often a wake-up); bytes
+    /// this process allocated per event.
     /// </returns>
-    private async Task<(double Rate, double ClientCpu, double? BrokerCpu, double WorkItems)> EndToEndAsync(IBenchTarget target, int count, int size, CancellationToken cancellationToken)
+    private async Task<(double Rate, double ClientCpu, double? BrokerCpu, double WorkItems, double AllocatedPerEvent)> EndToEndAsync(IBenchTarget target, int count, int size, CancellationToken cancellationToken)
     {
         await QuiesceAsync(cancellationToken);
         var recorder = new Recorder();
@@ -215,14 +230,16 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
         {
             var (client0, broker0) = _cpu.Read();
             var items0 = ThreadPool.CompletedWorkItemCount;
+            var allocated0 = GC.GetTotalAllocatedBytes(precise: true);
             var watch = Stopwatch.StartNew();
             await target.PublishManyAsync(count, size, cancellationToken).WaitAsync(Timeout, cancellationToken);
             await recorder.WaitForAsync(count, Timeout);
             var elapsed = watch.Elapsed;
+            var allocated1 = GC.GetTotalAllocatedBytes(precise: true);
             var (client1, broker1) = _cpu.Read();
             var items = (ThreadPool.CompletedWorkItemCount - items0) / (double)count;
             return (count / elapsed.TotalSeconds, (client1 - client0).TotalMicroseconds / count,
-                broker0 is { } b0 && broker1 is { } b1 ? (b1 - b0).TotalMicroseconds / count : null, items);
+                broker0 is { } b0 && broker1 is { } b1 ? (b1 - b0).TotalMicroseconds / count : null, items, (allocated1 - allocated0) / (double)count);
         }
         finally
         {
