@@ -20,7 +20,7 @@ public class DispatchBenchmarks
     public void Setup()
     {
         var services = new ServiceCollection();
-        services.AddScoped<NoopHandler>();
+        services.AddTransient<NoopHandler>(); // as HandleCloudEvents registers it
         var provider = services.BuildServiceProvider();
         var subscription = new SubscriptionDefinition { Name = "bench-sub", Topic = "bench" };
         _processor = new SubscriptionProcessor(subscription, [HandlerRegistration.Raw<NoopHandler>("com.example.bench")], UnhandledEventAction.Complete,

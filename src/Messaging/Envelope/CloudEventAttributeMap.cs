@@ -184,7 +184,10 @@ public static class CloudEventAttributeMap
     public static void EnsureValid(CloudEvent cloudEvent)
     {
         ArgumentNullException.ThrowIfNull(cloudEvent);
-        if (cloudEvent.IsValid)
+        // CloudEvent.IsValid allocates a closure and an enumerator on every call; this runs on every publish.
+        if (cloudEvent.SpecVersion == CloudEventsSpecVersion.V1_0
+            ? cloudEvent.Id is not null && cloudEvent.Source is not null && cloudEvent.Type is not null
+            : cloudEvent.IsValid)
         {
             return;
         }

@@ -22,7 +22,7 @@ public sealed class SubscriptionBuilder
         where THandler : class, IEventHandler<TEvent>
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(eventType);
-        _services.TryAddScoped<THandler>();
+        _services.TryAddTransient<THandler>();
         _subscription.Handlers.Add(HandlerRegistration.Typed<TEvent, THandler>(eventType));
         return this;
     }
@@ -31,7 +31,7 @@ public sealed class SubscriptionBuilder
     public SubscriptionBuilder Handle<TEvent, THandler>()
         where THandler : class, IEventHandler<TEvent>
     {
-        _services.TryAddScoped<THandler>();
+        _services.TryAddTransient<THandler>();
         _subscription.Handlers.Add(HandlerRegistration.TypedLazy<TEvent, THandler>());
         return this;
     }
@@ -40,7 +40,7 @@ public sealed class SubscriptionBuilder
     public SubscriptionBuilder HandleCloudEvents<THandler>(string? eventType = null)
         where THandler : class, ICloudEventHandler
     {
-        _services.TryAddScoped<THandler>();
+        _services.TryAddTransient<THandler>();
         _subscription.Handlers.Add(HandlerRegistration.Raw<THandler>(eventType));
         return this;
     }

@@ -9,7 +9,7 @@ namespace Messaging.InMemory;
 /// </summary>
 public sealed class InMemoryBroker
 {
-    private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, InMemoryQueue>> _topics = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, TopicQueues> _topics = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, InMemoryQueue> _queues = new(StringComparer.Ordinal);
 
     /// <summary>Creates an empty broker: no topics, no subscriptions.</summary>
@@ -64,7 +64,7 @@ public sealed class InMemoryBroker
         return unblocked is null ? Task.CompletedTask : unblocked.Task.WaitAsync(cancellationToken);
     }
 
-    internal void DeclareTopic(string topic) => _topics.GetOrAdd(topic, _ => new(StringComparer.Ordinal));
+    internal void DeclareTopic(string topic) => _topics.GetOrAdd(topic, _ => new());
 
     internal InMemoryQueue DeclareSubscription(string topic, string subscription, bool ordered = false)
     {
@@ -74,7 +74,7 @@ public sealed class InMemoryBroker
             throw new InvalidOperationException(
                 $"In-memory subscription '{subscription}' already exists {(queue.Ordered ? "with" : "without")} ordering; an ordered and an unordered subscription cannot share a name.");
         }
-        _topics.GetOrAdd(topic, _ => new(StringComparer.Ordinal)).TryAdd(subscription, queue);
+        _topics.GetOrAdd(topic, _ => new()).Add(queue);
         return queue;
     }
 
@@ -98,12 +98,33 @@ public sealed class InMemoryBroker
             throw new InvalidOperationException($"Topic '{topic}' does not exist on the in-memory broker. Declare it (AddTopic, MapEvent or a subscription) and keep Messaging:Provisioning on.");
         }
         await WhileBlockedAsync(cancellationToken).ConfigureAwait(false);
-        // Enumerated, not .Values or .Count: those take every lock of the dictionary, on every publish.
-        var first = true;
-        foreach (var (_, queue) in subscriptions)
+        var queues = subscriptions.Queues;
+        for (var i = 0; i < queues.Length; i++)
         {
-            await queue.PublishAsync(first ? message : message.Copy(), cancellationToken).ConfigureAwait(false);
-            first = false;
+            await queues[i].PublishAsync(i == 0 ? message : message.Copy(), cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// A topic's subscription queues. Read on every publish without a lock or an allocation (an array, replaced whole when a
+    /// subscription is declared); declarations are rare.
+    /// </summary>
+    private sealed class TopicQueues
+    {
+        private readonly Lock _lock = new();
+        private InMemoryQueue[] _queues = [];
+
+        public InMemoryQueue[] Queues => Volatile.Read(ref _queues);
+
+        public void Add(InMemoryQueue queue)
+        {
+            lock (_lock)
+            {
+                if (Array.IndexOf(_queues, queue) < 0)
+                {
+                    Volatile.Write(ref _queues, [.. _queues, queue]);
+                }
+            }
         }
     }
 }

@@ -82,6 +82,12 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         // What a broker would store: a snapshot of the attributes (their values are immutable; binary ones are copied) and a
         // copy of the data, so that nothing a handler receives is shared with the publisher. No attribute is formatted to a
         // string and parsed back, which cost more than the rest of the transport together.
+        if (events.Count == 1)
+        {
+            await _broker.PublishAsync(topic, Store(events[0]), cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        // All are stored (and checked) before the first is published: a batch with an invalid event stores nothing.
         var stored = new InMemoryMessage[events.Count];
         for (var i = 0; i < events.Count; i++)
         {
@@ -93,9 +99,14 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         }
     }
 
+    // The attributes of the event being stored, gathered here and copied once into the snapshot's exact-size array.
+    [ThreadStatic]
+    private static List<KeyValuePair<CloudEventAttribute, object>>? t_populated;
+
     private InMemoryMessage Store(CloudEvent cloudEvent)
     {
-        var populated = new List<KeyValuePair<CloudEventAttribute, object>>(8);
+        var populated = t_populated ??= new List<KeyValuePair<CloudEventAttribute, object>>(16);
+        populated.Clear();
         long size = "specversion".Length + cloudEvent.SpecVersion.VersionId.Length;
         string? orderingKey = null;
         foreach (var (attribute, value) in cloudEvent.GetPopulatedAttributes())
@@ -122,9 +133,12 @@ public sealed class InMemoryTransport : IMessageTransport, IDeadLetterStore
         size += body.Length;
         if (size > Capabilities.MaxEventSizeBytes)
         {
+            populated.Clear();
             throw new EventTooLargeException(cloudEvent.Id ?? "?", size, Capabilities.MaxEventSizeBytes, Name);
         }
-        return new InMemoryMessage(cloudEvent.SpecVersion, [.. populated], body.ToArray(), cloudEvent.DataContentType, orderingKey is { Length: > 0 } ? orderingKey : null);
+        var snapshot = populated.ToArray();
+        populated.Clear(); // holds no event's values past this call
+        return new InMemoryMessage(cloudEvent.SpecVersion, snapshot, body.ToArray(), cloudEvent.DataContentType, orderingKey is { Length: > 0 } ? orderingKey : null);
     }
 
     /// <inheritdoc/>
