@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Text;
 using CloudNative.CloudEvents;
 using Google.Protobuf;
@@ -24,17 +25,30 @@ internal sealed class PubSubCodec(ContentMode mode, long maxEventSizeBytes, IRea
     private const int MaxAttributeValueBytes = 1024;
 
     /// <summary>Encodes an event whose data is bytes (or absent); throws <see cref="EventTooLargeException"/>.</summary>
-    public PubsubMessage Encode(CloudEvent cloudEvent)
+    public PubsubMessage Encode(CloudEvent cloudEvent) => Encode(cloudEvent, out _);
+
+    /// <summary>Encodes an event as <see cref="Encode(CloudEvent)"/>, and gives its size as <see cref="SizeOf"/> counts it.</summary>
+    public PubsubMessage Encode(CloudEvent cloudEvent, out long size)
     {
         ArgumentNullException.ThrowIfNull(cloudEvent);
         CloudEventAttributeMap.EnsureValid(cloudEvent);
-        var message = mode == ContentMode.Binary ? TryEncodeBinary(cloudEvent) ?? EncodeStructured(cloudEvent) : EncodeStructured(cloudEvent);
+        PubsubMessage? message = null;
+        long attributeBytes = 0;
+        if (mode == ContentMode.Binary)
+        {
+            message = TryEncodeBinary(cloudEvent, out attributeBytes);
+        }
+        if (message is null)
+        {
+            message = EncodeStructured(cloudEvent);
+            attributeBytes = AttributeBytes(message);
+        }
         var orderingKey = OrderingKey(cloudEvent);
         if (orderingKey is not null)
         {
             message.OrderingKey = orderingKey;
         }
-        var size = SizeOf(message);
+        size = attributeBytes + message.Data.Length + Encoding.UTF8.GetByteCount(message.OrderingKey);
         if (size > maxEventSizeBytes)
         {
             throw new EventTooLargeException(cloudEvent.Id ?? "?", size, maxEventSizeBytes, PubSubTransport.TransportName);
@@ -42,27 +56,36 @@ internal sealed class PubSubCodec(ContentMode mode, long maxEventSizeBytes, IRea
         return message;
     }
 
-    private static PubsubMessage? TryEncodeBinary(CloudEvent cloudEvent)
+    /// <summary>
+    /// The binary-mode message, or null when its attributes exceed Pub/Sub's limits; <paramref name="attributeBytes"/> is
+    /// what its attributes count against the size limit. Names and sizes are counted as each attribute is added: enumerating
+    /// a message's attribute map allocates an enumerator each time, and this runs for every event published.
+    /// </summary>
+    private static PubsubMessage? TryEncodeBinary(CloudEvent cloudEvent, out long attributeBytes)
     {
+        attributeBytes = 0;
         var message = new PubsubMessage();
+        var attributes = message.Attributes;
         foreach (var (name, value) in CloudEventAttributeMap.ToAttributes(cloudEvent))
         {
-            message.Attributes[AttributePrefix + name] = value;
-        }
-        if (cloudEvent.DataContentType is { } contentType)
-        {
-            message.Attributes[ContentTypeAttribute] = contentType;
-        }
-        if (message.Attributes.Count > MaxAttributes)
-        {
-            return null;
-        }
-        foreach (var (key, value) in message.Attributes)
-        {
-            if (Encoding.UTF8.GetByteCount(key) > MaxAttributeKeyBytes || Encoding.UTF8.GetByteCount(value) > MaxAttributeValueBytes)
+            var key = PrefixedName(name);
+            if (!Fits(key, value, ref attributeBytes))
             {
                 return null;
             }
+            attributes[key] = value;
+        }
+        if (cloudEvent.DataContentType is { } contentType)
+        {
+            if (!Fits(ContentTypeAttribute, contentType, ref attributeBytes))
+            {
+                return null;
+            }
+            attributes[ContentTypeAttribute] = contentType;
+        }
+        if (attributes.Count > MaxAttributes)
+        {
+            return null;
         }
         var data = CloudEventData.GetBytes(cloudEvent);
         if (data is { Length: > 0 })
@@ -70,6 +93,34 @@ internal sealed class PubSubCodec(ContentMode mode, long maxEventSizeBytes, IRea
             message.Data = ByteString.CopyFrom(data);
         }
         return message;
+    }
+
+    /// <summary>Whether one attribute is within Pub/Sub's limits; adds what it counts against the size limit.</summary>
+    private static bool Fits(string key, string value, ref long attributeBytes)
+    {
+        var keyBytes = Encoding.UTF8.GetByteCount(key);
+        var valueBytes = Encoding.UTF8.GetByteCount(value);
+        attributeBytes += keyBytes + valueBytes;
+        return keyBytes <= MaxAttributeKeyBytes && valueBytes <= MaxAttributeValueBytes;
+    }
+
+    // "ce-" + name for the attribute names seen so far (the spec's, and an application's few extensions), made once. Bounded,
+    // in case a producer makes up names without end: past the bound a name is concatenated each time.
+    private static readonly ConcurrentDictionary<string, string> PrefixedNames = new(StringComparer.Ordinal);
+    private const int MaxPrefixedNames = 512;
+
+    private static string PrefixedName(string name)
+    {
+        if (PrefixedNames.TryGetValue(name, out var prefixed))
+        {
+            return prefixed;
+        }
+        prefixed = AttributePrefix + name;
+        if (PrefixedNames.Count < MaxPrefixedNames)
+        {
+            PrefixedNames.TryAdd(name, prefixed);
+        }
+        return prefixed;
     }
 
     private static PubsubMessage EncodeStructured(CloudEvent cloudEvent)
@@ -92,9 +143,12 @@ internal sealed class PubSubCodec(ContentMode mode, long maxEventSizeBytes, IRea
     }
 
     /// <summary>Bytes a message counts against Pub/Sub's size limit.</summary>
-    public static long SizeOf(PubsubMessage message)
+    public static long SizeOf(PubsubMessage message) =>
+        message.Data.Length + Encoding.UTF8.GetByteCount(message.OrderingKey) + AttributeBytes(message);
+
+    private static long AttributeBytes(PubsubMessage message)
     {
-        long size = message.Data.Length + Encoding.UTF8.GetByteCount(message.OrderingKey);
+        long size = 0;
         foreach (var (key, value) in message.Attributes)
         {
             size += Encoding.UTF8.GetByteCount(key) + Encoding.UTF8.GetByteCount(value);

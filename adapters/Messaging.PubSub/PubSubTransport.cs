@@ -229,12 +229,28 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
         ArgumentNullException.ThrowIfNull(events);
         ThrowIfDisposed();
         // Encode everything first, so a too-large or invalid event publishes nothing of the list.
-        var messages = new List<PubsubMessage>(events.Count);
-        foreach (var cloudEvent in events)
+        var messages = new PubsubMessage[events.Count];
+        var sizes = new long[events.Count];
+        for (var i = 0; i < messages.Length; i++)
         {
-            messages.Add(Codec.Encode(cloudEvent));
+            messages[i] = Codec.Encode(events[i], out sizes[i]);
         }
-        await PublishMessagesAsync(Names.Topic(topic), messages, cancellationToken, pausesOrderingKeys: true).ConfigureAwait(false);
+        // Queued in order, so messages of one ordering key keep their order.
+        await PublisherOf(topic).PublishAsync(messages, cancellationToken, pausesOrderingKeys: true, sizes).ConfigureAwait(false);
+    }
+
+    // The application's topics by their short names: no resource name is formatted, and no delegate made, per publish.
+    private readonly ConcurrentDictionary<string, TopicPublisher> _publishersByTopic = new(StringComparer.Ordinal);
+
+    private TopicPublisher PublisherOf(string topic)
+    {
+        if (_publishersByTopic.TryGetValue(topic, out var publisher))
+        {
+            return publisher;
+        }
+        var resource = Names.Topic(topic);
+        publisher = _publishers.GetOrAdd(resource, t => new TopicPublisher(Connection, t, Options, _time));
+        return _publishersByTopic.GetOrAdd(topic, publisher);
     }
 
     /// <summary>

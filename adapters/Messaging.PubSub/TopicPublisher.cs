@@ -38,6 +38,10 @@ internal sealed class TopicPublisher : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _loop;
     private readonly SemaphoreSlim _requestSlots = new(MaxRequestsInFlight, MaxRequestsInFlight);
+    private int _inFlight; // requests sent and not yet answered
+    private long _queuedCount; // messages in the queue, not yet taken into a request
+    private long _queuedBytes;
+    private TaskCompletionSource? _wake; // the loop waits on it for a full request's worth or an answer
     private readonly Dictionary<string, Task> _keyTails = new(StringComparer.Ordinal); // touched by the loop only
 
     // Admission. One lock guards these and every call's Cancelled flag, so a message is either taken into a request or
@@ -70,7 +74,8 @@ internal sealed class TopicPublisher : IAsyncDisposable
     /// With <paramref name="pausesOrderingKeys"/> (the application's publishes) a failure pauses the ordering key, and a
     /// paused key's messages are refused.
     /// </summary>
-    public Task PublishAsync(IReadOnlyList<PubsubMessage> messages, CancellationToken cancellationToken, bool pausesOrderingKeys = true)
+    /// <remarks><paramref name="sizes"/>: each message's size as <see cref="PubSubCodec.SizeOf"/> counts it, when the caller has it already.</remarks>
+    public Task PublishAsync(IReadOnlyList<PubsubMessage> messages, CancellationToken cancellationToken, bool pausesOrderingKeys = true, IReadOnlyList<long>? sizes = null)
     {
         if (messages.Count == 0)
         {
@@ -84,7 +89,7 @@ internal sealed class TopicPublisher : IAsyncDisposable
         var items = new Pending[messages.Count];
         for (var i = 0; i < items.Length; i++)
         {
-            items[i] = new Pending(messages[i], PubSubCodec.SizeOf(messages[i]) + 64, call);
+            items[i] = new Pending(messages[i], (sizes?[i] ?? PubSubCodec.SizeOf(messages[i])) + 64, call);
             call.Bytes += items[i].Size;
         }
         call.Items = items;
@@ -134,6 +139,54 @@ internal sealed class TopicPublisher : IAsyncDisposable
         foreach (var item in call.Items)
         {
             _queue.Writer.TryWrite(item); // unbounded, and not completed before _closed is set
+        }
+        Interlocked.Add(ref _queuedBytes, call.Bytes);
+        if (Interlocked.Add(ref _queuedCount, call.Items.Length) >= _options.MaxBatchCount || Volatile.Read(ref _queuedBytes) >= _options.MaxBatchBytes)
+        {
+            Wake();
+        }
+    }
+
+    private void Wake() => Interlocked.Exchange(ref _wake, null)?.TrySetResult();
+
+    private bool FullRequestQueued() =>
+        Volatile.Read(ref _queuedCount) >= _options.MaxBatchCount || Volatile.Read(ref _queuedBytes) >= _options.MaxBatchBytes;
+
+    /// <summary>At most this long a request waits for more messages while others are in flight (Google's clients wait 10 ms).</summary>
+    private static readonly TimeSpan MaxFillWait = TimeSpan.FromMilliseconds(10);
+
+    /// <summary>
+    /// While other requests are in flight, a request is sent with a full request's worth of messages, once one of them is
+    /// answered, or after <see cref="MaxFillWait"/>; with none in flight it goes at once. So a publisher that publishes one
+    /// event at a time gets requests nearly as full as a caller batching by hand (the emulator got 17 to 30 messages per
+    /// request before, against that caller's 100), and a lone event never waits.
+    /// </summary>
+    private async Task WhileOthersInFlightAsync()
+    {
+        var started = _time.GetTimestamp();
+        while (Volatile.Read(ref _inFlight) > 0 && !FullRequestQueued())
+        {
+            var left = MaxFillWait - _time.GetElapsedTime(started);
+            if (left <= TimeSpan.Zero)
+            {
+                return;
+            }
+            var wake = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            Volatile.Write(ref _wake, wake);
+            if (Volatile.Read(ref _inFlight) == 0 || FullRequestQueued())
+            {
+                Interlocked.CompareExchange(ref _wake, null, wake);
+                return;
+            }
+            try
+            {
+                await wake.Task.WaitAsync(left, _time).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                Interlocked.CompareExchange(ref _wake, null, wake);
+                return;
+            }
         }
     }
 
@@ -217,6 +270,10 @@ internal sealed class TopicPublisher : IAsyncDisposable
         var reader = _queue.Reader;
         while (await reader.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false))
         {
+            // A request slot first, then the batch: what is published while all slots are busy goes into one request,
+            // instead of a request per message that happened to be there when the previous one was filled.
+            await _requestSlots.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+            await WhileOthersInFlightAsync().ConfigureAwait(false);
             var batch = new Batch();
             Fill(reader, batch);
             if (_options.MaxBatchDelay > TimeSpan.Zero && !batch.IsFull(_options))
@@ -236,8 +293,12 @@ internal sealed class TopicPublisher : IAsyncDisposable
             }
             if (batch.Items.Count > 0)
             {
-                await _requestSlots.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+                Interlocked.Increment(ref _inFlight);
                 _ = SendAndReleaseAsync(batch.Items);
+            }
+            else
+            {
+                _requestSlots.Release(); // every message that was there belonged to a cancelled call
             }
         }
         // Drain: wait until every request in flight has finished.
@@ -255,7 +316,9 @@ internal sealed class TopicPublisher : IAsyncDisposable
         }
         finally
         {
+            Interlocked.Decrement(ref _inFlight);
             _requestSlots.Release();
+            Wake();
         }
     }
 
@@ -267,6 +330,7 @@ internal sealed class TopicPublisher : IAsyncDisposable
             {
                 // Its caller gave up: drop it here rather than let it take a place in the request.
                 reader.TryRead(out _);
+                Dequeued(next);
                 Release(1, next.Size);
                 continue;
             }
@@ -276,9 +340,16 @@ internal sealed class TopicPublisher : IAsyncDisposable
                 return;
             }
             reader.TryRead(out _);
+            Dequeued(next);
             batch.Items.Add(next);
             batch.Bytes += next.Size;
         }
+    }
+
+    private void Dequeued(Pending item)
+    {
+        Interlocked.Decrement(ref _queuedCount);
+        Interlocked.Add(ref _queuedBytes, -item.Size);
     }
 
     private async Task SendAsync(List<Pending> items)

@@ -68,7 +68,7 @@ if (args.Length > 0 && args[0] == "outbox")
 var sizes = Option("--sizes", "1024,65536").Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
 HarnessSettings Settings(int smallCount, int largeCount) => smoke
     ? new HarnessSettings(1, [1024, 64 * 1024], size => size > 1024 ? 50 : 200, TimeSpan.FromMilliseconds(300), 0.5, WaitForIdleBroker: false)
-    : new HarnessSettings(rounds, sizes, size => size > 1024 ? largeCount : smallCount, TimeSpan.FromSeconds(3), 0.5);
+    : new HarnessSettings(rounds, sizes, size => size > 1024 ? largeCount : smallCount, TimeSpan.FromSeconds(3), 0.5, PublishOnly: args.Contains("--publish-only"));
 
 Console.WriteLine($"# Benchmark harness{(smoke ? " (smoke mode: tiny counts, numbers not meaningful)" : "")}");
 Console.WriteLine();

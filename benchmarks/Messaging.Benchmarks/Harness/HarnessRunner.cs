@@ -4,7 +4,8 @@ using System.Text;
 
 namespace Messaging.Benchmarks.Harness;
 
-internal sealed record HarnessSettings(int Rounds, IReadOnlyList<int> Sizes, Func<int, int> EventCount, TimeSpan LatencyDuration, double LatencyFraction, bool WaitForIdleBroker = true);
+/// <param name="PublishOnly">Only the publish-only scenario (for a profiler): no end-to-end or latency runs.</param>
+internal sealed record HarnessSettings(int Rounds, IReadOnlyList<int> Sizes, Func<int, int> EventCount, TimeSpan LatencyDuration, double LatencyFraction, bool WaitForIdleBroker = true, bool PublishOnly = false);
 
 /// <summary>
 /// Runs the same scenarios through every target of one transport, alternating the targets within each round, and
@@ -62,7 +63,10 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
             foreach (var target in targets)
             {
                 await PublishOnlyAsync(target, count, size, cancellationToken);
-                await EndToEndAsync(target, count, size, cancellationToken);
+                if (!settings.PublishOnly)
+                {
+                    await EndToEndAsync(target, count, size, cancellationToken);
+                }
             }
             for (var round = 0; round < settings.Rounds; round++)
             {
@@ -71,6 +75,11 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
                     var (published, publishCpu, publishBytes) = await PublishOnlyAsync(targets[i], count, size, cancellationToken);
                     publish[i].Add(published);
                     publishAllocated[i].Add(publishBytes);
+                    if (settings.PublishOnly)
+                    {
+                        Console.Error.WriteLine($"  {transport} {Size(size)} round {round + 1} {targets[i].Name}: publish {published:N0}/s ({publishCpu:0.0} µs CPU per event, {publishBytes:N0} bytes allocated per event)");
+                        continue;
+                    }
                     var (eventsPerSecond, client, broker, items, bytes) = await EndToEndAsync(targets[i], count, size, cancellationToken);
                     endToEnd[i].Add(eventsPerSecond);
                     endToEndAllocated[i].Add(bytes);
@@ -84,6 +93,11 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
                 }
             }
             Row(table, "publish-only (events/s)", size, publish.Select(Median).ToArray(), ours, others, higherIsBetter: true);
+            if (settings.PublishOnly)
+            {
+                Row(table, "publish-only, bytes allocated per event", size, publishAllocated.Select(Median).ToArray(), ours, others, higherIsBetter: false, integers: true);
+                continue;
+            }
             Row(table, "end-to-end (events/s)", size, endToEnd.Select(Median).ToArray(), ours, others, higherIsBetter: true);
             if (ours >= 0 && settings.Rounds > 1)
             {
