@@ -33,12 +33,13 @@ internal sealed class EventPublisher : IEventPublisher
     {
         ArgumentNullException.ThrowIfNull(data);
         var mapping = _model.GetEventMapping(typeof(T));
+        var now = _time.GetUtcNow();
         var cloudEvent = new CloudEvent(CloudEventsSpecVersion.V1_0, _model.ExtensionAttributes)
         {
-            Id = Guid.CreateVersion7().ToString(),
+            Id = EventIds.NewId(now),
             Source = _source,
             Type = mapping.EventType,
-            Time = _time.GetUtcNow(),
+            Time = now,
             DataContentType = "application/json",
             Data = JsonSerializer.SerializeToUtf8Bytes(data, _model.JsonOptions),
         };
