@@ -306,8 +306,10 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         }
         // What becomes of each, decided under the lock and carried out after it (no allocation for one message).
         Span<byte> fate = messages.Length <= 256 ? stackalloc byte[messages.Length] : new byte[messages.Length];
+        Task? aborting;
         lock (_lock)
         {
+            aborting = _aborting;
             for (var i = 0; i < messages.Length; i++)
             {
                 var message = messages[i];
@@ -316,6 +318,8 @@ public sealed partial class ReceivePipeline : ITransportConsumer
                 _held.Add(message.Sequence, message);
                 if (_aborting is not null || (_stopping && _receiver?.StopBehavior != StopBehavior.HandleReceived))
                 {
+                    // Keyed, it goes back in its key's order: the abort may give it back together with the key's others.
+                    message.LaneKey = _lanes is not null ? message.OrderingKey : null;
                     fate[i] = Rejected;
                 }
                 else if (_lanes is not null && message.OrderingKey is { } key)
@@ -340,17 +344,50 @@ public sealed partial class ReceivePipeline : ITransportConsumer
                 }
             }
         }
+        List<ReceivedMessage>? rejectedDuringAbort = null;
         for (var i = 0; i < messages.Length; i++)
         {
             if (fate[i] == Rejected)
             {
-                _ = ReturnUnstartedAsync(messages[i]);
+                // Only a keyed message of an ordered subscription waits for the abort; any other goes back at once, as it
+                // always did (no order to keep).
+                if (aborting is not null && messages[i].LaneKey is not null)
+                {
+                    (rejectedDuringAbort ??= []).Add(messages[i]);
+                }
+                else
+                {
+                    _ = ReturnUnstartedAsync(messages[i]);
+                }
             }
             else if (fate[i] == Starts)
             {
                 _ = RunAsync(messages[i]);
             }
         }
+        if (rejectedDuringAbort is not null)
+        {
+            _ = ReturnAfterAbortAsync(aborting!, rejectedDuringAbort);
+        }
+    }
+
+    /// <summary>
+    /// Gives back keyed messages that arrived while an abort was giving back the ones before them: after those, and one key's
+    /// messages one after the other, because a broker may deliver them again in the order they came back (the Pub/Sub
+    /// emulator does). Given back at once, a later message of a key overtook an earlier one the abort was still giving
+    /// back, and the other consumer handled it first.
+    /// </summary>
+    private async Task ReturnAfterAbortAsync(Task aborting, List<ReceivedMessage> rejected)
+    {
+        try
+        {
+            await WaitQuietlyAsync(aborting, ReturnTimeout).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // The abort failed: these go back all the same.
+        }
+        await ReturnInOrderAsync(rejected, ReturnUnstartedAsync).ConfigureAwait(false);
     }
 
     private bool TakeSlotOrQueue(ReceivedMessage message)

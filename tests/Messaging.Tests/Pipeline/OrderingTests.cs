@@ -223,6 +223,88 @@ public sealed class OrderingTests
         Assert.Equal(1, first.RetryCalls);
     }
 
+    [Fact]
+    public async Task A_message_that_arrives_during_an_abort_goes_back_after_the_earlier_messages_of_its_key()
+    {
+        var headStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var harness = await PipelineHarness.StartAsync(
+            PipelineHarness.Subscription(concurrency: 1, prefetch: 10, ordered: true),
+            async (delivery, ct) =>
+            {
+                headStarted.TrySetResult();
+                try
+                {
+                    await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+                }
+                catch (OperationCanceledException)
+                {
+                    // Gives up unsettled when the abort cancels it.
+                }
+            });
+        var slowBroker = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        harness.Submit("A1", "A");
+        harness.Submit(new FakeMessage("A2", "A", harness.Log) { ReturnAnswer = slowBroker.Task });
+        await Wait.ForAsync(headStarted.Task, "A1 to start");
+
+        var abort = harness.Pipeline.AbortAsync();
+        // A pull stream's response was still being handed over when the abort began.
+        var late = harness.Submit("A3", "A");
+        try
+        {
+            await Wait.UntilAsync(() => harness.Log.Contains("return:A2"), "the abort to give A2 back");
+            Assert.False(harness.Log.Contains("return:A3"), $"A3 went back while A2 was still going back: {harness.Log}");
+        }
+        finally
+        {
+            slowBroker.TrySetResult();
+        }
+
+        await Wait.ForAsync(abort, "the abort");
+        await Wait.UntilAsync(() => late.ReturnCalls == 1, "A3 to go back");
+        Assert.True(harness.Log.PositionOf("return:A1") < harness.Log.PositionOf("return:A2"), harness.Log.ToString());
+        Assert.True(harness.Log.PositionOf("returned:A2") < harness.Log.PositionOf("return:A3"), harness.Log.ToString());
+    }
+
+    [Fact]
+    public async Task A_message_without_a_key_that_arrives_during_an_abort_goes_back_at_once()
+    {
+        var headStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var harness = await PipelineHarness.StartAsync(
+            PipelineHarness.Subscription(concurrency: 1, prefetch: 10, ordered: true),
+            async (delivery, ct) =>
+            {
+                headStarted.TrySetResult();
+                try
+                {
+                    await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+                }
+                catch (OperationCanceledException)
+                {
+                    // Gives up unsettled when the abort cancels it.
+                }
+            });
+        var slowBroker = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        harness.Submit("A1", "A");
+        harness.Submit(new FakeMessage("A2", "A", harness.Log) { ReturnAnswer = slowBroker.Task });
+        await Wait.ForAsync(headStarted.Task, "A1 to start");
+
+        var abort = harness.Pipeline.AbortAsync();
+        try
+        {
+            // The abort has taken what it gives back, and waits for A2's answer.
+            await Wait.UntilAsync(() => harness.Log.Contains("return:A2"), "the abort to give A2 back");
+            var late = harness.Submit("B1");
+            // It has no order to keep: it goes back at once, not behind the key that is still going back (which would hold
+            // it until the pipeline's 10 s bound on an unanswered return).
+            await Wait.UntilAsync(() => late.ReturnCalls == 1, "B1 to go back while A2 is still going back", TimeSpan.FromSeconds(5));
+        }
+        finally
+        {
+            slowBroker.TrySetResult();
+        }
+        await Wait.ForAsync(abort, "the abort");
+    }
+
     /// <summary>Records, per ordering key, the order handlers started in and any moment two of them ran at once.</summary>
     private sealed class LaneMonitor
     {
