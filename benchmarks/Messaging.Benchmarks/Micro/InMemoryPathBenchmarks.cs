@@ -17,7 +17,6 @@ namespace Messaging.Benchmarks.Micro;
 [MemoryDiagnoser]
 public class InMemoryPathBenchmarks
 {
-    private static readonly Uri Source = new("urn:bench");
     private readonly byte[] _payload = new byte[1024];
     private IHost _host = null!;
     private IEventPublisher _publisher = null!;
@@ -44,14 +43,7 @@ public class InMemoryPathBenchmarks
         _host.Dispose();
     }
 
-    private CloudEvent Event() => new()
-    {
-        Id = "bench-1",
-        Source = Source,
-        Type = "com.example.bench",
-        DataContentType = "application/octet-stream",
-        Data = _payload,
-    };
+    private CloudEvent Event() => CloudEventSdkBenchmarks.Build("bench-1", _payload);
 
     /// <summary>Publish to a topic no subscription receives: validation, encoding, the publish deadline, nothing queued.</summary>
     [Benchmark]

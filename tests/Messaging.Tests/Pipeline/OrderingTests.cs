@@ -226,25 +226,8 @@ public sealed class OrderingTests
     [Fact]
     public async Task A_message_that_arrives_during_an_abort_goes_back_after_the_earlier_messages_of_its_key()
     {
-        var headStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var harness = await PipelineHarness.StartAsync(
-            PipelineHarness.Subscription(concurrency: 1, prefetch: 10, ordered: true),
-            async (delivery, ct) =>
-            {
-                headStarted.TrySetResult();
-                try
-                {
-                    await Task.Delay(Timeout.InfiniteTimeSpan, ct);
-                }
-                catch (OperationCanceledException)
-                {
-                    // Gives up unsettled when the abort cancels it.
-                }
-            });
         var slowBroker = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        harness.Submit("A1", "A");
-        harness.Submit(new FakeMessage("A2", "A", harness.Log) { ReturnAnswer = slowBroker.Task });
-        await Wait.ForAsync(headStarted.Task, "A1 to start");
+        await using var harness = await KeyAWithASlowReturnAsync(slowBroker.Task);
 
         var abort = harness.Pipeline.AbortAsync();
         // A pull stream's response was still being handed over when the abort began.
@@ -268,25 +251,8 @@ public sealed class OrderingTests
     [Fact]
     public async Task A_message_without_a_key_that_arrives_during_an_abort_goes_back_at_once()
     {
-        var headStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var harness = await PipelineHarness.StartAsync(
-            PipelineHarness.Subscription(concurrency: 1, prefetch: 10, ordered: true),
-            async (delivery, ct) =>
-            {
-                headStarted.TrySetResult();
-                try
-                {
-                    await Task.Delay(Timeout.InfiniteTimeSpan, ct);
-                }
-                catch (OperationCanceledException)
-                {
-                    // Gives up unsettled when the abort cancels it.
-                }
-            });
         var slowBroker = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        harness.Submit("A1", "A");
-        harness.Submit(new FakeMessage("A2", "A", harness.Log) { ReturnAnswer = slowBroker.Task });
-        await Wait.ForAsync(headStarted.Task, "A1 to start");
+        await using var harness = await KeyAWithASlowReturnAsync(slowBroker.Task);
 
         var abort = harness.Pipeline.AbortAsync();
         try
@@ -303,6 +269,33 @@ public sealed class OrderingTests
             slowBroker.TrySetResult();
         }
         await Wait.ForAsync(abort, "the abort");
+    }
+
+    /// <summary>
+    /// An ordered pipeline running A1 (a handler that gives up only when cancelled) with A2 of the same key waiting behind
+    /// it, whose return the broker answers only when <paramref name="a2ReturnAnswer"/> completes.
+    /// </summary>
+    private static async Task<PipelineHarness> KeyAWithASlowReturnAsync(Task a2ReturnAnswer)
+    {
+        var headStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var harness = await PipelineHarness.StartAsync(
+            PipelineHarness.Subscription(concurrency: 1, prefetch: 10, ordered: true),
+            async (delivery, ct) =>
+            {
+                headStarted.TrySetResult();
+                try
+                {
+                    await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+                }
+                catch (OperationCanceledException)
+                {
+                    // Gives up unsettled when the abort cancels it.
+                }
+            });
+        harness.Submit("A1", "A");
+        harness.Submit(new FakeMessage("A2", "A", harness.Log) { ReturnAnswer = a2ReturnAnswer });
+        await Wait.ForAsync(headStarted.Task, "A1 to start");
+        return harness;
     }
 
     /// <summary>Records, per ordering key, the order handlers started in and any moment two of them ran at once.</summary>
