@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Text;
 using CloudNative.CloudEvents;
 using Google.Protobuf;
@@ -68,7 +67,7 @@ internal sealed class PubSubCodec(ContentMode mode, long maxEventSizeBytes, IRea
         var attributes = message.Attributes;
         foreach (var (name, value) in CloudEventAttributeMap.ToAttributes(cloudEvent))
         {
-            var key = PrefixedName(name);
+            var key = PrefixedNames.Get(name);
             if (!Fits(key, value, ref attributeBytes))
             {
                 return null;
@@ -104,24 +103,7 @@ internal sealed class PubSubCodec(ContentMode mode, long maxEventSizeBytes, IRea
         return keyBytes <= MaxAttributeKeyBytes && valueBytes <= MaxAttributeValueBytes;
     }
 
-    // "ce-" + name for the attribute names seen so far (the spec's, and an application's few extensions), made once. Bounded,
-    // in case a producer makes up names without end: past the bound a name is concatenated each time.
-    private static readonly ConcurrentDictionary<string, string> PrefixedNames = new(StringComparer.Ordinal);
-    private const int MaxPrefixedNames = 512;
-
-    private static string PrefixedName(string name)
-    {
-        if (PrefixedNames.TryGetValue(name, out var prefixed))
-        {
-            return prefixed;
-        }
-        prefixed = AttributePrefix + name;
-        if (PrefixedNames.Count < MaxPrefixedNames)
-        {
-            PrefixedNames.TryAdd(name, prefixed);
-        }
-        return prefixed;
-    }
+    private static readonly PrefixedAttributeNames PrefixedNames = new(AttributePrefix);
 
     private static PubsubMessage EncodeStructured(CloudEvent cloudEvent)
     {

@@ -248,10 +248,11 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
         {
             return publisher;
         }
-        var resource = Names.Topic(topic);
-        publisher = _publishers.GetOrAdd(resource, t => new TopicPublisher(Connection, t, Options, _time));
-        return _publishersByTopic.GetOrAdd(topic, publisher);
+        return _publishersByTopic.GetOrAdd(topic, PublisherFor(Names.Topic(topic)));
     }
+
+    private TopicPublisher PublisherFor(string topicResource) =>
+        _publishers.GetOrAdd(topicResource, static (t, transport) => new TopicPublisher(transport.Connection, t, transport.Options, transport._time), this);
 
     /// <summary>
     /// Publishes through the topic's queue. Only the application's publishes pause an ordering key when they fail; the
@@ -259,9 +260,8 @@ public sealed partial class PubSubTransport : IMessageTransport, IDeadLetterStor
     /// </summary>
     internal async Task PublishMessagesAsync(string topicResource, IReadOnlyList<PubsubMessage> messages, CancellationToken cancellationToken, bool pausesOrderingKeys = false)
     {
-        var publisher = _publishers.GetOrAdd(topicResource, t => new TopicPublisher(Connection, t, Options, _time));
         // Queued in order, so messages of one ordering key keep their order.
-        await publisher.PublishAsync(messages, cancellationToken, pausesOrderingKeys).ConfigureAwait(false);
+        await PublisherFor(topicResource).PublishAsync(messages, cancellationToken, pausesOrderingKeys).ConfigureAwait(false);
     }
 
     /// <summary>

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Text;
 using CloudNative.CloudEvents;
 using Messaging.Envelope;
@@ -18,8 +17,7 @@ internal sealed class RabbitMqCloudEventCodec(ContentMode mode, IReadOnlyList<Cl
 {
     // Header names repeat on every message; computing them once keeps a string per header off the hot path. The
     // names are the application's own attributes, but the cache still stops growing at a bound.
-    private const int NameCacheLimit = 512;
-    private static readonly ConcurrentDictionary<string, string> HeaderNames = new(StringComparer.Ordinal);
+    private static readonly PrefixedAttributeNames HeaderNames = new(RabbitMqNames.AttributePrefix);
     private static readonly Dictionary<string, object?> EmptyHeaders = [];
 
     public (BasicProperties Properties, ReadOnlyMemory<byte> Body, string RoutingKey) Encode(CloudEvent cloudEvent)
@@ -44,7 +42,7 @@ internal sealed class RabbitMqCloudEventCodec(ContentMode mode, IReadOnlyList<Cl
             size = 0;
             foreach (var (name, value) in CloudEventAttributeMap.ToAttributes(cloudEvent))
             {
-                var key = HeaderName(name);
+                var key = HeaderNames.Get(name);
                 // A string header goes on the wire as a UTF-8 long string, exactly like the same bytes would.
                 headers[key] = value;
                 size += key.Length + Encoding.UTF8.GetByteCount(value);
@@ -104,18 +102,4 @@ internal sealed class RabbitMqCloudEventCodec(ContentMode mode, IReadOnlyList<Cl
     }
 
     private static readonly UTF8Encoding Utf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
-
-    private static string HeaderName(string attribute)
-    {
-        if (HeaderNames.TryGetValue(attribute, out var name))
-        {
-            return name;
-        }
-        name = RabbitMqNames.AttributePrefix + attribute;
-        if (HeaderNames.Count < NameCacheLimit)
-        {
-            HeaderNames.TryAdd(attribute, name);
-        }
-        return name;
-    }
 }

@@ -52,14 +52,7 @@ public sealed class InMemoryMessage
     /// Made when first asked for (a dead letter, a log line): a random id costs a read of the system's random source, which
     /// was a tenth of the transport's CPU per event when every stored copy made one.
     /// </remarks>
-    public string MessageId
-    {
-        get
-        {
-            var id = Volatile.Read(ref _messageId);
-            return id ?? Interlocked.CompareExchange(ref _messageId, Guid.NewGuid().ToString("N"), null) ?? _messageId!;
-        }
-    }
+    public string MessageId => LazyInitializer.EnsureInitialized(ref _messageId, static () => Guid.NewGuid().ToString("N"));
 
     /// <summary>The CloudEvent's attributes as strings, plus dead-letter metadata on a dead letter.</summary>
     public IReadOnlyDictionary<string, string> Properties => _properties ??= FormatAttributes();
