@@ -19,6 +19,8 @@ namespace Messaging.PubSub;
 /// <item>Leases: the pipeline has every held message's ack deadline extended, whether its handler runs or it waits.</item>
 /// <item>Settlement uses unary Acknowledge / ModifyAckDeadline calls, so completion means the broker accepted it; acks that
 /// arrive while an Acknowledge call is in flight share the next call (<see cref="AcknowledgeBatcher"/>).</item>
+/// <item>Giving back: an ordering key's messages go back together, in one <c>ModifyAckDeadline</c> call with their ack ids in
+/// arrival order (<see cref="ReturnsTogether"/>).</item>
 /// <item>Graceful stop: stop pulling, then every message already received runs to settlement, because giving a message back
 /// (a nack, or a deadline left to expire) counts as a delivery attempt on Pub/Sub.</item>
 /// </list>
@@ -269,6 +271,45 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
 
     public Task DrainedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
+    /// <summary>
+    /// Pub/Sub goes on with an ordering key as soon as some of its messages are back: given back one call after the other,
+    /// a key's later messages reached another consumer while an earlier one was still leased here (seen on the emulator after
+    /// a consumer was killed). One <c>ModifyAckDeadline</c> call takes up to 1,000 of them.
+    /// </summary>
+    public bool ReturnsTogether => true;
+
+    /// <summary>
+    /// Gives a key's messages back with as few <c>ModifyAckDeadline</c> calls as it takes (one per subscription and deadline,
+    /// up to 1,000 ack ids each), ack ids in arrival order, each call answered before the next. A failed call ends it: the
+    /// messages not yet given back return when their leases expire, rather than ahead of one still leased.
+    /// </summary>
+    public async Task ReturnTogetherAsync(IReadOnlyList<ReceivedMessage> messages, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var next = 0;
+            while (next < messages.Count)
+            {
+                var first = (Message)messages[next];
+                var request = new ModifyAckDeadlineRequest { Subscription = first.Resource, AckDeadlineSeconds = first.ReturnDeadlineSeconds };
+                while (next < messages.Count && request.AckIds.Count < 1000 && messages[next] is Message message
+                    && message.Resource == request.Subscription && message.ReturnDeadlineSeconds == request.AckDeadlineSeconds)
+                {
+                    request.AckIds.Add(message.AckId);
+                    next++;
+                }
+                await _transport.Connection.Subscriber.ModifyAckDeadlineAsync(request, PubSubConnection.Call(cancellationToken)).ResponseAsync.ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            foreach (var message in messages)
+            {
+                _held.TryRemove(((Message)message).AckId, out _);
+            }
+        }
+    }
+
     /// <summary>Like a dropped connection: streams are cut, handlers are cancelled and unsettled messages go back (deadline 0).</summary>
     public async ValueTask DisposeAsync()
     {
@@ -311,6 +352,14 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
         public string Resource => resource;
 
         public string AckId => received.AckId;
+
+        /// <summary>
+        /// The deadline a return sets: 0, as a broker does when a consumer's connection drops, or after a failed dead-letter
+        /// settlement a full ack deadline, so that it does not come straight back, fail and come back in a tight loop, each
+        /// round costing a delivery attempt (once the broker's own dead-letter policy runs out of them, it forwards the message
+        /// to the dead-letter topic, which may have no subscription).
+        /// </summary>
+        public int ReturnDeadlineSeconds => _deadLetterFailed ? owner._ackDeadlineSeconds : 0;
 
         public override string? MessageId => _message.MessageId;
 
@@ -401,17 +450,12 @@ internal sealed partial class PubSubReceiver : ITransportReceiver
             owner._held.TryRemove(AckId, out _);
         }
 
-        /// <summary>
-        /// Gives the message back (deadline 0), as a broker does when a consumer's connection drops. After a failed dead-letter
-        /// settlement it comes back only after a full ack deadline instead: given back at once it would be delivered, fail and
-        /// come back again in a tight loop, each round costing a delivery attempt (and once the broker's own dead-letter policy
-        /// runs out of them, it forwards the message to the dead-letter topic, which may have no subscription).
-        /// </summary>
+        /// <summary>Gives the message back (see <see cref="ReturnDeadlineSeconds"/>).</summary>
         protected override async Task ReturnAsync(CancellationToken cancellationToken)
         {
             try
             {
-                var request = new ModifyAckDeadlineRequest { Subscription = resource, AckDeadlineSeconds = _deadLetterFailed ? owner._ackDeadlineSeconds : 0 };
+                var request = new ModifyAckDeadlineRequest { Subscription = resource, AckDeadlineSeconds = ReturnDeadlineSeconds };
                 request.AckIds.Add(AckId);
                 await owner._transport.Connection.Subscriber.ModifyAckDeadlineAsync(request, PubSubConnection.Call(cancellationToken)).ResponseAsync.ConfigureAwait(false);
             }

@@ -31,6 +31,24 @@ public interface ITransportReceiver : IAsyncDisposable
 
     /// <summary>Called once every received message is settled after a graceful stop (flush what the receiver batches).</summary>
     Task DrainedAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// True when the receiver gives several messages back in one call to the broker (<see cref="ReturnTogetherAsync"/>). The
+    /// pipeline then gives back the messages of an ordering key that it holds together, in arrival order, instead of one
+    /// call after the other, and an abort takes a key's running message before cancelling its handler, so that it goes back
+    /// in the same call. A broker that goes on with a key as soon as some of its messages are back (the Pub/Sub emulator
+    /// does) then never delivers a later message of the key elsewhere while an earlier one is still leased to this consumer.
+    /// False by default.
+    /// </summary>
+    bool ReturnsTogether => false;
+
+    /// <summary>
+    /// Gives <paramref name="messages"/> (messages of one ordering key, in arrival order, each received by this receiver)
+    /// back to the broker, in as few calls as the broker allows, in this order, each answered before the next is made. Called
+    /// only when <see cref="ReturnsTogether"/> is true; as <see cref="ReceivedMessage.ReturnAsync"/>, best effort.
+    /// </summary>
+    Task ReturnTogetherAsync(IReadOnlyList<ReceivedMessage> messages, CancellationToken cancellationToken) =>
+        throw new NotSupportedException($"{GetType().Name} does not give messages back together.");
 }
 
 /// <summary>What a graceful stop does with messages that were received but whose handler has not started.</summary>

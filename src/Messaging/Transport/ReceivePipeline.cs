@@ -387,7 +387,7 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         {
             // The abort failed: these go back all the same.
         }
-        await ReturnInOrderAsync(rejected, ReturnUnstartedAsync).ConfigureAwait(false);
+        await ReturnInOrderAsync(rejected).ConfigureAwait(false);
     }
 
     private bool TakeSlotOrQueue(ReceivedMessage message)
@@ -412,7 +412,7 @@ public sealed partial class ReceivePipeline : ITransportConsumer
             if (laneReturns is not null)
             {
                 // One after the other, in arrival order: a broker may deliver them again in the order they came back.
-                _ = ReturnInOrderAsync(laneReturns, ReturnUnstartedAsync);
+                _ = ReturnInOrderAsync(laneReturns);
             }
         }
     }
@@ -543,6 +543,12 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         {
             await ReturnQuietlyAsync(message).ConfigureAwait(false);
         }
+        AccountUnstarted(message);
+    }
+
+    /// <summary>Accounts for a message whose handler never started, once it is given back (by whoever gave it back).</summary>
+    private void AccountUnstarted(ReceivedMessage message)
+    {
         lock (_lock)
         {
             _held.Remove(message.Sequence);
@@ -707,7 +713,7 @@ public sealed partial class ReceivePipeline : ITransportConsumer
             if (_receiver?.StopBehavior != StopBehavior.HandleReceived)
             {
                 // The rest of a lane whose head runs goes back after the head settles (see Finish), never before it.
-                await ReturnInOrderAsync(TakeWaiting(keepLanesBehindRunning: true), ReturnUnstartedAsync).ConfigureAwait(false);
+                await ReturnInOrderAsync(TakeWaiting(keepLanesBehindRunning: true)).ConfigureAwait(false);
             }
             ReleaseSelf();
             await _drained.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -722,6 +728,17 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         {
             LogStopTimedOut(Subscription.Name);
             await AbortAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Takes the messages waiting for a handler (see <see cref="TakeWaiting"/>), and lists the others held.</summary>
+    private (List<ReceivedMessage> Waiting, List<ReceivedMessage> Running) TakeUnsettled()
+    {
+        var waiting = TakeWaiting();
+        lock (_lock)
+        {
+            var waitingSequences = waiting.Select(m => m.Sequence).ToHashSet();
+            return (waiting, _held.Values.Where(m => !waitingSequences.Contains(m.Sequence)).ToList());
         }
     }
 
@@ -749,23 +766,37 @@ public sealed partial class ReceivePipeline : ITransportConsumer
 
     /// <summary>
     /// Gives messages back: those of one ordering key one after the other in arrival order (a broker may deliver them again
-    /// in the order they came back, as the Pub/Sub emulator does), the others and different keys side by side.
+    /// in the order they came back, as the Pub/Sub emulator does), the others and different keys side by side. Where the
+    /// receiver gives messages back together (<see cref="ITransportReceiver.ReturnsTogether"/>), a key's messages go back in
+    /// one call instead.
     /// </summary>
+    /// <param name="messages">The messages to give back.</param>
+    /// <param name="isUnstarted">Which of them never reached a handler (the pipeline accounts for those once they are back); all of them when null.</param>
+    /// <param name="taken">Those the caller has already taken (<see cref="ReceivedMessage.TryReleaseAsync"/>) to give back.</param>
     /// <remarks>
     /// Bounded: once <see cref="ReturnTimeout"/> has passed (a broker that does not answer), the rest go back side by side,
     /// so that a long lane cannot make a stop or an abort wait one timeout per message.
     /// </remarks>
-    private Task ReturnInOrderAsync(IEnumerable<ReceivedMessage> messages, Func<ReceivedMessage, Task> giveBack)
+    private Task ReturnInOrderAsync(IEnumerable<ReceivedMessage> messages, Func<ReceivedMessage, bool>? isUnstarted = null, IReadOnlySet<long>? taken = null)
     {
         var started = _time.GetTimestamp();
+        var together = _receiver?.ReturnsTogether == true;
         return Task.WhenAll(messages
             .GroupBy(m => m.LaneKey ?? m.Sequence.ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparer.Ordinal)
             .Select(async lane =>
             {
-                List<Task>? late = null;
-                foreach (var message in lane.OrderBy(m => m.Sequence))
+                var ordered = lane.OrderBy(m => m.Sequence).ToList();
+                if (together && ordered[0].LaneKey is not null)
                 {
-                    var giving = giveBack(message);
+                    await ReturnLaneTogetherAsync(ordered, isUnstarted, taken, started).ConfigureAwait(false);
+                    return;
+                }
+                List<Task>? late = null;
+                foreach (var message in ordered)
+                {
+                    var giving = taken?.Contains(message.Sequence) == true ? ReturnQuietlyAsync(message)
+                        : isUnstarted is null || isUnstarted(message) ? ReturnUnstartedAsync(message)
+                        : ReleaseAndReturnAsync(message);
                     if (_time.GetElapsedTime(started) < ReturnTimeout)
                     {
                         await giving.ConfigureAwait(false);
@@ -782,6 +813,75 @@ public sealed partial class ReceivePipeline : ITransportConsumer
                     await Task.WhenAll(late).ConfigureAwait(false);
                 }
             }));
+    }
+
+    private async Task ReleaseAndReturnAsync(ReceivedMessage message)
+    {
+        if (await message.TryReleaseAsync().ConfigureAwait(false))
+        {
+            await ReturnQuietlyAsync(message).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Gives one key's messages back in one call to the receiver, in arrival order. A message someone else gives back (its
+    /// own runner, after its handler gave up) splits the call: what came before it goes first, then it is waited for.
+    /// </summary>
+    private async Task ReturnLaneTogetherAsync(List<ReceivedMessage> lane, Func<ReceivedMessage, bool>? isUnstarted, IReadOnlySet<long>? taken, long started)
+    {
+        var batch = new List<ReceivedMessage>(lane.Count);
+        foreach (var message in lane)
+        {
+            if (taken?.Contains(message.Sequence) == true || await message.TryReleaseAsync().ConfigureAwait(false))
+            {
+                batch.Add(message);
+                continue;
+            }
+            // Settled already, or given back by someone else.
+            if (batch.Count > 0)
+            {
+                await ReturnTogetherQuietlyAsync(batch, isUnstarted).ConfigureAwait(false);
+                batch = new List<ReceivedMessage>(lane.Count);
+            }
+            await WaitQuietlyAsync(message.ReturnDone, ReturnTimeout - _time.GetElapsedTime(started)).ConfigureAwait(false);
+            if (isUnstarted is null || isUnstarted(message))
+            {
+                AccountUnstarted(message);
+            }
+        }
+        if (batch.Count > 0)
+        {
+            await ReturnTogetherQuietlyAsync(batch, isUnstarted).ConfigureAwait(false);
+        }
+    }
+
+    private async Task ReturnTogetherQuietlyAsync(List<ReceivedMessage> messages, Func<ReceivedMessage, bool>? isUnstarted)
+    {
+        MessagingDiagnostics.ReturnedMessages.Add(messages.Count, _metricTags);
+        try
+        {
+            using var timeout = new CancellationTokenSource(ReturnTimeout, _time);
+            await _receiver!.ReturnTogetherAsync(messages, timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            // The broker gives them back by itself when their leases expire or the connection closes.
+            foreach (var message in messages)
+            {
+                LogReturnFailed(message.MessageId, Subscription.Name, ex.Message);
+            }
+        }
+        finally
+        {
+            foreach (var message in messages)
+            {
+                message.EndReturn();
+                if (isUnstarted is null || isUnstarted(message))
+                {
+                    AccountUnstarted(message);
+                }
+            }
+        }
     }
 
     private void ReleaseSelf()
@@ -817,27 +917,32 @@ public sealed partial class ReceivePipeline : ITransportConsumer
     private async Task AbortCoreAsync()
     {
         await Task.Yield();
-        await _abort.CancelAsync().ConfigureAwait(false);
-        await _stopRenewal.CancelAsync().ConfigureAwait(false);
-        var waiting = TakeWaiting();
-        List<ReceivedMessage> running;
-        lock (_lock)
+        List<ReceivedMessage> waiting, running;
+        HashSet<long>? taken = null;
+        if (_lanes is not null && _receiver?.ReturnsTogether == true)
         {
-            var waitingSequences = waiting.Select(m => m.Sequence).ToHashSet();
-            running = _held.Values.Where(m => !waitingSequences.Contains(m.Sequence)).ToList();
+            // A key's running message is taken before its handler is cancelled, so that it goes back in the same call as the
+            // rest of its key instead of by its runner, one call ahead of them.
+            (waiting, running) = TakeUnsettled();
+            taken = [];
+            foreach (var message in running)
+            {
+                if (message.LaneKey is not null && await message.TryReleaseAsync().ConfigureAwait(false))
+                {
+                    taken.Add(message.Sequence);
+                }
+            }
+            await _abort.CancelAsync().ConfigureAwait(false);
+            await _stopRenewal.CancelAsync().ConfigureAwait(false);
+        }
+        else
+        {
+            await _abort.CancelAsync().ConfigureAwait(false);
+            await _stopRenewal.CancelAsync().ConfigureAwait(false);
+            (waiting, running) = TakeUnsettled();
         }
         var unstarted = waiting.Select(m => m.Sequence).ToHashSet();
-        await ReturnInOrderAsync(waiting.Concat(running), async m =>
-        {
-            if (unstarted.Contains(m.Sequence))
-            {
-                await ReturnUnstartedAsync(m).ConfigureAwait(false);
-            }
-            else if (await m.TryReleaseAsync().ConfigureAwait(false))
-            {
-                await ReturnQuietlyAsync(m).ConfigureAwait(false);
-            }
-        }).ConfigureAwait(false);
+        await ReturnInOrderAsync(waiting.Concat(running), m => unstarted.Contains(m.Sequence), taken).ConfigureAwait(false);
         ReleaseSelf();
         try
         {

@@ -75,6 +75,13 @@ internal sealed class FakeMessage : ReceivedMessage
 
     public void RecordRenewal() => Interlocked.Increment(ref _renewals);
 
+    /// <summary>Counts a return made by the receiver for several messages at once.</summary>
+    public void RecordReturn()
+    {
+        Interlocked.Increment(ref _returnCalls);
+        _firstCall.TrySetResult();
+    }
+
     protected internal override string? OrderingKey => _orderingKey;
 
     /// <summary>What <see cref="RetryKeepsKeyOrder"/> says: false (the default of a transport) unless set.</summary>

@@ -19,6 +19,19 @@ internal sealed class FakeReceiver(CallLog log) : ITransportReceiver
 
     public int RenewRounds => Volatile.Read(ref _renewRounds);
 
+    public bool ReturnsTogether { get; init; }
+
+    /// <summary>Logs "return-together:A1,A2" and counts a return on each message.</summary>
+    public Task ReturnTogetherAsync(IReadOnlyList<ReceivedMessage> messages, CancellationToken cancellationToken)
+    {
+        log.Add($"return-together:{string.Join(",", messages.Select(m => m.MessageId))}");
+        foreach (var message in messages.OfType<FakeMessage>())
+        {
+            message.RecordReturn();
+        }
+        return Task.CompletedTask;
+    }
+
     public Task RenewLeasesAsync(IReadOnlyList<ReceivedMessage> messages, CancellationToken cancellationToken)
     {
         foreach (var message in messages.OfType<FakeMessage>())

@@ -34,10 +34,11 @@ internal sealed class PipelineHarness : IAsyncDisposable
         DeliveryCallback onDelivery,
         StopBehavior stopBehavior = StopBehavior.ReturnUnstarted,
         TimeSpan? leaseRenewalInterval = null,
-        TimeProvider? time = null)
+        TimeProvider? time = null,
+        bool returnsTogether = false)
     {
         var log = new CallLog();
-        var receiver = new FakeReceiver(log) { StopBehavior = stopBehavior, LeaseRenewalInterval = leaseRenewalInterval };
+        var receiver = new FakeReceiver(log) { StopBehavior = stopBehavior, LeaseRenewalInterval = leaseRenewalInterval, ReturnsTogether = returnsTogether };
         var pipeline = new ReceivePipeline(subscription, onDelivery, logger: null, time, "fake");
         await pipeline.StartAsync(new FakeTransport(receiver), Wait.TestToken);
         return new PipelineHarness(pipeline, receiver, log);

@@ -271,6 +271,67 @@ public sealed class OrderingTests
         await Wait.ForAsync(abort, "the abort");
     }
 
+    [Fact]
+    public async Task Where_the_receiver_returns_together_an_abort_gives_each_key_back_in_one_call_its_running_message_first()
+    {
+        var started = new ConcurrentDictionary<string, byte>();
+        await using var harness = await PipelineHarness.StartAsync(
+            PipelineHarness.Subscription(concurrency: 3, prefetch: 10, ordered: true),
+            async (delivery, ct) =>
+            {
+                started[delivery.MessageId!] = 0;
+                try
+                {
+                    await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+                }
+                catch (OperationCanceledException)
+                {
+                    // Gives up unsettled when the abort cancels it.
+                }
+            },
+            returnsTogether: true);
+        var messages = new[]
+        {
+            harness.Submit("A1", "A"), harness.Submit("B1", "B"), harness.Submit("A2", "A"), harness.Submit("C1"),
+            harness.Submit("A3", "A"), harness.Submit("B2", "B"),
+        };
+        await Wait.UntilAsync(() => started.ContainsKey("A1") && started.ContainsKey("B1") && started.ContainsKey("C1"), "A1, B1 and C1 to start");
+
+        await Wait.ForAsync(harness.Pipeline.AbortAsync(), "the abort");
+
+        // A broker that goes on with a key once some of its messages are back must get the whole key back at once: the running
+        // head in the same call as the rest, not by its runner one call ahead of them.
+        Assert.Contains("return-together:A1,A2,A3", harness.Log.Entries);
+        Assert.Contains("return-together:B1,B2", harness.Log.Entries);
+        // No key, no order to keep: it goes back on its own, as on any receiver.
+        Assert.Contains("return:C1", harness.Log.Entries);
+        Assert.All(messages, m => Assert.Equal(1, m.SettlementCalls));
+    }
+
+    [Fact]
+    public async Task Where_the_receiver_returns_together_the_rest_of_a_retried_key_goes_back_in_one_call()
+    {
+        var gates = new HandlerGates();
+        await using var harness = await PipelineHarness.StartAsync(
+            PipelineHarness.Subscription(concurrency: 2, prefetch: 10, ordered: true),
+            async (delivery, ct) =>
+            {
+                await gates.EnterAsync(delivery.MessageId!, ct);
+                await delivery.RetryAsync(TimeSpan.FromSeconds(1), ct);
+            },
+            returnsTogether: true);
+        var retried = harness.Submit("A1", "A");
+        var rest = new[] { harness.Submit("A2", "A"), harness.Submit("A3", "A"), harness.Submit("A4", "A") };
+
+        gates.Open("A1");
+        await Wait.UntilAsync(() => rest.All(m => m.ReturnCalls == 1), "the rest of A's backlog to be returned");
+
+        Assert.Equal(1, retried.RetryCalls);
+        Assert.True(harness.Log.PositionOf("retry:A1") < harness.Log.PositionOf("return-together:A2,A3,A4"), harness.Log.ToString());
+        Assert.All(rest, m => Assert.Equal(1, m.SettlementCalls));
+        await harness.StopAsync();
+    }
+
     /// <summary>
     /// An ordered pipeline running A1 (a handler that gives up only when cancelled) with A2 of the same key waiting behind
     /// it, whose return the broker answers only when <paramref name="a2ReturnAnswer"/> completes.
