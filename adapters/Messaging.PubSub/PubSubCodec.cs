@@ -153,7 +153,8 @@ internal sealed class PubSubCodec(ContentMode mode, long maxEventSizeBytes, IRea
         {
             if (key.Length > AttributePrefix.Length && key.StartsWith(AttributePrefix, StringComparison.OrdinalIgnoreCase))
             {
-                attributes.Add(new(key[AttributePrefix.Length..].ToLowerInvariant(), value));
+                // The attribute's name without the prefix, lower-cased, from a bounded cache: no new string per attribute.
+                attributes.Add(new(CloudEventAttributeMap.AttributeName(key)!, value));
             }
         }
         try
