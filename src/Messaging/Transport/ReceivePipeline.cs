@@ -922,7 +922,9 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         if (_lanes is not null && _receiver?.ReturnsTogether == true)
         {
             // A key's running message is taken before its handler is cancelled, so that it goes back in the same call as the
-            // rest of its key instead of by its runner, one call ahead of them.
+            // rest of its key instead of by its runner, one call ahead of them. Renewal stops first: taking a message that is
+            // being renewed waits for the renewal, which a broker that does not answer would hold for two intervals.
+            await _stopRenewal.CancelAsync().ConfigureAwait(false);
             (waiting, running) = TakeUnsettled();
             taken = [];
             foreach (var message in running)
@@ -933,7 +935,6 @@ public sealed partial class ReceivePipeline : ITransportConsumer
                 }
             }
             await _abort.CancelAsync().ConfigureAwait(false);
-            await _stopRenewal.CancelAsync().ConfigureAwait(false);
         }
         else
         {

@@ -32,6 +32,9 @@ internal sealed class FakeReceiver(CallLog log) : ITransportReceiver
         return Task.CompletedTask;
     }
 
+    /// <summary>What the broker does with a renewal call, after the messages were counted; answered at once when null.</summary>
+    public Func<CancellationToken, Task>? RenewAnswer { get; set; }
+
     public Task RenewLeasesAsync(IReadOnlyList<ReceivedMessage> messages, CancellationToken cancellationToken)
     {
         foreach (var message in messages.OfType<FakeMessage>())
@@ -40,7 +43,7 @@ internal sealed class FakeReceiver(CallLog log) : ITransportReceiver
         }
         OnRenew?.Invoke(messages);
         Interlocked.Increment(ref _renewRounds);
-        return Task.CompletedTask;
+        return RenewAnswer?.Invoke(cancellationToken) ?? Task.CompletedTask;
     }
 
     public Task StopReceivingAsync(CancellationToken cancellationToken)

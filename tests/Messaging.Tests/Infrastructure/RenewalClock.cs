@@ -41,6 +41,14 @@ internal sealed class RenewalClock(TimeSpan interval) : TimeProvider
         await Wait.UntilAsync(() => TimersCreated > _seen, "the renewal round ended");
     }
 
+    /// <summary>Starts one renewal round without waiting for it to end (for a round the broker does not answer).</summary>
+    public async Task StartRoundAsync()
+    {
+        await Wait.UntilAsync(() => TimersCreated > _seen, "the renewal loop waits for its next round");
+        _seen = TimersCreated;
+        _fake.Advance(Interval);
+    }
+
     public async Task TickAsync(int rounds)
     {
         for (var i = 0; i < rounds; i++)

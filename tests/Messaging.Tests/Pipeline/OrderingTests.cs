@@ -309,6 +309,47 @@ public sealed class OrderingTests
     }
 
     [Fact]
+    public async Task Where_the_receiver_returns_together_an_abort_does_not_wait_for_a_renewal_the_broker_does_not_answer()
+    {
+        // A renewal round is bounded by two intervals: a minute here, far beyond the abort's wait below.
+        var clock = new RenewalClock(TimeSpan.FromSeconds(30));
+        var headStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var renewalSent = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var harness = await PipelineHarness.StartAsync(
+            PipelineHarness.Subscription(concurrency: 1, prefetch: 10, ordered: true),
+            async (delivery, ct) =>
+            {
+                headStarted.TrySetResult();
+                try
+                {
+                    await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+                }
+                catch (OperationCanceledException)
+                {
+                    // Gives up unsettled when the abort cancels it.
+                }
+            },
+            leaseRenewalInterval: clock.Interval,
+            time: clock,
+            returnsTogether: true);
+        // The broker has become unreachable: a renewal call ends only when its token fires.
+        harness.Receiver.RenewAnswer = ct =>
+        {
+            renewalSent.TrySetResult();
+            return Task.Delay(Timeout.InfiniteTimeSpan, ct);
+        };
+        var messages = new[] { harness.Submit("A1", "A"), harness.Submit("A2", "A") };
+        await Wait.ForAsync(headStarted.Task, "A1 to start");
+        await clock.StartRoundAsync();
+        await Wait.ForAsync(renewalSent.Task, "a renewal of A1 and A2 to be sent");
+
+        await Wait.ForAsync(harness.Pipeline.AbortAsync(), "the abort, while the renewal is unanswered", TimeSpan.FromSeconds(5));
+
+        Assert.Contains("return-together:A1,A2", harness.Log.Entries);
+        Assert.All(messages, m => Assert.Equal(1, m.SettlementCalls));
+    }
+
+    [Fact]
     public async Task Where_the_receiver_returns_together_the_rest_of_a_retried_key_goes_back_in_one_call()
     {
         var gates = new HandlerGates();
