@@ -800,8 +800,9 @@ public sealed partial class ReceivePipeline : ITransportConsumer
                     if (_time.GetElapsedTime(started) < ReturnTimeout)
                     {
                         await giving.ConfigureAwait(false);
-                        // Its runner may be the one giving it back (a handler cancelled by the abort): wait for that too.
-                        await WaitQuietlyAsync(message.ReturnDone, ReturnTimeout - _time.GetElapsedTime(started)).ConfigureAwait(false);
+                        // Its runner may be the one giving it back (a handler cancelled by the abort, a settlement that fails):
+                        // wait for that too.
+                        await WaitForOthersAsync(message, started).ConfigureAwait(false);
                     }
                     else
                     {
@@ -843,7 +844,7 @@ public sealed partial class ReceivePipeline : ITransportConsumer
                 await ReturnTogetherQuietlyAsync(batch, isUnstarted).ConfigureAwait(false);
                 batch = new List<ReceivedMessage>(lane.Count);
             }
-            await WaitQuietlyAsync(message.ReturnDone, ReturnTimeout - _time.GetElapsedTime(started)).ConfigureAwait(false);
+            await WaitForOthersAsync(message, started).ConfigureAwait(false);
             if (isUnstarted is null || isUnstarted(message))
             {
                 AccountUnstarted(message);
@@ -853,6 +854,17 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         {
             await ReturnTogetherQuietlyAsync(batch, isUnstarted).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// Waits, within the return bound, for whoever else has a message: a settlement under way (an acknowledgement that may
+    /// still fail), then a return under way (its runner's, after its handler gave up or its settlement failed). Until then a
+    /// later message of its key must not go back: the broker would have it while this one is still held here.
+    /// </summary>
+    private async Task WaitForOthersAsync(ReceivedMessage message, long started)
+    {
+        await WaitQuietlyAsync(message.SettlementDone, ReturnTimeout - _time.GetElapsedTime(started)).ConfigureAwait(false);
+        await WaitQuietlyAsync(message.ReturnDone, ReturnTimeout - _time.GetElapsedTime(started)).ConfigureAwait(false);
     }
 
     private async Task ReturnTogetherQuietlyAsync(List<ReceivedMessage> messages, Func<ReceivedMessage, bool>? isUnstarted)

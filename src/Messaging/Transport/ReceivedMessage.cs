@@ -211,12 +211,38 @@ public abstract class ReceivedMessage : ITransportDelivery
         try
         {
             await settle(this, cancellationToken).ConfigureAwait(false);
-            Volatile.Write(ref _state, Settled);
+            Interlocked.Exchange(ref _state, Settled);
         }
         catch
         {
-            Volatile.Write(ref _state, SettleFailed);
+            // Its runner gives it back next; whoever waits for the message waits for that return too.
+            BeginReturn();
+            Interlocked.Exchange(ref _state, SettleFailed);
             throw;
+        }
+        finally
+        {
+            Volatile.Read(ref _settlementWaiter)?.TrySetResult();
+        }
+    }
+
+    private TaskCompletionSource? _settlementWaiter;
+
+    /// <summary>
+    /// Completes when a settlement under way has ended: the broker took it, or it failed and the message is being given back
+    /// (then <see cref="ReturnDone"/> completes when that return is answered). At once when no settlement is under way.
+    /// </summary>
+    internal Task SettlementDone
+    {
+        get
+        {
+            if (Volatile.Read(ref _state) != Settling)
+            {
+                return Task.CompletedTask;
+            }
+            Interlocked.CompareExchange(ref _settlementWaiter, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), null);
+            // The settlement may have ended before the waiter was in place (the state is written with a full fence first).
+            return Volatile.Read(ref _state) == Settling ? _settlementWaiter!.Task : Task.CompletedTask;
         }
     }
 

@@ -93,8 +93,22 @@ internal sealed class FakeMessage : ReceivedMessage
 
     protected internal override CloudEvent Decode() => Decoder is null ? ValidEvent(Id) : Decoder();
 
-    protected internal override Task CompleteAsync(CancellationToken cancellationToken) =>
-        Record(ref _completeCalls, "complete", CompleteFailure);
+    /// <summary>When set, <see cref="CompleteAsync"/> is answered only once this completes (a slow broker), then fails with <see cref="CompleteFailure"/> if set.</summary>
+    public Task? CompleteAnswer { get; init; }
+
+    protected internal override async Task CompleteAsync(CancellationToken cancellationToken)
+    {
+        var recorded = Record(ref _completeCalls, "complete", CompleteAnswer is null ? CompleteFailure : null);
+        if (CompleteAnswer is not null)
+        {
+            await CompleteAnswer;
+            if (CompleteFailure is not null)
+            {
+                throw CompleteFailure;
+            }
+        }
+        await recorded;
+    }
 
     protected internal override Task RetryAsync(TimeSpan delay, CancellationToken cancellationToken)
     {

@@ -349,6 +349,43 @@ public sealed class OrderingTests
         Assert.All(messages, m => Assert.Equal(1, m.SettlementCalls));
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task An_abort_gives_back_the_rest_of_a_key_only_after_its_running_message_whose_acknowledgement_then_fails(bool returnsTogether)
+    {
+        var brokerAnswer = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var harness = await PipelineHarness.StartAsync(
+            PipelineHarness.Subscription(concurrency: 1, prefetch: 10, ordered: true),
+            (delivery, ct) => delivery.CompleteAsync(ct),
+            returnsTogether: returnsTogether);
+        var head = harness.Submit(new FakeMessage("A1", "A", harness.Log)
+        {
+            CompleteAnswer = brokerAnswer.Task,
+            CompleteFailure = new InvalidOperationException("the broker refused the acknowledgement"),
+        });
+        var rest = new[] { harness.Submit("A2", "A"), harness.Submit("A3", "A") };
+        await Wait.UntilAsync(() => harness.Log.Contains("complete:A1"), "A1's acknowledgement to be sent");
+
+        var abort = harness.Pipeline.AbortAsync();
+        try
+        {
+            // Bounded observation: while A1's acknowledgement may still fail, A2 must not go back.
+            await Wait.UntilAsync(() => rest[0].ReturnCalls > 0, "A2 to be given back early", TimeSpan.FromSeconds(1));
+        }
+        catch (TimeoutException)
+        {
+            // Expected: it waits for A1's settlement.
+        }
+        brokerAnswer.SetResult(); // the acknowledgement fails: A1 goes back, unsettled
+        await Wait.ForAsync(abort, "the abort");
+        await Wait.UntilAsync(() => rest.All(m => m.ReturnCalls == 1), "the rest of the key to be given back");
+
+        var restReturned = returnsTogether ? "return-together:A2,A3" : "return:A2";
+        Assert.True(harness.Log.PositionOf("return:A1") < harness.Log.PositionOf(restReturned), harness.Log.ToString());
+        Assert.Equal(1, head.ReturnCalls);
+    }
+
     [Fact]
     public async Task Where_the_receiver_returns_together_the_rest_of_a_retried_key_goes_back_in_one_call()
     {
