@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Messaging.Tests.Infrastructure;
+using Messaging.Transport;
 
 namespace Messaging.Tests.Pipeline;
 
@@ -277,18 +278,7 @@ public sealed class OrderingTests
         var started = new ConcurrentDictionary<string, byte>();
         await using var harness = await PipelineHarness.StartAsync(
             PipelineHarness.Subscription(concurrency: 3, prefetch: 10, ordered: true),
-            async (delivery, ct) =>
-            {
-                started[delivery.MessageId!] = 0;
-                try
-                {
-                    await Task.Delay(Timeout.InfiniteTimeSpan, ct);
-                }
-                catch (OperationCanceledException)
-                {
-                    // Gives up unsettled when the abort cancels it.
-                }
-            },
+            UntilCancelled(delivery => started[delivery.MessageId!] = 0),
             returnsTogether: true);
         var messages = new[]
         {
@@ -317,18 +307,7 @@ public sealed class OrderingTests
         var renewalSent = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using var harness = await PipelineHarness.StartAsync(
             PipelineHarness.Subscription(concurrency: 1, prefetch: 10, ordered: true),
-            async (delivery, ct) =>
-            {
-                headStarted.TrySetResult();
-                try
-                {
-                    await Task.Delay(Timeout.InfiniteTimeSpan, ct);
-                }
-                catch (OperationCanceledException)
-                {
-                    // Gives up unsettled when the abort cancels it.
-                }
-            },
+            UntilCancelled(_ => headStarted.TrySetResult()),
             leaseRenewalInterval: clock.Interval,
             time: clock,
             returnsTogether: true);
@@ -410,6 +389,20 @@ public sealed class OrderingTests
         await harness.StopAsync();
     }
 
+    /// <summary>A handler that says it started, then gives up unsettled only when cancelled (as by an abort).</summary>
+    private static DeliveryCallback UntilCancelled(Action<ITransportDelivery> started) => async (delivery, ct) =>
+    {
+        started(delivery);
+        try
+        {
+            await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+        }
+        catch (OperationCanceledException)
+        {
+            // Gives up unsettled when the abort cancels it.
+        }
+    };
+
     /// <summary>
     /// An ordered pipeline running A1 (a handler that gives up only when cancelled) with A2 of the same key waiting behind
     /// it, whose return the broker answers only when <paramref name="a2ReturnAnswer"/> completes.
@@ -419,18 +412,7 @@ public sealed class OrderingTests
         var headStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var harness = await PipelineHarness.StartAsync(
             PipelineHarness.Subscription(concurrency: 1, prefetch: 10, ordered: true),
-            async (delivery, ct) =>
-            {
-                headStarted.TrySetResult();
-                try
-                {
-                    await Task.Delay(Timeout.InfiniteTimeSpan, ct);
-                }
-                catch (OperationCanceledException)
-                {
-                    // Gives up unsettled when the abort cancels it.
-                }
-            });
+            UntilCancelled(_ => headStarted.TrySetResult()));
         harness.Submit("A1", "A");
         harness.Submit(new FakeMessage("A2", "A", harness.Log) { ReturnAnswer = a2ReturnAnswer });
         await Wait.ForAsync(headStarted.Task, "A1 to start");
