@@ -65,10 +65,17 @@ if (args.Length > 0 && args[0] == "outbox")
     return 0;
 }
 
+// --latency-load F: the latency scenario's rate as a fraction of the slowest target's end-to-end maximum (default 0.5).
+var latencyLoad = double.Parse(Option("--latency-load", "0.5"), CultureInfo.InvariantCulture);
+if (latencyLoad is <= 0 or > 1)
+{
+    Console.Error.WriteLine($"--latency-load must be in (0, 1], not {latencyLoad}.");
+    return 2;
+}
 var sizes = Option("--sizes", "1024,65536").Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
 HarnessSettings Settings(int smallCount, int largeCount) => smoke
     ? new HarnessSettings(1, [1024, 64 * 1024], size => size > 1024 ? 50 : 200, TimeSpan.FromMilliseconds(300), 0.5, WaitForIdleBroker: false)
-    : new HarnessSettings(rounds, sizes, size => size > 1024 ? largeCount : smallCount, TimeSpan.FromSeconds(3), 0.5, PublishOnly: args.Contains("--publish-only"));
+    : new HarnessSettings(rounds, sizes, size => size > 1024 ? largeCount : smallCount, TimeSpan.FromSeconds(3), latencyLoad, PublishOnly: args.Contains("--publish-only"));
 
 Console.WriteLine($"# Benchmark harness{(smoke ? " (smoke mode: tiny counts, numbers not meaningful)" : "")}");
 Console.WriteLine();
