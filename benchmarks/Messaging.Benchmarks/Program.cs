@@ -75,7 +75,7 @@ if (latencyLoad is <= 0 or > 1)
 var sizes = Option("--sizes", "1024,65536").Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
 HarnessSettings Settings(int smallCount, int largeCount) => smoke
     ? new HarnessSettings(1, [1024, 64 * 1024], size => size > 1024 ? 50 : 200, TimeSpan.FromMilliseconds(300), 0.5, WaitForIdleBroker: false)
-    : new HarnessSettings(rounds, sizes, size => size > 1024 ? largeCount : smallCount, TimeSpan.FromSeconds(3), latencyLoad, PublishOnly: args.Contains("--publish-only"));
+    : new HarnessSettings(rounds, sizes, size => size > 1024 ? largeCount : smallCount, TimeSpan.FromSeconds(3), latencyLoad, PublishOnly: args.Contains("--publish-only"), SpinPacing: args.Contains("--spin-pacing"));
 
 Console.WriteLine($"# Benchmark harness{(smoke ? " (smoke mode: tiny counts, numbers not meaningful)" : "")}");
 Console.WriteLine();

@@ -5,7 +5,7 @@ using System.Text;
 namespace Messaging.Benchmarks.Harness;
 
 /// <param name="PublishOnly">Only the publish-only scenario (for a profiler): no end-to-end or latency runs.</param>
-internal sealed record HarnessSettings(int Rounds, IReadOnlyList<int> Sizes, Func<int, int> EventCount, TimeSpan LatencyDuration, double LatencyFraction, bool WaitForIdleBroker = true, bool PublishOnly = false);
+internal sealed record HarnessSettings(int Rounds, IReadOnlyList<int> Sizes, Func<int, int> EventCount, TimeSpan LatencyDuration, double LatencyFraction, bool WaitForIdleBroker = true, bool PublishOnly = false, bool SpinPacing = false);
 
 /// <summary>
 /// Runs the same scenarios through every target of one transport, alternating the targets within each round, and
@@ -275,7 +275,15 @@ internal sealed class HarnessRunner(string transport, IReadOnlyList<IBenchTarget
             {
                 var due = TimeSpan.FromSeconds(i / rate);
                 var wait = due - Stopwatch.GetElapsedTime(start);
-                if (wait > TimeSpan.FromMilliseconds(1))
+                if (settings.SpinPacing)
+                {
+                    // Each event at its own time, at the cost of a core spent waiting (no bursts).
+                    while (Stopwatch.GetElapsedTime(start) < due)
+                    {
+                        Thread.SpinWait(20);
+                    }
+                }
+                else if (wait > TimeSpan.FromMilliseconds(1))
                 {
                     await Task.Delay(wait, cancellationToken);
                 }
