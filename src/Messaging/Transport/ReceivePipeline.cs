@@ -539,10 +539,7 @@ public sealed partial class ReceivePipeline : ITransportConsumer
     /// <summary>Gives back a message whose handler never started, and accounts for it.</summary>
     private async Task ReturnUnstartedAsync(ReceivedMessage message)
     {
-        if (await message.TryReleaseAsync().ConfigureAwait(false))
-        {
-            await ReturnQuietlyAsync(message).ConfigureAwait(false);
-        }
+        await GiveBackAsync(message).ConfigureAwait(false);
         AccountUnstarted(message);
     }
 
@@ -561,7 +558,10 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         }
     }
 
-    /// <summary>Gives a running message back unsettled at its handler's request (a graceful stop during a held retry).</summary>
+    /// <summary>
+    /// Gives a message back unsettled unless someone else has it already: at its handler's request (a graceful stop during a
+    /// held retry), or when the pipeline gives it back.
+    /// </summary>
     internal async Task GiveBackAsync(ReceivedMessage message)
     {
         if (await message.TryReleaseAsync().ConfigureAwait(false))
@@ -796,7 +796,7 @@ public sealed partial class ReceivePipeline : ITransportConsumer
                 {
                     var giving = taken?.Contains(message.Sequence) == true ? ReturnQuietlyAsync(message)
                         : isUnstarted is null || isUnstarted(message) ? ReturnUnstartedAsync(message)
-                        : ReleaseAndReturnAsync(message);
+                        : GiveBackAsync(message);
                     if (_time.GetElapsedTime(started) < ReturnTimeout)
                     {
                         await giving.ConfigureAwait(false);
@@ -814,14 +814,6 @@ public sealed partial class ReceivePipeline : ITransportConsumer
                     await Task.WhenAll(late).ConfigureAwait(false);
                 }
             }));
-    }
-
-    private async Task ReleaseAndReturnAsync(ReceivedMessage message)
-    {
-        if (await message.TryReleaseAsync().ConfigureAwait(false))
-        {
-            await ReturnQuietlyAsync(message).ConfigureAwait(false);
-        }
     }
 
     /// <summary>
@@ -929,14 +921,15 @@ public sealed partial class ReceivePipeline : ITransportConsumer
     private async Task AbortCoreAsync()
     {
         await Task.Yield();
+        // Renewal stops first: taking a message that is being renewed waits for the renewal, which a broker that does not
+        // answer would hold for two intervals.
+        await _stopRenewal.CancelAsync().ConfigureAwait(false);
         List<ReceivedMessage> waiting, running;
         HashSet<long>? taken = null;
         if (_lanes is not null && _receiver?.ReturnsTogether == true)
         {
             // A key's running message is taken before its handler is cancelled, so that it goes back in the same call as the
-            // rest of its key instead of by its runner, one call ahead of them. Renewal stops first: taking a message that is
-            // being renewed waits for the renewal, which a broker that does not answer would hold for two intervals.
-            await _stopRenewal.CancelAsync().ConfigureAwait(false);
+            // rest of its key instead of by its runner, one call ahead of them.
             (waiting, running) = TakeUnsettled();
             taken = [];
             foreach (var message in running)
@@ -951,7 +944,6 @@ public sealed partial class ReceivePipeline : ITransportConsumer
         else
         {
             await _abort.CancelAsync().ConfigureAwait(false);
-            await _stopRenewal.CancelAsync().ConfigureAwait(false);
             (waiting, running) = TakeUnsettled();
         }
         var unstarted = waiting.Select(m => m.Sequence).ToHashSet();

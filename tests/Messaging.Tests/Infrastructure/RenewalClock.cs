@@ -35,9 +35,7 @@ internal sealed class RenewalClock(TimeSpan interval) : TimeProvider
     /// <summary>Runs one renewal round: the loop's delay elapses and the loop comes back to wait for the next one.</summary>
     public async Task TickAsync()
     {
-        await Wait.UntilAsync(() => TimersCreated > _seen, "the renewal loop waits for its next round");
-        _seen = TimersCreated;
-        _fake.Advance(Interval);
+        await StartRoundAsync();
         await Wait.UntilAsync(() => TimersCreated > _seen, "the renewal round ended");
     }
 
