@@ -101,6 +101,14 @@ public abstract partial class ConformanceSuite<TFixture>
                 g => g.Where(a => a.Attempt >= 3).Select(a => (TimeSpan?)a.At).Min() ?? g.Max(a => a.At),
                 StringComparer.Ordinal);
             var violations = new List<string>();
+            // A broker known to reorder a key right after a consumer crash (the Pub/Sub emulator): an event the killed host
+            // held but never started may be overtaken, within the window, by later events of its key; counted, not failed.
+            var crashWindow = Fixture.KeyReorderWindowAfterCrash;
+            var tolerated = 0;
+            // The overtaken event is the one whose handling set the point the key had reached.
+            bool KnownBrokerReorder(TimeSpan at, string overtaken) =>
+                crashWindow is { } window && at >= killedAt && at <= killedAt + window
+                && !probe.Attempts.Any(a => a.Event.Id == overtaken && (a.Host == busiest || a.At < killedAt));
             string Who(string id) => string.Join(" ", probe.Attempts.Where(a => a.Event.Id == id).Select(a => $"{(a.Host == busiest ? "killed" : "survivor")}@{a.At.TotalMilliseconds:0}ms#{a.Attempt}"));
             foreach (var key in events.GroupBy(e => order[e.Id!].Key))
             {
@@ -108,17 +116,26 @@ public abstract partial class ConformanceSuite<TFixture>
                 // Walking the key in publish order: the latest point by which every earlier event was done with.
                 var earlierDone = TimeSpan.MinValue;
                 string? earlierId = null;
+                string? doneBy = null;
                 foreach (var id in sequence)
                 {
                     if (firstHandled.TryGetValue(id, out var at))
                     {
-                        if (at < earlierDone && violations.Count < 5)
+                        if (at < earlierDone && KnownBrokerReorder(at, doneBy!))
+                        {
+                            tolerated++;
+                        }
+                        else if (at < earlierDone && violations.Count < 5)
                         {
                             violations.Add($"key-{key.Key} #{order[id].Seq} was first handled at {at.TotalMilliseconds:0.0} ms by {Who(id)}, before #{order[earlierId!].Seq} was done with ({earlierDone.TotalMilliseconds:0.0} ms, by {Who(earlierId!)}); the kill was at {killedAt.TotalMilliseconds:0.0} ms");
                         }
                         if (!deadLettered.Contains(id))
                         {
-                            earlierDone = at > earlierDone ? at : earlierDone;
+                            if (at > earlierDone)
+                            {
+                                earlierDone = at;
+                                doneBy = id;
+                            }
                             earlierId = id;
                             continue;
                         }
@@ -127,13 +144,13 @@ public abstract partial class ConformanceSuite<TFixture>
                     if (lastAttempt.TryGetValue(id, out var last) && last > earlierDone)
                     {
                         earlierDone = last;
-                        earlierId = id;
+                        earlierId = doneBy = id;
                     }
                 }
             }
             var retried = probe.Attempts.Count(a => a.Attempt > 1);
             TestContext.Current.TestOutputHelper?.WriteLine(
-                $"{Fixture.TransportName}: {handledIds.Count} handled ({probe.Handled.Count - handledIds.Count} replayed after the kill), {deadLettered.Count} dead-lettered, {retried} retried attempts");
+                $"{Fixture.TransportName}: {handledIds.Count} handled ({probe.Handled.Count - handledIds.Count} replayed after the kill), {deadLettered.Count} dead-lettered, {retried} retried attempts, {tolerated} overtakings in the broker's known reorder window after the kill");
             Assert.True(violations.Count == 0, string.Join(Environment.NewLine, violations));
             Assert.True(retried > 0, "The seeded failures must have caused retries.");
             Assert.True(deadLettered.Count >= Keys * PerKey / 100, $"Events that fail every attempt must be dead-lettered; {deadLettered.Count} were.");

@@ -67,6 +67,13 @@ public interface ITransportFixture : IAsyncDisposable
     /// <summary>True when the suite can restart the broker (a local broker it controls).</summary>
     bool CanRestartBroker { get; }
 
+    /// <summary>
+    /// How long after a consumer is killed the broker is known to hand a key's later messages to another consumer ahead of
+    /// earlier ones the killed consumer held but never started (the ordering case tolerates exactly those, and only in this
+    /// window); <c>null</c> for a broker that keeps a key's order through a consumer crash.
+    /// </summary>
+    TimeSpan? KeyReorderWindowAfterCrash => null;
+
     /// <summary>Stops and starts the broker.</summary>
     Task RestartBrokerAsync(CancellationToken cancellationToken);
 
